@@ -1,0 +1,121 @@
+"""``learned-envs collect``: log transitions from any Gymnasium env.
+
+The behaviour policy is uniform random actions, or a saved stable-baselines3 agent that takes
+a uniformly random action with probability ``epsilon``. It is recorded in the data's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from learned_envs.data.transitions import Transitions, as_transitions
+
+_SB3_ALGOS = {"ppo": "PPO", "a2c": "A2C", "dqn": "DQN", "sac": "SAC", "td3": "TD3", "ddpg": "DDPG"}
+
+
+def load_sb3_agent(path: str | os.PathLike, algo: str = "auto"):
+    """Load an SB3 ``.zip``. SB3 zips hold pickled objects: load only files you trust.
+
+    ``algo="auto"`` reads the algorithm from the policy class recorded in the zip.
+    """
+    import stable_baselines3 as sb3
+
+    if algo == "auto":
+        algo = _algo_from_zip(Path(path))
+    name = _SB3_ALGOS.get(algo.lower())
+    if name is None:
+        raise ValueError(f"unknown SB3 algorithm {algo!r}; one of {sorted(_SB3_ALGOS.values())}")
+    return getattr(sb3, name).load(path, device="cpu")
+
+
+def _algo_from_zip(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a stable-baselines3 agent zip ({exc})") from None
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    for key in ("dqn", "sac", "td3", "ddpg"):
+        if f".{key}." in module:
+            return key
+    return "ppo"  # PPO and A2C share ActorCriticPolicy; either loads the other's policy.
+
+
+def make_behaviour_policy(
+    env: gym.Env, policy: str, epsilon: float, rng: np.random.Generator, algo: str = "auto"
+) -> tuple[Callable[[np.ndarray], Any], dict[str, Any]]:
+    """Return ``act(obs) -> action`` and a JSON description of the behaviour policy."""
+    space = env.action_space
+    if policy == "random":
+        return (lambda obs: space.sample()), {"kind": "random"}
+    agent = load_sb3_agent(policy, algo)
+
+    def act(obs: np.ndarray) -> Any:
+        if epsilon > 0 and rng.random() < epsilon:
+            return space.sample()
+        action, _ = agent.predict(obs, deterministic=True)
+        return action
+
+    return act, {"kind": "sb3", "path": str(policy), "algo": type(agent).__name__, "epsilon": float(epsilon)}
+
+
+def collect(
+    env_id: str,
+    steps: int,
+    out: str | os.PathLike | None = None,
+    policy: str = "random",
+    epsilon: float = 0.0,
+    seed: int = 0,
+    algo: str = "auto",
+    progress: bool = True,
+    **make_kwargs: Any,
+) -> Transitions:
+    """Step ``env_id`` for ``steps`` transitions under the behaviour policy; save to ``out`` if given.
+
+    The file format follows ``out``'s suffix (``.npz``; others via :func:`learned_envs.data.save`).
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    env = gym.make(env_id, **make_kwargs)
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(int(rng.integers(2**31)))
+    act, behaviour = make_behaviour_policy(env, policy, epsilon, rng, algo)
+
+    obs_shape = env.observation_space.shape
+    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminations", "truncations", "episode_ids")}
+    obs, _ = env.reset(seed=seed)
+    episode = 0
+    for _ in tqdm(range(steps), desc=f"collect {env_id}", unit="step", disable=not progress):
+        action = act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for key, value in zip(rows, (obs, action, reward, next_obs, terminated, truncated, episode)):
+            rows[key].append(value)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            episode += 1
+        else:
+            obs = next_obs
+    env.close()
+    # The last episode is cut by the step budget, not by the env: mark it truncated.
+    rows["truncations"][-1] = True
+
+    arrays = {k: np.asarray(v) for k, v in rows.items()}
+    arrays["observations"] = arrays["observations"].reshape(steps, *obs_shape)
+    arrays["next_observations"] = arrays["next_observations"].reshape(steps, *obs_shape)
+    metadata = {"source_env_id": env_id, "behaviour_policy": behaviour, "seed": seed, "collected_steps": steps}
+    data = as_transitions(arrays, env.observation_space, env.action_space, f"collect({env_id})", metadata)
+    if out is not None:
+        from learned_envs.data import save
+
+        save(data, out)
+    return data

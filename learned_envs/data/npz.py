@@ -1,0 +1,72 @@
+"""Transitions in a ``.npz`` file: the arrays of :mod:`transitions` plus JSON for spaces and provenance.
+
+Read with ``allow_pickle=False``: a data file never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from learned_envs.atomic import atomic_path
+from learned_envs.data.spaces import space_from_json, space_to_json
+from learned_envs.data.transitions import FIELDS, DataError, Transitions, as_transitions
+
+
+def save_npz(data: Transitions, path: str | os.PathLike) -> Path:
+    """Write ``data`` atomically; returns the path written."""
+    arrays = {name: getattr(data, name) for name in FIELDS}
+    arrays["episode_ids"] = data.episode_ids if data.episode_ids is not None else data.episode_index()
+    arrays["observation_space"] = np.array(json.dumps(space_to_json(data.observation_space)))
+    arrays["action_space"] = np.array(json.dumps(space_to_json(data.action_space)))
+    arrays["metadata"] = np.array(json.dumps(data.metadata))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return path
+
+
+def load_npz(
+    path: str | os.PathLike,
+    observation_space: gym.Space | None = None,
+    action_space: gym.Space | None = None,
+) -> Transitions:
+    """Read and validate a transitions ``.npz``.
+
+    Spaces come from the file; if it has none, from the arguments (e.g. from ``--source-env``);
+    failing both, they are inferred from the data and ``metadata["spaces_inferred"]`` says so.
+    """
+    source = str(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise DataError(source, None, "no such file") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataError(source, None, f"not a readable .npz file ({exc})") from None
+
+    metadata = json.loads(str(arrays.pop("metadata"))) if "metadata" in arrays else {}
+    obs_json, act_json = arrays.pop("observation_space", None), arrays.pop("action_space", None)
+    inferred = []
+    if observation_space is None and obs_json is not None:
+        observation_space = space_from_json(json.loads(str(obs_json)))
+    if action_space is None and act_json is not None:
+        action_space = space_from_json(json.loads(str(act_json)))
+    if observation_space is None or action_space is None:
+        from learned_envs.data.infer import infer_spaces
+
+        inferred_obs, inferred_act = infer_spaces(arrays, source)
+        if observation_space is None:
+            observation_space, _ = inferred_obs, inferred.append("observation_space")
+        if action_space is None:
+            action_space, _ = inferred_act, inferred.append("action_space")
+    if inferred:
+        metadata["spaces_inferred"] = inferred
+    metadata.setdefault("path", source)
+    return as_transitions(arrays, observation_space, action_space, source, metadata)

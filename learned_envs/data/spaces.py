@@ -1,0 +1,48 @@
+"""Gymnasium spaces to and from plain JSON, so data files and checkpoints never pickle a space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+def space_to_json(space: gym.Space) -> dict[str, Any]:
+    """Describe a ``Box`` or ``Discrete`` space as a JSON-able dict."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": np.dtype(space.dtype).name,
+            "low": _finite_list(space.low),
+            "high": _finite_list(space.high),
+        }
+    raise TypeError(f"learned-envs supports Box and Discrete spaces, not {type(space).__name__}")
+
+
+def space_from_json(spec: dict[str, Any]) -> gym.Space:
+    """Inverse of :func:`space_to_json`."""
+    kind = spec.get("type")
+    if kind == "Discrete":
+        return gym.spaces.Discrete(int(spec["n"]), start=int(spec.get("start", 0)))
+    if kind == "Box":
+        dtype = np.dtype(spec["dtype"])
+        low = np.array(spec["low"], dtype=np.float64).reshape(spec["shape"])
+        high = np.array(spec["high"], dtype=np.float64).reshape(spec["shape"])
+        return gym.spaces.Box(low.astype(dtype), high.astype(dtype), shape=tuple(spec["shape"]), dtype=dtype)
+    raise ValueError(f"unknown space description {spec!r}: expected type Box or Discrete")
+
+
+def _finite_list(values: np.ndarray) -> list:
+    # JSON has no inf; store +-inf as strings that float() reads back.
+    return [v if np.isfinite(v) else ("inf" if v > 0 else "-inf") for v in np.asarray(values, np.float64).ravel().tolist()]
+
+
+def flat_dim(space: gym.Space) -> int:
+    """Width of a space once flattened (a Discrete space counts one column: its index)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return 1
+    return int(np.prod(space.shape))

@@ -1,0 +1,97 @@
+"""``DreamEnv``: a learned world model as a ``gymnasium.Env`` (the batched core with one row).
+
+## Spaces
+Observation and action spaces are the source env's, read from the checkpoint.
+
+## Dynamics
+Each step draws one ensemble member at random and samples its Gaussian over ``[Δobs, reward]``
+with noise scaled by ``temperature`` (0: that member's mean). The next observation is clipped
+to the bounds seen in the logged data; ``info["clipped_dims"]`` counts the clipped dimensions.
+
+## Episode end
+``terminated`` comes from the learned termination classifier (probability above 0.5);
+``truncated`` from ``max_episode_steps`` given at registration (the TimeLimit wrapper).
+
+## Starting state
+``reset(seed=...)`` draws one of the logged episode starts through ``self.np_random``;
+``reset(options={"initial_observation": obs})`` starts from ``obs``.
+
+## Info
+``disagreement``: spread of the members' predicted next observations (data std units);
+``clipped_dims``: as above.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from learned_envs.checkpoint import read_metadata
+from learned_envs.dreams.core import DreamCore
+
+
+class DreamEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+
+    def __init__(
+        self,
+        checkpoint: str,
+        render_mode: str | None = None,
+        device: str = "cpu",
+        temperature: float | None = None,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
+        self.core = DreamCore(checkpoint, num_envs=1, device=device, temperature=temperature)
+        self.observation_space = self.core.observation_space
+        self.action_space = self.core.action_space
+        self.render_mode = render_mode
+        self.source_env_id: str | None = self.core.checkpoint.metadata.get("source_env_id")
+        self._renderer = None
+        self._seeded = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None or not self._seeded:
+            self.core.seed(self.np_random)
+            self._seeded = True
+        initial = (options or {}).get("initial_observation")
+        if initial is not None and not self.observation_space.contains(np.asarray(initial, dtype=self.observation_space.dtype)):
+            raise ValueError(f"initial_observation {initial!r} is outside the observation space {self.observation_space}")
+        self.core.reset_rows(initial_observations=initial)
+        return self.core.observations()[0], {}
+
+    def step(self, action):
+        batch = self.core.step(np.asarray(action)[None])
+        info = {"disagreement": float(batch.disagreement[0]), "clipped_dims": int(batch.clipped_dims[0])}
+        return batch.observations[0], float(batch.rewards[0]), bool(batch.terminated[0]), bool(batch.truncated[0]), info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            from learned_envs.dreams.render import SourceRenderer
+
+            if not self.source_env_id:
+                raise NotImplementedError("this dream has no source env id, so there is no renderer to draw it")
+            self._renderer = SourceRenderer(self.source_env_id)
+        return self._renderer.render(self.core.observations()[0])
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+def describe(checkpoint: str) -> dict[str, Any]:
+    """Header-only summary of a dream checkpoint (no weights loaded)."""
+    meta = read_metadata(checkpoint)
+    return {
+        "source_env_id": meta.get("source_env_id"),
+        "transitions": meta.get("dataset", {}).get("transitions"),
+        "episodes": meta.get("dataset", {}).get("episodes"),
+        "holdout_mse": meta.get("fit", {}).get("metrics", {}).get("holdout_mse"),
+        "max_episode_steps": meta.get("dream", {}).get("max_episode_steps"),
+    }

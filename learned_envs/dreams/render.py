@@ -1,0 +1,35 @@
+"""Drawing dream states with the source env's own renderer.
+
+Works for envs whose renderer reads an ``unwrapped.state`` attribute that a dream observation
+maps onto (CartPole's, MountainCar's, ...). ``OBS_TO_STATE`` holds the few mappings that are not
+the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+OBS_TO_STATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+
+
+class SourceRenderer:
+    """Renders observations of ``env_id`` as RGB arrays ``[H, W, 3]`` uint8."""
+
+    def __init__(self, env_id: str):
+        self.env_id = env_id
+        self.env = gym.make(env_id, render_mode="rgb_array")
+        self.env.reset(seed=0)
+        self.to_state = OBS_TO_STATE.get(env_id.split(":")[-1].split("/")[-1].rsplit("-v", 1)[0], lambda o: o)
+        if not hasattr(self.env.unwrapped, "state"):
+            self.env.close()
+            raise NotImplementedError(f"{env_id}'s renderer cannot draw a given state (it has no 'state' attribute)")
+
+    def render(self, observation: np.ndarray) -> np.ndarray:
+        self.env.unwrapped.state = np.asarray(self.to_state(np.asarray(observation, dtype=np.float64)))
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
