@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 import gymnasium as gym
 
 from learned_envs.data.spaces import flat_dim
+from learned_envs.dream_settings import DreamSettings
 from learned_envs.data.transitions import Transitions
 from learned_envs.models.ensemble import EnsembleConfig, EnsembleWorldModel
 
@@ -256,6 +257,17 @@ def _fit_termination(model, train, hold, config: FitConfig, gen: torch.Generator
     return history, metrics
 
 
+@torch.no_grad()
+def max_disagreement(model: EnsembleWorldModel, data: Transitions, batch: int = 4096) -> float:
+    """The largest member disagreement over the logged (state, action) pairs: the scale of
+    ``halt_threshold="auto"``."""
+    t = _tensors(data, next(model.parameters()).device.type)
+    return max(
+        float(model.predict(t["obs"][i : i + batch], t["act"][i : i + batch], temperature=0.0, members="mean")["disagreement"].max())
+        for i in range(0, len(data), batch)
+    )
+
+
 def observed_bounds(data: Transitions, margin: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """``[D]`` low/high over every logged observation, widened by ``margin`` of the range and kept
     inside the observation space's own bounds."""
@@ -303,6 +315,7 @@ def fit(
     source_env = source_env or data.metadata.get("source_env_id")
     config = dataclasses.replace(config or FitConfig(), seed=seed)
     result = fit_world_model(data, config, progress=progress)
+    result.metrics["max_train_disagreement"] = max_disagreement(result.model, data)
 
     if max_episode_steps is None:
         spec = gym.spec(source_env) if source_env and source_env in gym.registry else None
@@ -317,10 +330,7 @@ def fit(
         dream={
             "id": dream_id,
             "max_episode_steps": int(max_episode_steps),
-            "temperature": 1.0,
-            "uncertainty_penalty": 0.0,
-            "out_of_bounds": "halt",
-            "halt_reward": None,
+            **dataclasses.asdict(DreamSettings()),
         },
         dataset={
             "path": str(data_path) if data_path else data.metadata.get("path"),

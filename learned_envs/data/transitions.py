@@ -37,6 +37,7 @@ class DataError(ValueError):
             where += f", row {row}"
         super().__init__(f"{where}: {message}")
         self.source, self.field, self.row = source, field_name, row
+        self.message = message  # without the location prefix, so a reader can re-raise it with more context
 
 
 @dataclass

@@ -2,9 +2,9 @@
 
 It holds N dream states on one torch device, steps them all with one world-model forward call,
 and crosses to numpy once per step. Faces decide only how results are packaged and when rows
-are reset.
+are reset; every knob lives here, so it works the same through every face.
 
-Shapes: N = number of dreams, D = flat observation size.
+Shapes: N = number of dreams, D = flat observation size, E = ensemble members.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from learned_envs.checkpoint import Checkpoint, load_checkpoint
+from learned_envs.dream_settings import DreamSettings
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -28,15 +29,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 @dataclass
 class StepBatch:
-    """One step of N dreams, as numpy: what every face needs to build its return value."""
+    """One step of N dreams, as numpy: what every face needs to build its return value.
+
+    ``info`` maps each per-dream info key to an ``[N]`` array; faces package it their own way
+    (a dict of scalars, Gymnasium's dict of arrays, SB3's list of dicts), so a key added here
+    reaches every face.
+    """
 
     observations: np.ndarray  # [N, *obs_shape] in the observation space's dtype
     rewards: np.ndarray  # [N] float64
     terminated: np.ndarray  # [N] bool
     truncated: np.ndarray  # [N] bool
-    disagreement: np.ndarray  # [N] float32
-    clipped_dims: np.ndarray  # [N] int64, observation dimensions clipped to the observed bounds
-    halted: np.ndarray  # [N] bool, episode ended because the dream left its data's support
+    info: dict[str, np.ndarray]  # see DreamCore.INFO_KEYS
+
+    def info_row(self, i: int) -> dict[str, Any]:
+        """Row ``i``'s info as Python scalars."""
+        return {key: value[i].item() for key, value in self.info.items()}
 
 
 class DreamCore:
@@ -46,24 +54,20 @@ class DreamCore:
         checkpoint: a loaded :class:`Checkpoint` or a path to one.
         num_envs: N.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch device.
-        temperature: scales the model's sampled noise (0: deterministic member means).
         max_episode_steps: per-row truncation; ``None`` leaves time limits to a wrapper.
-        out_of_bounds: what happens when a predicted observation leaves the bounds seen in the
-            data: ``"halt"`` ends the episode there (``terminated``, ``info["halted"]``), since
-            the model cannot be believed beyond its data and an agent would exploit it;
-            ``"clip"`` clips and goes on. Either way the observation is clipped.
-        halt_reward: reward of a halting step; ``None`` keeps the model's predicted reward.
+        **settings: the :class:`DreamSettings` knobs.
     """
+
+    # info key -> numpy dtype, in the order they are packed for the device->host crossing.
+    INFO_KEYS = {"disagreement": np.float32, "penalty": np.float32, "clipped_dims": np.int64, "halted": np.bool_}
 
     def __init__(
         self,
         checkpoint: Checkpoint | str,
         num_envs: int = 1,
         device: str | torch.device = "cpu",
-        temperature: float | None = None,
         max_episode_steps: int | None = None,
-        out_of_bounds: str | None = None,
-        halt_reward: float | None = None,
+        **settings: Any,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
@@ -77,23 +81,40 @@ class DreamCore:
         self.obs_high = checkpoint.obs_high.to(self.device)
         self.observation_space: gym.spaces.Box = checkpoint.observation_space
         self.action_space: gym.Space = checkpoint.action_space
-        defaults = checkpoint.metadata.get("dream", {})
-        self.temperature = float(defaults.get("temperature", 1.0) if temperature is None else temperature)
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        self.settings = DreamSettings.resolve(checkpoint.metadata.get("dream", {}), settings)
         self.max_episode_steps = max_episode_steps
-        self.out_of_bounds = str(defaults.get("out_of_bounds", "halt") if out_of_bounds is None else out_of_bounds)
-        if self.out_of_bounds not in ("halt", "clip"):
-            raise ValueError(f"out_of_bounds must be 'halt' or 'clip', got {self.out_of_bounds!r}")
-        self.halt_reward = defaults.get("halt_reward") if halt_reward is None else halt_reward
         self.num_envs = num_envs
         self.obs_shape = self.observation_space.shape
         self.obs_dtype = self.observation_space.dtype
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         self.action_start = int(self.action_space.start) if self.discrete else 0
+        if not self.discrete:
+            self.action_low = torch.as_tensor(self.action_space.low.reshape(-1), device=self.device)
+            self.action_high = torch.as_tensor(self.action_space.high.reshape(-1), device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.state = torch.zeros(num_envs, self.obs_low.shape[0], device=self.device)
         self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.members = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+
+    @property
+    def temperature(self) -> float:
+        return self.settings.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.settings.temperature = float(value)
+        self.settings.validate()
+
+    @property
+    def halt_threshold(self) -> float | None:
+        """The disagreement threshold in force (``"auto"`` resolved from the fit's record)."""
+        threshold = self.settings.halt_threshold
+        if threshold == "auto":
+            recorded = self.checkpoint.metadata.get("fit", {}).get("metrics", {}).get("max_train_disagreement")
+            if recorded is None:
+                raise ValueError(f"{self.checkpoint.path}: halt_threshold='auto' needs max_train_disagreement, which this checkpoint lacks")
+            return self.settings.halt_factor * float(recorded)
+        return None if threshold is None else float(threshold)
 
     # -- randomness ------------------------------------------------------------------------
     def seed(self, np_random: np.random.Generator) -> None:
@@ -120,6 +141,8 @@ class DreamCore:
             starts = self.start_states[pick]
         self.state[rows] = starts
         self.elapsed[rows] = 0
+        if self.settings.propagation == "fixed":
+            self.members[rows] = torch.randint(self.model.ensemble_size, (count,), device=self.device, generator=self.generator)
 
     def observations(self, rows: torch.Tensor | None = None) -> np.ndarray:
         """Current observations ``[N or R, *obs_shape]`` as numpy in the space's dtype."""
@@ -128,44 +151,47 @@ class DreamCore:
         return np.array(state.cpu().numpy(), dtype=self.obs_dtype, copy=True).reshape(-1, *self.obs_shape)
 
     # -- stepping --------------------------------------------------------------------------
-    def step(self, actions: Any) -> StepBatch:
-        """Advance every dream by one step with ``actions`` (``[N]`` or ``[N, *act_shape]``)."""
+    def _action_tensor(self, actions: Any) -> torch.Tensor:
         action = torch.as_tensor(np.asarray(actions), device=self.device)
         if self.discrete:
-            action = action.reshape(self.num_envs) - self.action_start
-        else:
-            action = action.reshape(self.num_envs, -1).float()
-            low = torch.as_tensor(self.action_space.low.reshape(-1), device=self.device)
-            high = torch.as_tensor(self.action_space.high.reshape(-1), device=self.device)
-            action = torch.maximum(torch.minimum(action, high), low)
-        out = self.model.predict(self.state, action, generator=self.generator, temperature=self.temperature)
+            return action.reshape(self.num_envs) - self.action_start
+        action = action.reshape(self.num_envs, -1).float()
+        return torch.maximum(torch.minimum(action, self.action_high), self.action_low)
+
+    def step(self, actions: Any) -> StepBatch:
+        """Advance every dream by one step with ``actions`` (``[N]`` or ``[N, *act_shape]``)."""
+        s = self.settings
+        members = {"random": None, "fixed": self.members, "mean": "mean"}[s.propagation]
+        out = self.model.predict(self.state, self._action_tensor(actions), generator=self.generator, temperature=s.temperature, members=members)
         raw = out["next_state"]
         nxt = torch.maximum(torch.minimum(raw, self.obs_high), self.obs_low)
         clipped = (nxt != raw).sum(-1)
         self.state = nxt
         self.elapsed += 1
-        reward = out["reward"]
-        halted = clipped > 0 if self.out_of_bounds == "halt" else torch.zeros_like(clipped, dtype=torch.bool)
-        if self.halt_reward is not None:
-            reward = torch.where(halted, torch.full_like(reward, float(self.halt_reward)), reward)
+
+        penalty = s.uncertainty_penalty * out["model_std"].max(0).values
+        reward = out["reward"] - penalty
+        halted = clipped > 0 if s.out_of_bounds == "halt" else torch.zeros_like(clipped, dtype=torch.bool)
+        threshold = self.halt_threshold
+        if threshold is not None:
+            halted = halted | (out["disagreement"] > threshold)
+        if s.halt_reward is not None:
+            reward = torch.where(halted, torch.full_like(reward, float(s.halt_reward)), reward)
         terminated = (out["termination_prob"] > 0.5) | halted
         if self.max_episode_steps is not None:
             truncated = (self.elapsed >= self.max_episode_steps) & ~terminated
         else:
             truncated = torch.zeros_like(terminated)
+
         # One device->host crossing per step: pack everything into a single float tensor.
-        packed = torch.cat(
-            [nxt, reward[:, None], terminated[:, None].float(), truncated[:, None].float(),
-             out["disagreement"][:, None], clipped[:, None].float(), halted[:, None].float()],
-            dim=1,
-        ).cpu().numpy()
+        columns = [reward, terminated, truncated, out["disagreement"], penalty, clipped, halted]
+        packed = torch.cat([nxt, torch.stack([c.float() for c in columns], dim=1)], dim=1).cpu().numpy()
         d = nxt.shape[1]
+        info = {key: packed[:, d + 3 + i].astype(dtype) for i, (key, dtype) in enumerate(self.INFO_KEYS.items())}
         return StepBatch(
             observations=packed[:, :d].astype(self.obs_dtype, copy=False).reshape(-1, *self.obs_shape),
             rewards=packed[:, d].astype(np.float64),
             terminated=packed[:, d + 1] > 0.5,
             truncated=packed[:, d + 2] > 0.5,
-            disagreement=packed[:, d + 3].copy(),
-            clipped_dims=packed[:, d + 4].astype(np.int64),
-            halted=packed[:, d + 5] > 0.5,
+            info=info,
         )

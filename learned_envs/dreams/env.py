@@ -16,9 +16,14 @@ to the bounds seen in the logged data; ``info["clipped_dims"]`` counts the clipp
 ``reset(seed=...)`` draws one of the logged episode starts through ``self.np_random``;
 ``reset(options={"initial_observation": obs})`` starts from ``obs``.
 
+## Leaving the data
+A predicted observation outside the bounds seen in the logged data is clipped; by default
+(``out_of_bounds="halt"``) the episode also ends there, because beyond its data the model is a
+guess an agent would exploit.
+
 ## Info
 ``disagreement``: spread of the members' predicted next observations (data std units);
-``clipped_dims``: as above.
+``clipped_dims``: as above; ``halted``: the episode ended by leaving the data.
 """
 
 from __future__ import annotations
@@ -35,16 +40,11 @@ from learned_envs.dreams.core import DreamCore
 class DreamEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
 
-    def __init__(
-        self,
-        checkpoint: str,
-        render_mode: str | None = None,
-        device: str = "cpu",
-        temperature: float | None = None,
-    ):
+    def __init__(self, checkpoint: str, render_mode: str | None = None, **dream_kwargs: Any):
+        """``dream_kwargs`` go to :class:`DreamCore` (``device``, ``temperature``, ``out_of_bounds``, ...)."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
-        self.core = DreamCore(checkpoint, num_envs=1, device=device, temperature=temperature)
+        self.core = DreamCore(checkpoint, num_envs=1, **dream_kwargs)
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self.render_mode = render_mode
@@ -65,8 +65,7 @@ class DreamEnv(gym.Env):
 
     def step(self, action):
         batch = self.core.step(np.asarray(action)[None])
-        info = {"disagreement": float(batch.disagreement[0]), "clipped_dims": int(batch.clipped_dims[0])}
-        return batch.observations[0], float(batch.rewards[0]), bool(batch.terminated[0]), bool(batch.truncated[0]), info
+        return batch.observations[0], float(batch.rewards[0]), bool(batch.terminated[0]), bool(batch.truncated[0]), batch.info_row(0)
 
     def render(self):
         if self.render_mode != "rgb_array":

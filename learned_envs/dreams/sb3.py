@@ -1,36 +1,57 @@
 """``DreamSB3VecEnv``: the batched core as a stable-baselines3 ``VecEnv``.
 
 N dreams step in one forward call, where SB3's ``DummyVecEnv`` would loop over N single envs in
-Python. SB3's conventions hold: a done row resets in the same step, its last observation is in
-``infos[i]["terminal_observation"]``, and ``infos[i]["TimeLimit.truncated"]`` marks time-limit ends.
-Sub-dreams share one set of attributes: ``get_attr`` returns the same value for every index and
-``set_attr`` changes all of them.
+Python. SB3's conventions hold, as ``DummyVecEnv`` keeps them: a done row resets in the same step,
+its last observation is in ``infos[i]["terminal_observation"]``, and
+``infos[i]["TimeLimit.truncated"]`` is true for time-limit ends that are not also terminations.
+
+Sub-dreams share one set of attributes: ``get_attr`` returns the same value for every index,
+``set_attr`` changes all of them, and ``env_method`` calls the method once and repeats its result.
+The dream's knobs (:class:`~learned_envs.dream_settings.DreamSettings`: ``temperature``,
+``propagation``, ...) are attributes too: ``venv.set_attr("temperature", 0.5)`` applies from the
+next step.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from learned_envs.dreams.core import DreamCore
+from learned_envs.dreams.core import DreamCore, StepBatch
+
+
+def sb3_infos(batch: StepBatch) -> list[dict[str, Any]]:
+    """One info dict per row: the core's info keys as Python scalars plus ``"TimeLimit.truncated"``.
+
+    Columns go through ``tolist()`` once rather than ``.item()`` per row and key (4096 rows x 4
+    keys of ``.item()`` cost milliseconds per step).
+    """
+    keys = list(batch.info)
+    columns = [batch.info[key].tolist() for key in keys]
+    time_limit = (batch.truncated & ~batch.terminated).tolist()
+    infos = [dict(zip(keys, values)) for values in zip(*columns)] if keys else [{} for _ in time_limit]
+    for info, flag in zip(infos, time_limit):
+        info["TimeLimit.truncated"] = flag
+    return infos
 
 
 class DreamSB3VecEnv(VecEnv):
-    def __init__(
-        self,
-        checkpoint: str,
-        num_envs: int = 1,
-        max_episode_steps: int | None = None,
-        device: str = "cpu",
-        temperature: float | None = None,
-        render_mode: str | None = None,
-    ):
-        self.core = DreamCore(checkpoint, num_envs=num_envs, device=device, temperature=temperature, max_episode_steps=max_episode_steps)
-        super().__init__(num_envs, self.core.observation_space, self.core.action_space)
+    """``num_envs`` dreams of ``checkpoint`` as an SB3 ``VecEnv``.
+
+    ``dream_kwargs`` go to :class:`DreamCore` (``max_episode_steps``, ``device``, ``temperature``, ...).
+    Observations are ``[N, *obs_shape]``, rewards ``[N]`` float32, dones ``[N]`` bool.
+    """
+
+    def __init__(self, checkpoint: Any, num_envs: int = 1, render_mode: str | None = None, **dream_kwargs: Any):
+        self.core = DreamCore(checkpoint, num_envs=num_envs, **dream_kwargs)
+        # Before VecEnv.__init__, which reads it through get_attr (and warns when it is missing).
         self.render_mode = render_mode
+        super().__init__(num_envs, self.core.observation_space, self.core.action_space)
         self.source_env_id = self.core.checkpoint.metadata.get("source_env_id")
         self._np_random: np.random.Generator | None = None
         self._actions: np.ndarray | None = None
@@ -42,9 +63,10 @@ class DreamSB3VecEnv(VecEnv):
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        self.core.temperature = float(value)
+        self.core.temperature = value
 
     def reset(self) -> np.ndarray:
+        """Reset every dream; the seed given to :meth:`seed` (its first entry) applies here once."""
         seed = self._seeds[0]
         if seed is not None or self._np_random is None:
             self._np_random = np.random.default_rng(seed)
@@ -67,20 +89,16 @@ class DreamSB3VecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         batch = self.core.step(self._actions)
         dones = batch.terminated | batch.truncated
-        infos: list[dict[str, Any]] = [
-            {"disagreement": float(d), "clipped_dims": int(c), "TimeLimit.truncated": bool(t)}
-            for d, c, t in zip(batch.disagreement, batch.clipped_dims, batch.truncated)
-        ]
+        infos = sb3_infos(batch)
         obs = batch.observations
         if dones.any():
-            done_rows = np.flatnonzero(dones)
-            for i in done_rows:
-                infos[i]["terminal_observation"] = obs[i]
-            mask = self.core.state.new_zeros(self.num_envs, dtype=bool)
-            mask[done_rows.tolist()] = True
+            # obs is a fresh array each step, so terminal observations may be views into it.
+            for i in np.flatnonzero(dones):
+                infos[i]["terminal_observation"] = obs[i].copy()
+                self.reset_infos[i] = {}
+            mask = torch.as_tensor(dones, device=self.core.device)
             self.core.reset_rows(mask)
-            obs = obs.copy()
-            obs[done_rows] = self.core.observations(mask)
+            obs[dones] = self.core.observations(mask)
         return obs, batch.rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:
@@ -95,20 +113,32 @@ class DreamSB3VecEnv(VecEnv):
         if self._renderer is None:
             from learned_envs.dreams.render import SourceRenderer
 
+            if not self.source_env_id:
+                raise NotImplementedError("this dream has no source env id, so there is no renderer to draw it")
             self._renderer = SourceRenderer(self.source_env_id)
         return [self._renderer.render(obs) for obs in self.core.observations()]
 
     # -- attribute plumbing (one shared set of attributes) --------------------------------
+    def _is_setting(self, name: str) -> bool:
+        return name in {f.name for f in fields(self.core.settings)}
+
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        value = getattr(self, attr_name)
+        value = getattr(self.core.settings, attr_name) if self._is_setting(attr_name) else getattr(self, attr_name)
         return [value for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        setattr(self, attr_name, value)
+        if self._is_setting(attr_name):
+            updated = replace(self.core.settings, **{attr_name: value})
+            updated.validate()  # before it replaces the settings in force, so a bad value changes nothing
+            self.core.settings = updated
+        else:
+            setattr(self, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        method = getattr(self, method_name)
-        return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+        # Once, not once per index: the sub-dreams are one object, and a method's side effect
+        # (a reset, a render) must not happen N times.
+        result = getattr(self, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]

@@ -1,0 +1,1 @@
+"""Dreams: the batched step core and its faces (``DreamEnv``, ``DreamVectorEnv``, ``DreamSB3VecEnv``)."""

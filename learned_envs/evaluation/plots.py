@@ -1,0 +1,175 @@
+"""The evaluation's pictures (matplotlib, Agg backend: no display needed). Each function writes one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+# Observation dimension names of a few classic-control envs, for axis labels.
+OBS_NAMES: dict[str, list[str]] = {
+    "CartPole": ["cart position", "cart velocity", "pole angle", "pole angular velocity"],
+    "MountainCar": ["position", "velocity"],
+    "MountainCarContinuous": ["position", "velocity"],
+    "Pendulum": ["cos(theta)", "sin(theta)", "angular velocity"],
+    "Acrobot": ["cos(theta1)", "sin(theta1)", "cos(theta2)", "sin(theta2)", "theta1 velocity", "theta2 velocity"],
+}
+
+REAL, MODEL, DREAM, BAD = "#222222", "#1f77b4", "#ff7f0e", "#d62728"
+
+
+def obs_names(env_id: str | None, dims: int) -> list[str]:
+    """Names of the observation dimensions of ``env_id`` (``obs[i]`` when unknown)."""
+    base = (env_id or "").split(":")[-1].split("/")[-1].rsplit("-v", 1)[0]
+    names = OBS_NAMES.get(base)
+    return names if names and len(names) == dims else [f"obs[{i}]" for i in range(dims)]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_k_step_error(path: Path, error: np.ndarray, per_dim: np.ndarray, names: Sequence[str], title: str, marks=(1, 10, 50)) -> Path:
+    """err(k) on a log axis, per dimension (thin) and averaged (thick), with 1 data std marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    k = np.arange(1, len(error) + 1)
+    for i, name in enumerate(names):
+        ax.plot(k, per_dim[:, i], lw=1, alpha=0.75, label=name)
+    ax.plot(k, error, color="black", lw=2.5, label="mean over dimensions")
+    for m in marks:
+        if m <= len(error) and np.isfinite(error[m - 1]):
+            ax.plot(m, error[m - 1], "o", color="black")
+            ax.annotate(f"k={m}: {error[m - 1]:.3g}", (m, error[m - 1]), textcoords="offset points", xytext=(6, -14), fontsize=9)
+    ax.axhline(1.0, color=BAD, ls=":", lw=1.5)
+    ax.text(1, 1.0, "  1 data std: no better than guessing the data's mean", color=BAD, va="bottom", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlim(1, len(error))
+    ax.set_xlabel("k: steps predicted open loop (logged actions, no real feedback)")
+    ax.set_ylabel("RMSE / data std (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_trajectories(
+    path: Path,
+    episodes: list[dict[str, Any]],
+    names: Sequence[str],
+    dream_label: str,
+) -> Path:
+    """Rows = observation dimensions, columns = episodes: the real trajectory, the model's mean
+    replay and the band of the dream's own samples, all under the same logged actions.
+
+    Each entry of ``episodes`` holds ``real [T+1, D]``, ``mean [T+1, D]``, optional
+    ``samples [S, T+1, D]`` (NaN after a dream ended) and ``title``.
+    """
+    plt = _pyplot()
+    dims, cols = len(names), len(episodes)
+    fig, axes = plt.subplots(dims, cols, figsize=(3.6 * cols + 0.6, 1.9 * dims + 0.8), sharex="col", squeeze=False)
+    for c, ep in enumerate(episodes):
+        t = np.arange(len(ep["real"]))
+        samples = ep.get("samples")
+        for r in range(dims):
+            ax = axes[r, c]
+            if samples is not None:
+                with np.errstate(invalid="ignore"), _quiet():
+                    lo, hi = np.nanpercentile(samples[:, :, r], [10, 90], axis=0)
+                ax.fill_between(t, lo, hi, color=DREAM, alpha=0.25, lw=0, label=f"dream samples, 10-90% ({dream_label})")
+                for s in samples[:3]:
+                    ax.plot(t, s[:, r], color=DREAM, lw=0.6, alpha=0.6)
+            ax.plot(t, ep["real"][:, r], color=REAL, lw=1.6, label="real (logged)")
+            ax.plot(t, ep["mean"][:, r], color=MODEL, lw=1.6, ls="--", label="model mean, open loop")
+            ax.grid(True, alpha=0.25)
+            if c == 0:
+                ax.set_ylabel(names[r], fontsize=9)
+            if r == 0:
+                ax.set_title(ep["title"], fontsize=9)
+        axes[-1, c].set_xlabel("step")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Dream vs real under the same logged actions", fontsize=11)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _save(fig, path)
+
+
+class _quiet:
+    """Silence numpy's all-NaN-slice warnings (dreams that ended leave NaN columns)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def plot_learning_curves(path: Path, history: dict[str, list[float]]) -> Path | None:
+    """The fit's curves per epoch: dynamics (train NLL, holdout MSE) and termination (BCE)."""
+    panels = [
+        ("dynamics", [("train_nll", "train NLL (left)")], [("holdout_mse", "holdout MSE (right, log)")]),
+        ("termination classifier", [("termination_train_bce", "train BCE"), ("termination_holdout_bce", "holdout BCE")], []),
+    ]
+    panels = [p for p in panels if any(history.get(key) for key, _ in p[1] + p[2])]
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, left, right) in zip(axes[0], panels):
+        lines = []
+        for i, (key, label) in enumerate(left):
+            values = history.get(key) or []
+            lines += ax.plot(np.arange(1, len(values) + 1), values, color=f"C{i}", label=label)
+        if right:
+            ax2 = ax.twinx()
+            for i, (key, label) in enumerate(right, start=len(left)):
+                values = history.get(key) or []
+                lines += ax2.plot(np.arange(1, len(values) + 1), values, color=f"C{i}", label=label)
+            ax2.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.25)
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8)
+    fig.suptitle("Learning curves of the fit (from the checkpoint's metadata)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_transfer(path: Path, rows: list[dict[str, Any]], title: str, reward_threshold: float | None = None) -> Path:
+    """Per setting: the agent's mean return in the dream beside its return in the real env."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(rows) + 2), 4))
+    x = np.arange(len(rows))
+    width = 0.38
+    for offset, key, color, label in ((-width / 2, "dream", DREAM, "return in the dream"), (width / 2, "real", REAL, "return in the real env")):
+        means = [r[f"{key}_return_mean"] for r in rows]
+        stds = [r[f"{key}_return_std"] for r in rows]
+        ax.bar(x + offset, means, width, yerr=stds, color=color, alpha=0.85, label=label, capsize=3)
+        for i, r in enumerate(rows):
+            seeds = [s[key] for s in r["per_seed"]]
+            ax.plot(np.full(len(seeds), x[i] + offset), seeds, "o", color="white", mec="black", ms=4, zorder=3)
+    if reward_threshold is not None:
+        ax.axhline(reward_threshold, color=BAD, ls=":", lw=1.2)
+        ax.text(x[-1] + 0.5, reward_threshold, "solved", color=BAD, va="bottom", ha="right", fontsize=8)
+    ax.set_xticks(x, [r["label"] for r in rows], fontsize=9)
+    ax.set_ylabel("mean episode return")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, axis="y", alpha=0.25)
+    return _save(fig, path)
