@@ -1,9 +1,11 @@
 """``learned-envs``: a thin command-line face over the Python API.
 
-    learned-envs collect ENV_ID --steps N --out FILE [--policy random|AGENT.zip] [--epsilon E] [--seed S]
+    learned-envs collect ENV_ID --steps N --out FILE [--format npz|minari|hdf5|sb3] [--policy random|AGENT.zip] [--epsilon E] [--seed S]
     learned-envs fit DATA [--out FILE] [--id DREAM_ID] [--source-env ENV_ID] [--seed S]
     learned-envs list
     learned-envs demo [--steps N] [--seed S]
+    learned-envs evaluate CHECKPOINT_OR_DREAM_ID [--data FILE] [--out DIR] [--horizon K]
+                          [--transfer ALGO --steps N --sweep temperature=0,0.5,1,1.5 --seeds K]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from learned_envs.data.transitions import DataError
 def cmd_collect(args: argparse.Namespace) -> None:
     from learned_envs.data.collecting import collect
 
-    data = collect(args.env_id, args.steps, out=args.out, policy=args.policy, epsilon=args.epsilon, seed=args.seed, algo=args.algo)
+    data = collect(args.env_id, args.steps, out=args.out, policy=args.policy, epsilon=args.epsilon, seed=args.seed, algo=args.algo, format=args.format)
     print(f"wrote {len(data)} transitions ({data.num_episodes} episodes) of {args.env_id} to {args.out}")
 
 
@@ -30,7 +32,14 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     if args.out is None and args.id is None:
         raise SystemExit("learned-envs fit: give --out FILE, --id DREAM_ID, or both")
-    path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed, max_episode_steps=args.max_episode_steps)
+    from learned_envs.fitting import FitConfig
+
+    sizes = {k: v for k, v in (("ensemble_size", args.ensemble_size), ("num_elites", args.elites), ("hidden_size", args.hidden_size),
+                                ("num_layers", args.layers), ("device", args.device)) if v is not None}
+    if args.max_epochs is not None:
+        sizes.update(max_epochs=args.max_epochs, min_updates=0)  # an explicit cap is the cap
+    path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed,
+               max_episode_steps=args.max_episode_steps, config=FitConfig(**sizes))
     from learned_envs.checkpoint import read_metadata
 
     meta = read_metadata(path)
@@ -86,6 +95,58 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"real transitions the dream was fitted on: {n_real}")
 
 
+def parse_sweep(items: list[str]) -> dict[str, list]:
+    """``["temperature=0,0.5,1", "propagation=random,mean"]`` -> ``{"temperature": [0.0, 0.5, 1.0], ...}``."""
+    from dataclasses import fields
+
+    from learned_envs.dream_settings import DreamSettings
+
+    known = {f.name for f in fields(DreamSettings)}
+    sweep: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not values.strip():
+            raise ValueError(f"--sweep {item!r}: expected KNOB=V1,V2,... (e.g. temperature=0,0.5,1,1.5)")
+        if key not in known:
+            raise ValueError(f"--sweep {item!r}: unknown dream knob {key!r}; known: {', '.join(sorted(known))}")
+        sweep[key] = [_sweep_value(v) for v in values.split(",")]
+    return sweep
+
+
+def _sweep_value(text: str):
+    text = text.strip()
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from learned_envs.evaluation import evaluate, transfer
+    from learned_envs.evaluation.sources import resolve
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    sweep = parse_sweep(args.sweep or [])
+    if sweep and not args.transfer:
+        raise ValueError("--sweep needs --transfer ALGO (the sweep is over dreams an agent trains in)")
+    source = resolve(args.dream)
+    out = args.out or f"runs/eval_{source.name}"
+    try:
+        evaluate(args.dream, args.data, out, horizon=args.horizon, seed=args.seed, video=not args.no_video)
+    except FileNotFoundError as exc:
+        if args.data is not None or not args.transfer:
+            raise
+        print(f"skipping the fidelity report: {exc}")
+    if args.transfer:
+        transfer(args.dream, algo=args.transfer, steps=args.steps, sweep=sweep, seeds=args.seeds, episodes=args.episodes, out_dir=out)
+        print(f"wrote transfer.json and transfer.png to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learned-envs", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="log transitions from a Gymnasium env")
     p.add_argument("env_id")
     p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--out", required=True, help="output file (.npz)")
+    p.add_argument("--out", required=True, help="where to write: FILE.npz, FILE.hdf5 (D4RL-style), FILE.pkl (SB3 replay buffer), "
+                   "a Minari dataset folder or minari:DATASET_ID (under $MINARI_DATASETS_PATH)")
+    p.add_argument("--format", choices=["npz", "minari", "hdf5", "sb3"], help="data format (default: the one --out names)")
     p.add_argument("--policy", default="random", help="'random' or the path of a saved SB3 agent (.zip; trusted files only)")
     p.add_argument("--algo", default="auto", help="SB3 algorithm of --policy (default: read from the zip)")
     p.add_argument("--epsilon", type=float, default=0.0, help="share of uniformly random actions mixed into --policy")
@@ -101,12 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("fit", help="fit a dream to logged data and write its checkpoint")
-    p.add_argument("data", help="logged transitions (.npz)")
+    p.add_argument("data", help="logged transitions: FILE.npz, D4RL-style FILE.hdf5/.h5, an SB3 replay buffer FILE.pkl "
+                   "(a pickle: trusted files only), a Minari dataset folder or minari:DATASET_ID")
     p.add_argument("--out", help="checkpoint to write (.safetensors)")
     p.add_argument("--id", help="dream id (e.g. Dream-MyRobot-v0): also install it in the user's dream folder")
     p.add_argument("--source-env", help="Gymnasium id of the logged system (spaces, renderer, time limit)")
     p.add_argument("--max-episode-steps", type=int, help="dream time limit (default: the source env's)")
     p.add_argument("--seed", type=int, default=0)
+    size = p.add_argument_group("model size (defaults suit thousands of transitions)")
+    size.add_argument("--ensemble-size", type=int, help="members trained (default 7)")
+    size.add_argument("--elites", type=int, help="members kept, by holdout error (default 5)")
+    size.add_argument("--hidden-size", type=int, help="units per hidden layer (default 200)")
+    size.add_argument("--layers", type=int, help="hidden layers (default 4)")
+    size.add_argument("--max-epochs", type=int, help="cap on training epochs (default: early stopping decides)")
+    size.add_argument("--device", help="torch device to fit on (default cpu)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("list", help="show every registered dream")
@@ -119,6 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="how far to trust a dream: fidelity on held-out data, dream-to-real transfer")
+    p.add_argument("dream", metavar="CHECKPOINT_OR_DREAM_ID", help="a checkpoint file or a registered dream id")
+    p.add_argument("--data", help="held-out logged transitions (.npz), ideally from another policy "
+                   "(default: the fit's holdout episodes, if the training file is still where the checkpoint says)")
+    p.add_argument("--out", help="report folder (default runs/eval_<name>)")
+    p.add_argument("--horizon", type=int, default=100, help="longest open-loop rollout k (default 100)")
+    p.add_argument("--no-video", action="store_true", help="skip the real | dream GIF")
+    p.add_argument("--seed", type=int, default=0)
+    t = p.add_argument_group("dream-to-real transfer (trains agents: minutes)")
+    t.add_argument("--transfer", metavar="ALGO", help="SB3 algorithm to train only in the dream, e.g. PPO")
+    t.add_argument("--steps", type=int, default=100_000, help="training steps per agent (default 100000)")
+    t.add_argument("--sweep", action="append", metavar="KNOB=V1,V2,...",
+                   help="dream settings to train under, e.g. temperature=0,0.5,1,1.5 (repeat to combine knobs)")
+    t.add_argument("--seeds", type=int, default=1, help="agents per setting (default 1)")
+    t.add_argument("--episodes", type=int, default=20, help="scoring episodes in the dream and in the real env (default 20)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -14,5 +14,9 @@ def user_dream_dir() -> Path:
 
 
 def shipped_checkpoint_dir() -> Path:
-    """The installed copy of the top-level ``checkpoints/`` folder."""
-    return Path(str(resources.files("learned_envs.checkpoints")))
+    """The installed copy of the top-level ``checkpoints/`` folder (or that folder itself when
+    the package runs from a source checkout, where the install-time mapping does not exist)."""
+    try:
+        return Path(str(resources.files("learned_envs.checkpoints")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "checkpoints"

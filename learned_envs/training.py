@@ -11,7 +11,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.utils import get_linear_fn
+from stable_baselines3.common.utils import LinearSchedule
 from tqdm.auto import tqdm
 
 # rl-baselines3-zoo hyperparameters (hyperparams/ppo.yml, CartPole-v1).
@@ -36,7 +36,7 @@ def hyperparameters(algo: str, env_id: str | None) -> dict[str, Any]:
     params = dict(ZOO_HYPERPARAMS.get((algo.upper(), env_id or ""), {"n_envs": 8, "policy": "MlpPolicy"}))
     for key, value in params.items():
         if isinstance(value, tuple) and value[0] == "linear":
-            params[key] = get_linear_fn(value[1], 0.0, 1.0)
+            params[key] = LinearSchedule(value[1], 0.0, 1.0)
     return params
 
 
@@ -69,12 +69,10 @@ def train_in_dream(
     """Train an SB3 ``algo`` for ``steps`` environment steps, only inside ``dream_id``."""
     import stable_baselines3 as sb3
 
+    from learned_envs.checkpoint import read_metadata
     from learned_envs.sb3 import make_vec_env
 
-    source = gym.spec(dream_id).kwargs.get("checkpoint")
-    from learned_envs.checkpoint import read_metadata
-
-    source_env = read_metadata(source).get("source_env_id") if source else None
+    source_env = read_metadata(gym.spec(dream_id).kwargs["checkpoint"]).get("source_env_id")
     params = hyperparameters(algo, source_env)
     n_envs, policy = params.pop("n_envs"), params.pop("policy")
     venv = make_vec_env(dream_id, n_envs=n_envs, seed=seed, **dream_kwargs)

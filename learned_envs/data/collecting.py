@@ -76,16 +76,21 @@ def collect(
     seed: int = 0,
     algo: str = "auto",
     progress: bool = True,
+    format: str | None = None,
     **make_kwargs: Any,
 ) -> Transitions:
     """Step ``env_id`` for ``steps`` transitions under the behaviour policy; save to ``out`` if given.
 
-    The file format follows ``out``'s suffix (``.npz``; others via :func:`learned_envs.data.save`).
+    ``format`` (npz, minari, hdf5, sb3) defaults to the one ``out`` names: see :func:`learned_envs.data.save`.
     """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    if out is not None:
+        from learned_envs.data import target_format
+
+        target_format(out, format)  # a bad target fails now, not after the steps are spent
     env = gym.make(env_id, **make_kwargs)
     rng = np.random.default_rng(seed)
     env.action_space.seed(int(rng.integers(2**31)))
@@ -117,5 +122,5 @@ def collect(
     if out is not None:
         from learned_envs.data import save
 
-        save(data, out)
+        save(data, out, format=format)
     return data

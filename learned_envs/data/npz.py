@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from learned_envs.atomic import atomic_path
+from learned_envs.data.reading import SPACE_NAMES, carried_metadata, resolve_spaces
 from learned_envs.data.spaces import space_from_json, space_to_json
 from learned_envs.data.transitions import FIELDS, DataError, Transitions, as_transitions
 
@@ -24,7 +25,7 @@ def save_npz(data: Transitions, path: str | os.PathLike) -> Path:
     arrays["episode_ids"] = data.episode_ids if data.episode_ids is not None else data.episode_index()
     arrays["observation_space"] = np.array(json.dumps(space_to_json(data.observation_space)))
     arrays["action_space"] = np.array(json.dumps(space_to_json(data.action_space)))
-    arrays["metadata"] = np.array(json.dumps(data.metadata))
+    arrays["metadata"] = np.array(json.dumps(carried_metadata(data)))
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -41,6 +42,7 @@ def load_npz(
 
     Spaces come from the file; if it has none, from the arguments (e.g. from ``--source-env``);
     failing both, they are inferred from the data and ``metadata["spaces_inferred"]`` says so.
+    A given space of another kind or shape than the file's is a :class:`DataError`.
     """
     source = str(path)
     try:
@@ -52,21 +54,8 @@ def load_npz(
         raise DataError(source, None, f"not a readable .npz file ({exc})") from None
 
     metadata = json.loads(str(arrays.pop("metadata"))) if "metadata" in arrays else {}
-    obs_json, act_json = arrays.pop("observation_space", None), arrays.pop("action_space", None)
-    inferred = []
-    if observation_space is None and obs_json is not None:
-        observation_space = space_from_json(json.loads(str(obs_json)))
-    if action_space is None and act_json is not None:
-        action_space = space_from_json(json.loads(str(act_json)))
-    if observation_space is None or action_space is None:
-        from learned_envs.data.infer import infer_spaces
-
-        inferred_obs, inferred_act = infer_spaces(arrays, source)
-        if observation_space is None:
-            observation_space, _ = inferred_obs, inferred.append("observation_space")
-        if action_space is None:
-            action_space, _ = inferred_act, inferred.append("action_space")
-    if inferred:
-        metadata["spaces_inferred"] = inferred
-    metadata.setdefault("path", source)
+    stored = [arrays.pop(name, None) for name in SPACE_NAMES]
+    stored = [space_from_json(json.loads(str(raw))) if raw is not None else None for raw in stored]
+    metadata.update(path=source, format="npz")
+    observation_space, action_space = resolve_spaces(source, arrays, metadata, stored, [observation_space, action_space])
     return as_transitions(arrays, observation_space, action_space, source, metadata)

@@ -3,8 +3,8 @@
 Every error is in units of the evaluation data's standard deviation, per observation dimension,
 so that dimensions of different scales can be averaged and models compared across envs.
 All predictions here are the ensemble mean at temperature 0 (``members="mean"``): the model's
-best guess, not one of its samples. Open-loop rollouts are clipped to the observed bounds, as the
-dream itself clips them.
+best guess, not one of its samples. Open-loop rollouts are measured as the model predicts them and,
+separately, clipped to the bounds seen in the training data, as the dream clips them.
 
 Shapes: N rows, D = flat observation size, B = rollouts stepped together, H = horizon.
 """
@@ -153,12 +153,26 @@ def rollout_starts(data: Transitions, max_starts: int) -> tuple[np.ndarray, np.n
     return rows, remaining[rows]
 
 
+def coverage(data: Transitions, obs_low: torch.Tensor, obs_high: torch.Tensor) -> dict[str, Any]:
+    """How much of ``data`` lies outside the bounds the model saw in training (where a dream
+    clips, and by default halts): per dimension and for any dimension."""
+    obs = data.observations.reshape(len(data), -1)
+    low, high = obs_low.cpu().numpy(), obs_high.cpu().numpy()
+    outside = (obs < low) | (obs > high)
+    return {
+        "outside_fraction_per_dim": outside.mean(axis=0).tolist(),
+        "outside_fraction": float(outside.any(axis=1).mean()),
+        "training_low": low.tolist(),
+        "training_high": high.tolist(),
+    }
+
+
 def open_loop_curve(
     model,
     data: Transitions,
     std: np.ndarray,
-    obs_low: torch.Tensor,
-    obs_high: torch.Tensor,
+    obs_low: torch.Tensor | None = None,
+    obs_high: torch.Tensor | None = None,
     horizon: int = 100,
     max_starts: int = 2000,
     progress: bool = True,
@@ -166,6 +180,7 @@ def open_loop_curve(
     """Replay the logged actions through the model from many logged states, ``horizon`` steps at most.
 
     A rollout from row t contributes to err(k) for every k up to the steps left in its episode.
+    With ``obs_low``/``obs_high``, every predicted state is clipped to them, as the dream does.
     """
     device = next(model.parameters()).device
     starts, remaining = rollout_starts(data, max_starts)
@@ -173,9 +188,10 @@ def open_loop_curve(
     sq = np.zeros((horizon, d))
     count = np.zeros(horizon, dtype=np.int64)
     flat_next = data.next_observations.reshape(len(data), -1)
-    low, high = obs_low.to(device), obs_high.to(device)
+    clip = obs_low is not None and obs_high is not None
+    low, high = (obs_low.to(device), obs_high.to(device)) if clip else (None, None)
     chunks = range(0, len(starts), CHUNK)
-    bar = tqdm(total=horizon * len(chunks), desc=f"open-loop rollouts ({len(starts)} starts)", unit="step", disable=not progress)
+    bar = tqdm(total=horizon * len(chunks), desc=f"open-loop rollouts ({len(starts)} starts{', clipped' if clip else ''})", unit="step", disable=not progress)
     for lo in chunks:
         rows, left = starts[lo : lo + CHUNK], remaining[lo : lo + CHUNK]
         state, _ = _as_tensors(data, rows, device)
@@ -190,7 +206,8 @@ def open_loop_curve(
                 break
             act = torch.as_tensor(data.actions[rows + k - 1], device=device)
             state = _predict_mean(model, state, act)["next_state"]
-            state = torch.maximum(torch.minimum(state, high), low)
+            if clip:
+                state = torch.maximum(torch.minimum(state, high), low)
             err = (state.cpu().numpy().astype(np.float64) - flat_next[rows + k - 1]) / std
             sq[k - 1] += (err**2).sum(axis=0)
             count[k - 1] += len(rows)
@@ -207,7 +224,7 @@ def episode_bounds(data: Transitions) -> list[tuple[int, int]]:
     return [(int(f), int(e - f + 1)) for f, e in zip(firsts, ends)]
 
 
-def replay_episode(model, data: Transitions, first: int, length: int, obs_low, obs_high) -> tuple[np.ndarray, np.ndarray]:
+def replay_episode(model, data: Transitions, first: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Real and mean-model trajectories ``[length + 1, D]`` of one logged episode under its logged actions."""
     device = next(model.parameters()).device
     obs = data.observations.reshape(len(data), -1)
@@ -217,7 +234,6 @@ def replay_episode(model, data: Transitions, first: int, length: int, obs_low, o
     for t in range(first, first + length):
         act = torch.as_tensor(data.actions[t : t + 1], device=device)
         state = _predict_mean(model, state, act)["next_state"]
-        state = torch.maximum(torch.minimum(state, obs_high.to(device)), obs_low.to(device))
         dream.append(state.cpu().numpy()[0])
     return real, np.stack(dream)
 

@@ -36,32 +36,51 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     _pyplot().close(fig)
     return path
 
 
-def plot_k_step_error(path: Path, error: np.ndarray, per_dim: np.ndarray, names: Sequence[str], title: str, marks=(1, 10, 50)) -> Path:
-    """err(k) on a log axis, per dimension (thin) and averaged (thick), with 1 data std marked."""
+def plot_k_step_error(
+    path: Path,
+    error: np.ndarray,
+    per_dim: np.ndarray,
+    names: Sequence[str],
+    title: str,
+    samples: np.ndarray | None = None,
+    clipped: np.ndarray | None = None,
+    marks=(1, 10, 50),
+    few: int = 30,
+) -> Path:
+    """err(k) on a log axis, per dimension (thin) and averaged (thick), with 1 data std marked;
+    ``clipped``: the average when predictions are clipped to the training bounds, as the dream does;
+    k where fewer than ``few`` rollouts reached are shaded (their error is noisy)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     k = np.arange(1, len(error) + 1)
+    if samples is not None and (samples < few).any():
+        first_few = int(np.argmax(samples < few)) + 1
+        ax.axvspan(first_few, len(error), color="0.85", alpha=0.6, lw=0)
+        ax.text(first_few, 0.03, f" fewer than {few} rollouts\n reach this far: noisy", transform=ax.get_xaxis_transform(), va="bottom", ha="left", fontsize=7, color="0.35")
     for i, name in enumerate(names):
         ax.plot(k, per_dim[:, i], lw=1, alpha=0.75, label=name)
     ax.plot(k, error, color="black", lw=2.5, label="mean over dimensions")
+    if clipped is not None:
+        ax.plot(k, clipped, color="black", lw=1.5, ls="--", label="mean, clipped to training bounds\n(as the dream steps)")
     for m in marks:
         if m <= len(error) and np.isfinite(error[m - 1]):
             ax.plot(m, error[m - 1], "o", color="black")
             ax.annotate(f"k={m}: {error[m - 1]:.3g}", (m, error[m - 1]), textcoords="offset points", xytext=(6, -14), fontsize=9)
-    ax.axhline(1.0, color=BAD, ls=":", lw=1.5)
-    ax.text(1, 1.0, "  1 data std: no better than guessing the data's mean", color=BAD, va="bottom", fontsize=8)
+    ax.axhline(1.0, color=BAD, ls=":", lw=1.5, label="1 data std: no better than\nguessing the data's mean")
     ax.set_yscale("log")
-    ax.set_xlim(1, len(error))
+    finite = error[np.isfinite(error)]
+    ax.set_ylim(top=max(2.0, 1.5 * float(np.nanmax(per_dim))) if finite.size else 2.0)
+    ax.set_xlim(1, max(2, len(error)))
     ax.set_xlabel("k: steps predicted open loop (logged actions, no real feedback)")
     ax.set_ylabel("RMSE / data std (log scale)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
@@ -70,12 +89,15 @@ def plot_trajectories(
     episodes: list[dict[str, Any]],
     names: Sequence[str],
     dream_label: str,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Rows = observation dimensions, columns = episodes: the real trajectory, the model's mean
     replay and the band of the dream's own samples, all under the same logged actions.
 
     Each entry of ``episodes`` holds ``real [T+1, D]``, ``mean [T+1, D]``, optional
-    ``samples [S, T+1, D]`` (NaN after a dream ended) and ``title``.
+    ``samples [S, T+1, D]`` (NaN after a dream ended) and ``title``. ``bounds``: the training
+    data's ``(low, high)``, drawn where in view. The y range follows the real trajectory and the
+    dream band, so a diverging model mean leaves the panel rather than squashing the rest.
     """
     plt = _pyplot()
     dims, cols = len(names), len(episodes)
@@ -93,14 +115,27 @@ def plot_trajectories(
                     ax.plot(t, s[:, r], color=DREAM, lw=0.6, alpha=0.6)
             ax.plot(t, ep["real"][:, r], color=REAL, lw=1.6, label="real (logged)")
             ax.plot(t, ep["mean"][:, r], color=MODEL, lw=1.6, ls="--", label="model mean, open loop")
+            shown = [ep["real"][:, r]] + ([lo, hi] if samples is not None else [])
+            with _quiet():
+                y0, y1 = np.nanmin(np.concatenate(shown)), np.nanmax(np.concatenate(shown))
+            pad = 0.15 * max(y1 - y0, 1e-6)
+            ax.set_ylim(y0 - pad, y1 + pad)
+            if bounds is not None:
+                for edge in (bounds[0][r], bounds[1][r]):
+                    if y0 - pad < edge < y1 + pad:
+                        ax.axhline(edge, color=BAD, ls=":", lw=1.2, label="edge of the training data")
             ax.grid(True, alpha=0.25)
             if c == 0:
                 ax.set_ylabel(names[r], fontsize=9)
             if r == 0:
                 ax.set_title(ep["title"], fontsize=9)
         axes[-1, c].set_xlabel("step")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("Dream vs real under the same logged actions", fontsize=11)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _save(fig, path)
@@ -123,7 +158,7 @@ class _quiet:
 def plot_learning_curves(path: Path, history: dict[str, list[float]]) -> Path | None:
     """The fit's curves per epoch: dynamics (train NLL, holdout MSE) and termination (BCE)."""
     panels = [
-        ("dynamics", [("train_nll", "train NLL (left)")], [("holdout_mse", "holdout MSE (right, log)")]),
+        ("dynamics", [("train_nll", "train NLL (left)")], [("holdout_mse", "holdout MSE, normalised targets (right, log)")]),
         ("termination classifier", [("termination_train_bce", "train BCE"), ("termination_holdout_bce", "holdout BCE")], []),
     ]
     panels = [p for p in panels if any(history.get(key) for key, _ in p[1] + p[2])]
@@ -142,6 +177,9 @@ def plot_learning_curves(path: Path, history: dict[str, list[float]]) -> Path | 
                 values = history.get(key) or []
                 lines += ax2.plot(np.arange(1, len(values) + 1), values, color=f"C{i}", label=label)
             ax2.set_yscale("log")
+            ax2.set_ylabel(right[0][1].split(" (")[0], fontsize=9)
+        if left:
+            ax.set_ylabel(left[0][1].split(" (")[0] if len(left) == 1 else "binary cross-entropy", fontsize=9)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.25)

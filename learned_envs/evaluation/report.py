@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from learned_envs.data.transitions import Transitions
@@ -112,7 +113,9 @@ def evaluate(
 
     std = M.data_std(data)
     one = M.one_step_metrics(model, data, std)
-    curve = M.open_loop_curve(model, data, std, ckpt.obs_low, ckpt.obs_high, horizon, max_starts, progress)
+    cover = M.coverage(data, ckpt.obs_low, ckpt.obs_high)
+    curve = M.open_loop_curve(model, data, std, None, None, horizon, max_starts, progress)
+    clipped = M.open_loop_curve(model, data, std, ckpt.obs_low, ckpt.obs_high, horizon, max_starts, progress)
 
     bounds = M.episode_bounds(data)
     longest = sorted(range(len(bounds)), key=lambda i: -bounds[i][1])[:plot_episodes]
@@ -120,14 +123,18 @@ def evaluate(
     for i in sorted(longest):
         first, length = bounds[i]
         steps = min(length, horizon)
-        real, mean = M.replay_episode(model, data, first, steps, ckpt.obs_low, ckpt.obs_high)
+        real, mean = M.replay_episode(model, data, first, steps)
         samples = M.sample_dreams(ckpt, data, first, steps, dream_samples, seed + i, device=device, **settings) if dream_samples else None
-        episodes.append({"index": i, "real": real, "mean": mean, "samples": samples, "title": f"episode {i} ({length} steps logged)"})
+        episodes.append({"index": i, "length": length, "steps": steps, "real": real, "mean": mean, "samples": samples, "title": f"episode {i}: first {steps} of {length} steps" if steps < length else f"episode {i}: {length} steps"})
 
     files = {"metrics": "metrics.json"}
     title = f"{source.name}: open-loop error on {Path(data_desc.split(' (')[0]).name} ({curve.starts} rollouts)"
-    files["k_step_error"] = plots.plot_k_step_error(out / "k_step_error.png", curve.error, curve.per_dim, names, title).name
-    files["trajectories"] = plots.plot_trajectories(out / "trajectories.png", episodes, names, _describe(settings, source.metadata.get("dream", {}))).name
+    files["k_step_error"] = plots.plot_k_step_error(
+        out / "k_step_error.png", curve.error, curve.per_dim, names, title, curve.samples, clipped.error
+    ).name
+    bounds_lh = (ckpt.obs_low.cpu().numpy(), ckpt.obs_high.cpu().numpy())
+    label = _describe(settings, source.metadata.get("dream", {}))
+    files["trajectories"] = plots.plot_trajectories(out / "trajectories.png", episodes, names, label, bounds_lh).name
     history = source.metadata.get("fit", {}).get("history", {})
     learning = plots.plot_learning_curves(out / "learning_curves.png", history)
     if learning is not None:
@@ -138,7 +145,7 @@ def evaluate(
 
         try:
             files["video"] = write_side_by_side_gif(out / "real_vs_dream.gif", env_id, episodes[0]["real"], episodes[0]["mean"]).name
-        except (NotImplementedError, gym_error()) as exc:
+        except (NotImplementedError, gym.error.Error) as exc:
             video_note = f"no video: {exc}"
     elif video:
         video_note = "no video: the checkpoint names no source env to render with"
@@ -157,15 +164,23 @@ def evaluate(
         "observation_names": names,
         "data_std": std,
         "one_step": one,
+        "coverage": cover,
         "open_loop": {
             "horizon": horizon,
             "rollouts": curve.starts,
-            "prediction": "ensemble mean, temperature 0, clipped to the observed bounds",
+            "prediction": "ensemble mean, temperature 0, as the model predicts it (no clipping)",
             "error_at": {str(k): curve.at(k) for k in REPORTED_K if k <= horizon},
             "error": curve.error,
             "error_per_dim": curve.per_dim,
             "samples_per_k": curve.samples,
         },
+        "open_loop_clipped": {
+            "prediction": "ensemble mean, temperature 0, clipped to the training data's bounds every step, as the dream does",
+            "error_at": {str(k): clipped.at(k) for k in REPORTED_K if k <= horizon},
+            "error": clipped.error,
+            "error_per_dim": clipped.per_dim,
+        },
+        "plotted_episodes": [{k: ep[k] for k in ("index", "length", "steps")} for ep in episodes],
         "dream_settings_for_samples": settings,
         "fit": {"history": history, "metrics": source.metadata.get("fit", {}).get("metrics", {})},
         "files": files,
@@ -178,12 +193,6 @@ def evaluate(
     return result
 
 
-def gym_error():
-    import gymnasium as gym
-
-    return gym.error.Error
-
-
 def _fmt(value: float | None, spec: str = ".3g") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -192,7 +201,12 @@ def format_summary(result: dict[str, Any], out_dir: Path | None = None) -> str:
     """The printed table: one line per headline figure."""
     one, ol, term = result["one_step"], result["open_loop"], result["one_step"]["termination"]
     data = result["data"]
-    rows = [(f"open-loop error at k={k} (data std)", _fmt(v)) for k, v in ol["error_at"].items()]
+    clip_at = result["open_loop_clipped"]["error_at"]
+    rows = [(f"open-loop error at k={k} (data std)", f"{_fmt(v)} (clipped as the dream does: {_fmt(clip_at[k])})") for k, v in ol["error_at"].items()]
+    cover = result["coverage"]
+    worst = int(np.argmax(cover["outside_fraction_per_dim"]))
+    rows.append(("held-out rows outside the training bounds", f"{cover['outside_fraction']:.1%}" + (
+        f" (most: {result['observation_names'][worst]}, {cover['outside_fraction_per_dim'][worst]:.1%})" if cover["outside_fraction"] else "")))
     rows += [(f"one-step RMSE/std: {name}", _fmt(v)) for name, v in zip(result["observation_names"], one["rmse_over_std"])]
     rows += [
         ("reward RMSE (one step)", f"{_fmt(one['reward_rmse'])} (reward std {_fmt(one['reward_std'])})"),

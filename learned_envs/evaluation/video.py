@@ -1,4 +1,4 @@
-"""A side-by-side ``real | dream`` GIF of one logged episode replayed open loop.
+"""A side-by-side ``real | dream`` GIF of one logged episode replayed open loop through the model.
 
 Both halves are drawn by the source env's own renderer (:class:`SourceRenderer`), so the GIF works
 for envs whose renderer can draw a given state (CartPole, MountainCar, ...).
@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 
-def _label(frame: np.ndarray, text: str) -> np.ndarray:
-    """``frame`` with ``text`` written in its top-left corner (plain if PIL is missing)."""
+def _shrink_and_label(frame: np.ndarray, scale: int, text: str) -> np.ndarray:
+    """``frame`` downscaled by ``scale`` (antialiased) with ``text`` in its top-left corner."""
     try:
         from PIL import Image, ImageDraw
     except ImportError:  # pragma: no cover - PIL ships with matplotlib
-        return frame
+        return np.ascontiguousarray(frame[::scale, ::scale])
     image = Image.fromarray(frame)
+    image = image.resize((frame.shape[1] // scale, frame.shape[0] // scale), Image.Resampling.BOX)
     ImageDraw.Draw(image).text((6, 4), text, fill=(0, 0, 0))
     return np.asarray(image)
 
@@ -43,10 +44,8 @@ def write_side_by_side_gif(
     frames = []
     try:
         for t in range(0, len(real), stride):
-            left = renderer.render(real[t])[::scale, ::scale]
-            right = renderer.render(dream[t])[::scale, ::scale]
-            left = _label(np.ascontiguousarray(left), f"real  t={t}")
-            right = _label(np.ascontiguousarray(right), f"dream (open loop)  t={t}")
+            left = _shrink_and_label(renderer.render(real[t]), scale, f"real  t={t}")
+            right = _shrink_and_label(renderer.render(dream[t]), scale, f"model (same actions, open loop)  t={t}")
             gap = np.zeros((left.shape[0], 3, 3), dtype=np.uint8)
             frames.append(np.concatenate([left, gap, right], axis=1))
     finally:

@@ -1,0 +1,284 @@
+"""How fast dreams step: the bare batched forward, each face over the batched core, SB3's
+``DummyVecEnv`` over single dreams, and the real env's own vector env, in one run.
+
+    nice -n 10 python benchmarks/throughput.py                       # full run, ~8 minutes on one CPU thread
+    python benchmarks/throughput.py --quick                          # smoke run, ~1 minute
+    python benchmarks/throughput.py --checkpoint my.safetensors --device cuda
+
+Prints one markdown table and writes JSON (``--out``, default benchmarks/results/throughput.json).
+Steps/s counts environment steps: N per vector step (a NEXT_STEP reset step counts too).
+
+- (a) forward: ``model.predict`` on N states, nothing else; the ceiling for any face.
+- (b) vector:  ``DreamVectorEnv`` (``gym.make_vec`` of the dream).
+- (c) sb3:     ``DreamSB3VecEnv`` (``learned_envs.sb3.make_vec_env(..., monitor=False)``).
+- (d) dummy:   SB3 ``DummyVecEnv`` over N ``gym.make`` single dreams (the peer approach).
+- (e) real:    ``gym.make_vec(source_env, N)`` with the source env's own vector entry point.
+
+Then peak memory while 4096 dreams step ``--memory-steps`` vector steps (RSS read from
+/proc/self/status at start, middle and end, and the CUDA allocator's peak on a GPU), and PPO's wall
+time for ``--ppo-steps`` steps in the dream (``train_in_dream``) and in the real env
+(``train_in_real``), with the same zoo hyperparameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import learned_envs
+from learned_envs.checkpoint import read_metadata
+from learned_envs.dreams.core import DreamCore, resolve_device
+
+SIZES = [1, 16, 64, 256, 4096]
+DUMMY_MAX_N = 256  # DummyVecEnv over 4096 Python envs takes minutes to build and to time
+
+
+def rss_mib() -> dict[str, float]:
+    """Resident set size now (VmRSS) and its peak so far (VmHWM), in MiB, from /proc/self/status."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+    return {"rss_mib": round(fields.get("VmRSS", float("nan")), 1), "peak_rss_mib": round(fields.get("VmHWM", float("nan")), 1)}
+
+
+def time_steps(step: Callable[[], Any], num_envs: int, seconds: float, device: torch.device) -> float:
+    """Environment steps per second of ``step`` (one vector step of ``num_envs``), after warm-up.
+
+    Runs at least 3 vector steps and until ``seconds`` have passed; synchronises CUDA so queued
+    kernels are counted.
+    """
+    for _ in range(3):
+        step()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    calls, start = 0, time.perf_counter()
+    while True:
+        step()
+        calls += 1
+        if calls >= 3 and time.perf_counter() - start >= seconds:
+            break
+    sync()
+    return calls * num_envs / (time.perf_counter() - start)
+
+
+def action_batches(num_envs: int, action_space: gym.Space, count: int = 64) -> list[np.ndarray]:
+    """``count`` pre-drawn batches ``[N, *act_shape]`` so that sampling is not timed."""
+    space = gym.vector.utils.batch_space(action_space, num_envs)
+    space.seed(0)
+    return [np.asarray(space.sample()) for _ in range(count)]
+
+
+def cycling(step: Callable[[np.ndarray], Any], batches: list[np.ndarray]) -> Callable[[], Any]:
+    """A no-argument step that feeds ``batches`` round-robin."""
+    index = [0]
+
+    def call() -> Any:
+        index[0] = (index[0] + 1) % len(batches)
+        return step(batches[index[0]])
+
+    return call
+
+
+# -- the five contenders ------------------------------------------------------------------
+def forward_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any]:
+    """(a): the world model's batched forward on N states (on the device), no env around it."""
+    core = DreamCore(gym.spec(dream_id).kwargs["checkpoint"], num_envs=n, device=device)
+    core.seed(np.random.default_rng(0))
+    core.reset_rows()
+    state, model, gen, temp = core.state, core.model, core.generator, core.temperature
+    fixed = {}
+
+    def step(actions: np.ndarray) -> Any:
+        if "a" not in fixed:  # the actions live on the device already: the forward alone is timed
+            fixed["a"] = torch.as_tensor(actions, device=core.device)
+        return model.predict(state, fixed["a"], generator=gen, temperature=temp)
+
+    return step
+
+
+def vector_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any]:
+    """(b): ``DreamVectorEnv``."""
+    envs = gym.make_vec(dream_id, num_envs=n, device=device)
+    envs.reset(seed=0)
+    return envs.step
+
+
+def sb3_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any]:
+    """(c): ``DreamSB3VecEnv``."""
+    from learned_envs.sb3 import make_vec_env
+
+    venv = make_vec_env(dream_id, n_envs=n, seed=0, monitor=False, device=device)
+    venv.reset()
+    return venv.step
+
+
+def dummy_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any]:
+    """(d): SB3 ``DummyVecEnv`` over N single ``DreamEnv``s."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([lambda: gym.make(dream_id, device=device)] * n)
+    venv.seed(0)
+    venv.reset()
+    return venv.step
+
+
+def real_step(env_id: str, n: int) -> Callable[[np.ndarray], Any]:
+    """(e): the real env's own vector env (its vector entry point, else SyncVectorEnv)."""
+    mode = "vector_entry_point" if gym.spec(env_id).vector_entry_point else "sync"
+    envs = gym.make_vec(env_id, num_envs=n, vectorization_mode=mode)
+    envs.reset(seed=0)
+    return envs.step
+
+
+def throughput(dream_id: str, source_env: str | None, sizes: list[int], seconds: float, device: str) -> list[dict[str, Any]]:
+    """One row per N: steps/s of (a)-(e) and the ratios."""
+    space = gym.make(dream_id).action_space
+    dev = resolve_device(device)
+    rows = []
+    for n in sizes:
+        batches = action_batches(n, space)
+        row: dict[str, Any] = {"N": n}
+        for name, build in [("forward", forward_step), ("vector", vector_step), ("sb3", sb3_step), ("dummy", dummy_step)]:
+            if name == "dummy" and n > DUMMY_MAX_N:
+                row[name] = None
+                continue
+            row[name] = time_steps(cycling(build(dream_id, n, device), batches), n, seconds, dev)
+        row["real"] = time_steps(cycling(real_step(source_env, n), batches), n, seconds, torch.device("cpu")) if source_env else None
+        ratio = lambda a, b: None if row[a] is None or row[b] is None else row[a] / row[b]  # noqa: E731
+        row.update({"vector/forward": ratio("vector", "forward"), "sb3/forward": ratio("sb3", "forward"),
+                    "sb3/dummy": ratio("sb3", "dummy"), "vector/real": ratio("vector", "real")})
+        rows.append(row)
+        print(f"  N={n}: " + ", ".join(f"{k}={v:.3g}" for k, v in row.items() if k != "N" and v is not None), file=sys.stderr)
+    return rows
+
+
+def memory(dream_id: str, steps: int, device: str, num_envs: int = 4096) -> dict[str, Any]:
+    """RSS (and CUDA peak) while ``num_envs`` dreams step ``steps`` vector steps: flat means no leak."""
+    envs = gym.make_vec(dream_id, num_envs=num_envs, device=device)
+    envs.reset(seed=0)
+    batches = action_batches(num_envs, envs.single_action_space)
+    if envs.core.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    marks = {0: "start", steps // 2: "middle", steps - 1: "end"}
+    out: dict[str, Any] = {"num_envs": num_envs, "vector_steps": steps, "env_steps": steps * num_envs}
+    start = time.perf_counter()
+    for t in range(steps):
+        envs.step(batches[t % len(batches)])
+        if t in marks:
+            out[marks[t]] = rss_mib()
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    if envs.core.device.type == "cuda":
+        out["cuda_max_memory_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def ppo_wall_times(dream_id: str, source_env: str | None, steps: int) -> dict[str, Any]:
+    """Seconds PPO (zoo hyperparameters, CPU) takes for ``steps`` steps in the dream and in the real env."""
+    from learned_envs.training import train_in_dream, train_in_real
+
+    out: dict[str, Any] = {"steps": steps}
+    start = time.perf_counter()
+    train_in_dream(dream_id, steps, progress=False)
+    out["dream_seconds"] = round(time.perf_counter() - start, 1)
+    if source_env:
+        start = time.perf_counter()
+        train_in_real(source_env, steps, progress=False)
+        out["real_seconds"] = round(time.perf_counter() - start, 1)
+        out["dream/real"] = round(out["dream_seconds"] / out["real_seconds"], 2)
+    return out
+
+
+# -- report -------------------------------------------------------------------------------
+def fmt(value: float | None, ratio: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if ratio else f"{value:,.0f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    head = ["N", "(a) forward", "(b) vector", "(c) sb3", "(d) dummy", "(e) real", "b/a", "c/a", "c/d", "b/e"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["throughput"]:
+        cells = [str(r["N"])] + [fmt(r[k]) for k in ("forward", "vector", "sb3", "dummy", "real")]
+        cells += [fmt(r[k], ratio=True) for k in ("vector/forward", "sb3/forward", "sb3/dummy", "vector/real")]
+        lines.append("| " + " | ".join(cells) + " |")
+    m = result.get("memory")
+    if m:
+        lines.append(
+            f"\nMemory, {m['num_envs']} dreams x {m['vector_steps']} steps ({m['env_steps']:,} env steps, {m['seconds']} s): "
+            f"RSS {m['start']['rss_mib']} -> {m['middle']['rss_mib']} -> {m['end']['rss_mib']} MiB, peak {m['end']['peak_rss_mib']} MiB"
+            + (f", CUDA peak {m['cuda_max_memory_allocated_mib']} MiB" if "cuda_max_memory_allocated_mib" in m else "")
+        )
+    p = result.get("ppo")
+    if p:
+        lines.append(f"\nPPO, {p['steps']:,} steps: dream {p['dream_seconds']} s, real {p.get('real_seconds', '-')} s (dream/real {p.get('dream/real', '-')})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dream-id", default="Dream-CartPole-v0")
+    parser.add_argument("--checkpoint", help="benchmark this checkpoint instead of the registered --dream-id")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per contender and N")
+    parser.add_argument("--memory-steps", type=int, default=1000, help="vector steps of 4096 dreams for the memory check (~2 minutes on one CPU thread)")
+    parser.add_argument("--ppo-steps", type=int, default=100_000, help="0 skips the PPO timing")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--quick", action="store_true", help="smoke run: short windows, 50 memory steps, 5,000 PPO steps")
+    parser.add_argument("--out", default="benchmarks/results/throughput.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.memory_steps, args.ppo_steps = 0.3, 50, min(args.ppo_steps, 5000)
+    torch.set_num_threads(args.threads)
+    dream_id = args.dream_id
+    if args.checkpoint:
+        dream_id = "Bench-Dream-v0"
+        learned_envs.register_dream(dream_id, args.checkpoint)
+    checkpoint = gym.spec(dream_id).kwargs["checkpoint"]
+    source_env = read_metadata(checkpoint).get("source_env_id")
+
+    result: dict[str, Any] = {
+        "dream_id": dream_id,
+        "checkpoint": str(checkpoint),
+        "model": read_metadata(checkpoint).get("model"),
+        "source_env": source_env,
+        "device": str(resolve_device(args.device)),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "platform": {"python": platform.python_version(), "torch": torch.__version__, "gymnasium": gym.__version__,
+                     "machine": platform.machine(), "processor": platform.processor()},
+        "args": vars(args),
+        "units": "environment steps per second",
+    }
+    # Memory first: the process's peak RSS (VmHWM) must not include the throughput runs'
+    # hundreds of single dreams, each with its own copy of the model.
+    if args.memory_steps > 0:
+        print(f"memory: 4096 dreams x {args.memory_steps} steps", file=sys.stderr)
+        result["memory"] = memory(dream_id, args.memory_steps, args.device)
+    print(f"throughput of {dream_id} on {result['device']}", file=sys.stderr)
+    result["throughput"] = throughput(dream_id, source_env, args.sizes, args.seconds, args.device)
+    if args.ppo_steps > 0:
+        result["ppo"] = ppo_wall_times(dream_id, source_env, args.ppo_steps)
+    print(markdown(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()

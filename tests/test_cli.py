@@ -1,0 +1,70 @@
+"""The command line, run as a user runs it: a subprocess, on data the test makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def run(*args, home: Path, check: bool = True):
+    env = {**os.environ, "LEARNED_ENVS_HOME": str(home)}
+    out = subprocess.run([sys.executable, "-m", "learned_envs.cli", *args], capture_output=True, text=True, env=env)
+    if check:
+        assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def test_collect_fit_list_make(tmp_path):
+    home = tmp_path / "home"
+    data = tmp_path / "cp.npz"
+    out = run("collect", "CartPole-v1", "--steps", "300", "--out", str(data), "--seed", "2", home=home)
+    assert "wrote 300 transitions" in out.stdout
+    assert "collect CartPole-v1" in out.stderr  # the progress bar
+    out = run("fit", str(data), "--id", "Test-Cli-v0", "--seed", "1", "--hidden-size", "32", "--layers", "2",
+              "--ensemble-size", "2", "--elites", "1", "--max-epochs", "5", home=home)
+    assert "registered as Test-Cli-v0" in out.stdout
+    assert "fit dynamics" in out.stderr  # the progress bar
+    assert (home / "dreams" / "Test-Cli-v0.safetensors").is_file()
+
+    listed = json.loads(run("list", "--json", home=home).stdout)
+    row = next(r for r in listed if r["id"] == "Test-Cli-v0")
+    assert row["origin"] == "user" and row["source_env_id"] == "CartPole-v1" and row["transitions"] == 300
+    assert any(r["id"] == "Dream-CartPole-v0" and r["origin"] == "shipped" for r in listed)
+    table = run("list", home=home).stdout
+    assert "Test-Cli-v0" in table and "CartPole-v1" in table
+
+    code = "import gymnasium as gym, learned_envs; e = gym.make('Test-Cli-v0'); print(e.reset(seed=0)[0].shape)"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LEARNED_ENVS_HOME": str(home)})
+    assert shown.stdout.strip() == "(4,)", shown.stderr
+
+
+def test_collect_with_sb3_agent_and_epsilon(tmp_path):
+    from stable_baselines3 import PPO
+
+    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0)
+    agent.save(tmp_path / "agent.zip")
+    data = tmp_path / "agent.npz"
+    run("collect", "CartPole-v1", "--steps", "100", "--out", str(data), "--policy", str(tmp_path / "agent.zip"), "--epsilon", "0.25", home=tmp_path)
+    from learned_envs.data import load
+
+    meta = load(data).metadata["behaviour_policy"]
+    assert meta["kind"] == "sb3" and meta["algo"] == "PPO" and meta["epsilon"] == 0.25
+
+
+def test_fit_bad_data_exits_with_clear_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, observations=np.zeros((3, 4)), actions=np.zeros(3))
+    out = run("fit", str(bad), "--out", str(tmp_path / "x.safetensors"), home=tmp_path, check=False)
+    assert out.returncode == 2
+    assert "bad.npz" in out.stderr and "'rewards'" in out.stderr and "missing" in out.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_fit_needs_an_output(tmp_path):
+    out = run("fit", str(tmp_path / "whatever.npz"), home=tmp_path, check=False)
+    assert out.returncode != 0 and "--out" in out.stderr

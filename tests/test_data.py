@@ -1,0 +1,144 @@
+"""Transitions at the door: round trips, and every bad-dataset case named by file, field and row."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from learned_envs.data import DataError, load, save
+from learned_envs.data.collecting import collect
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    return collect("CartPole-v1", 120, seed=3, progress=False)
+
+
+def _write_raw(path, data, **changes):
+    """Write ``data`` as a transitions npz with some arrays replaced (bypassing validation)."""
+    from learned_envs.data.spaces import space_to_json
+
+    arrays = {
+        "observations": data.observations,
+        "actions": data.actions,
+        "rewards": data.rewards,
+        "next_observations": data.next_observations,
+        "terminations": data.terminations,
+        "truncations": data.truncations,
+        "observation_space": np.array(json.dumps(space_to_json(data.observation_space))),
+        "action_space": np.array(json.dumps(space_to_json(data.action_space))),
+    }
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    np.savez(path, **arrays)
+    return path
+
+
+def test_collect_records_behaviour_and_episode_structure(good):
+    assert len(good) == 120
+    assert good.metadata["behaviour_policy"] == {"kind": "random"}
+    assert good.metadata["source_env_id"] == "CartPole-v1"
+    # Random CartPole episodes end by termination; the last row is cut by the step budget.
+    assert good.truncations[-1] and good.terminations.sum() >= 3
+    assert good.episode_starts().shape == (good.num_episodes, 4)
+
+
+def test_npz_round_trip_is_exact(good, tmp_path):
+    path = save(good, tmp_path / "d.npz")
+    back = load(path)
+    for name in ("observations", "actions", "rewards", "next_observations", "terminations", "truncations"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(good, name))
+    assert back.observation_space == good.observation_space and back.action_space == good.action_space
+    assert back.metadata["behaviour_policy"] == {"kind": "random"}
+
+
+def _bad(good, tmp_path, **changes):
+    path = _write_raw(tmp_path / "bad.npz", good, **changes)
+    with pytest.raises(DataError) as err:
+        load(path)
+    return str(err.value)
+
+
+def test_nan_names_file_field_row(good, tmp_path):
+    obs = good.observations.copy()
+    obs[17, 2] = np.nan
+    msg = _bad(good, tmp_path, observations=obs)
+    assert "bad.npz" in msg and "'observations'" in msg and "row 17" in msg and "NaN" in msg
+
+
+def test_inf_reward(good, tmp_path):
+    rew = good.rewards.copy()
+    rew[5] = np.inf
+    msg = _bad(good, tmp_path, rewards=rew)
+    assert "'rewards'" in msg and "row 5" in msg
+
+
+def test_wrong_shape(good, tmp_path):
+    msg = _bad(good, tmp_path, next_observations=good.next_observations[:, :3])
+    assert "'next_observations'" in msg and "shape" in msg
+
+
+def test_wrong_dtype(good, tmp_path):
+    msg = _bad(good, tmp_path, rewards=np.array(["x"] * len(good)))
+    assert "'rewards'" in msg and "dtype" in msg
+
+
+def test_empty(good, tmp_path):
+    empty = {k: getattr(good, k)[:0] for k in ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")}
+    msg = _bad(good, tmp_path, **empty)
+    assert "empty" in msg
+
+
+def test_missing_field(good, tmp_path):
+    msg = _bad(good, tmp_path, terminations=None)
+    assert "'terminations'" in msg and "missing" in msg
+
+
+def test_discrete_action_outside_space(good, tmp_path):
+    act = good.actions.copy()
+    act[9] = 2
+    msg = _bad(good, tmp_path, actions=act)
+    assert "'actions'" in msg and "row 9" in msg and "outside" in msg
+
+
+def test_box_action_outside_space(tmp_path):
+    data = collect("Pendulum-v1", 30, seed=0, progress=False)
+    act = data.actions.copy()
+    act[4, 0] = 5.0  # Pendulum torques live in [-2, 2]
+    msg = _bad(data, tmp_path, actions=act)
+    assert "'actions'" in msg and "row 4" in msg and "outside" in msg
+
+
+def test_next_observation_must_match_following_row(good, tmp_path):
+    row = int(np.flatnonzero(~(good.terminations | good.truncations))[10])
+    nxt = good.next_observations.copy()
+    nxt[row] += 0.5
+    msg = _bad(good, tmp_path, next_observations=nxt)
+    assert "'next_observations'" in msg and f"row {row}" in msg and f"row {row + 1}" in msg
+
+
+def test_non_boolean_flags(good, tmp_path):
+    flags = good.terminations.astype(np.int64)
+    flags[3] = 7
+    msg = _bad(good, tmp_path, terminations=flags)
+    assert "'terminations'" in msg and "row 3" in msg
+
+
+def test_not_an_npz(tmp_path):
+    path = tmp_path / "junk.npz"
+    path.write_text("not a zip")
+    with pytest.raises(DataError, match="junk.npz.*not a readable .npz"):
+        load(path)
+
+
+def test_spaces_inferred_and_said_so(good, tmp_path):
+    path = _write_raw(tmp_path / "nospaces.npz", good, observation_space=None, action_space=None)
+    data = load(path)
+    assert data.action_space == gym.spaces.Discrete(2)
+    assert set(data.metadata["spaces_inferred"]) == {"observation_space", "action_space"}

@@ -1,0 +1,113 @@
+"""Each uncertainty knob changes what it says and nothing else (pinned on the batched core)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from learned_envs.checkpoint import load_checkpoint
+from learned_envs.dreams.core import DreamCore
+
+N = 64
+CENTRE = np.zeros((N, 4), np.float32)
+
+
+@pytest.fixture(scope="module")
+def ckpt(small_checkpoint):
+    return load_checkpoint(small_checkpoint)
+
+
+def _step(ckpt, seed=0, actions=None, start=CENTRE, **settings):
+    core = DreamCore(ckpt, num_envs=N, **settings)
+    core.seed(np.random.default_rng(seed))
+    core.reset_rows(initial_observations=start)
+    return core, core.step(np.arange(N) % 2 if actions is None else actions)
+
+
+def test_temperature_scales_noise_linearly(ckpt):
+    base = _step(ckpt, propagation="fixed", temperature=0.0)[1].observations
+    one = _step(ckpt, propagation="fixed", temperature=1.0)[1].observations
+    half = _step(ckpt, propagation="fixed", temperature=0.5)[1].observations
+    assert not np.allclose(one, base)
+    np.testing.assert_allclose(half - base, 0.5 * (one - base), atol=1e-5)
+
+
+def test_temperature_zero_mean_is_deterministic_across_seeds(ckpt):
+    a = _step(ckpt, seed=1, propagation="mean", temperature=0.0)[1]
+    b = _step(ckpt, seed=2, propagation="mean", temperature=0.0)[1]
+    np.testing.assert_array_equal(a.observations, b.observations)
+    np.testing.assert_array_equal(a.rewards, b.rewards)
+
+
+def test_propagation_mean_is_the_ensemble_average(ckpt):
+    core, batch = _step(ckpt, propagation="mean", temperature=0.0)
+    expected = ckpt.model.predict(torch.zeros(N, 4), torch.arange(N) % 2, temperature=0.0, members="mean")
+    np.testing.assert_allclose(batch.observations, expected["next_state"].numpy(), atol=1e-6)
+
+
+def test_propagation_fixed_keeps_one_member_per_episode(ckpt):
+    core, _ = _step(ckpt, propagation="fixed", temperature=0.0)
+    members = core.members.clone()
+    assert len(set(members.tolist())) > 1  # rows draw different members
+    state = core.state.clone()
+    batch = core.step(np.zeros(N, np.int64))
+    expected = ckpt.model.predict(state, torch.zeros(N, dtype=torch.long), temperature=0.0, members=members)
+    np.testing.assert_allclose(batch.observations, expected["next_state"].numpy(), atol=1e-6)
+    assert torch.equal(core.members, members)  # unchanged within the episode
+    core.reset_rows()
+    assert not torch.equal(core.members, members)  # redrawn at reset
+
+
+def test_propagation_random_redraws_each_step(ckpt):
+    core, _ = _step(ckpt, propagation="random", temperature=0.0)
+    state = core.state.clone()
+    batch = core.step(np.zeros(N, np.int64))
+    per_member = ckpt.model.distribution(state, torch.zeros(N, dtype=torch.long))[0]  # [E, N, T]
+    next_per_member = state + ckpt.model.target_norm.denormalize(per_member)[..., :4]
+    obs = torch.as_tensor(batch.observations)
+    chosen = [(next_per_member[:, i] - obs[i]).abs().sum(-1).argmin().item() for i in range(N)]
+    assert len(set(chosen)) > 1
+
+
+def test_uncertainty_penalty_only_changes_reward(ckpt):
+    plain = _step(ckpt, temperature=0.0, propagation="mean")[1]
+    penal = _step(ckpt, temperature=0.0, propagation="mean", uncertainty_penalty=2.0)[1]
+    np.testing.assert_array_equal(plain.observations, penal.observations)
+    np.testing.assert_array_equal(plain.terminated, penal.terminated)
+    assert (penal.info["penalty"] > 0).all() and (plain.info["penalty"] == 0).all()
+    np.testing.assert_allclose(plain.rewards - penal.rewards, penal.info["penalty"], rtol=1e-5)
+    std = ckpt.model.predict(torch.zeros(N, 4), torch.arange(N) % 2, temperature=0.0)["model_std"].max(0).values
+    np.testing.assert_allclose(penal.info["penalty"], 2.0 * std.numpy(), rtol=1e-5)
+
+
+def test_halt_threshold_terminates_with_halt_reward(ckpt):
+    plain = _step(ckpt, temperature=0.0, propagation="mean")[1]
+    halt = _step(ckpt, temperature=0.0, propagation="mean", halt_threshold=0.0, halt_reward=-7.0)[1]
+    assert halt.info["halted"].all() and halt.terminated.all() and (halt.rewards == -7.0).all()
+    np.testing.assert_array_equal(plain.observations, halt.observations)
+    never = _step(ckpt, temperature=0.0, propagation="mean", halt_threshold=1e9)[1]
+    np.testing.assert_array_equal(never.terminated, plain.terminated)
+
+
+def test_halt_threshold_auto_uses_recorded_disagreement(ckpt):
+    recorded = ckpt.metadata["fit"]["metrics"]["max_train_disagreement"]
+    core = DreamCore(ckpt, num_envs=1, halt_threshold="auto", halt_factor=3.0)
+    assert recorded > 0 and core.halt_threshold == pytest.approx(3.0 * recorded)
+
+
+def test_out_of_bounds_halt_versus_clip(ckpt):
+    edge = np.tile(ckpt.obs_high.numpy(), (N, 1))  # every dimension at its observed maximum
+    halt = _step(ckpt, start=edge, temperature=0.0, propagation="mean", out_of_bounds="halt")[1]
+    clip = _step(ckpt, start=edge, temperature=0.0, propagation="mean", out_of_bounds="clip")[1]
+    np.testing.assert_array_equal(halt.observations, clip.observations)
+    assert (halt.info["clipped_dims"] > 0).all()
+    assert halt.info["halted"].all() and halt.terminated.all()
+    assert not clip.info["halted"].any()
+    assert (halt.observations <= ckpt.obs_high.numpy()).all()
+
+
+def test_bad_knob_values(ckpt):
+    for bad in ({"temperature": -1}, {"propagation": "vote"}, {"uncertainty_penalty": -0.1}, {"halt_threshold": "sometimes"}, {"out_of_bounds": "wrap"}):
+        with pytest.raises(ValueError):
+            DreamCore(ckpt, **bad)
