@@ -38,8 +38,13 @@ def cmd_fit(args: argparse.Namespace) -> None:
                                 ("num_layers", args.layers), ("device", args.device)) if v is not None}
     if args.max_epochs is not None:
         sizes.update(max_epochs=args.max_epochs, min_updates=0)  # an explicit cap is the cap
+    defaults = {}
+    for key, values in parse_sweep(args.dream_default or []).items():
+        if len(values) != 1:
+            raise ValueError(f"--dream-default {key}: one value, not {values}")
+        defaults[key] = values[0]
     path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed,
-               max_episode_steps=args.max_episode_steps, config=FitConfig(**sizes))
+               max_episode_steps=args.max_episode_steps, config=FitConfig(**sizes), dream_defaults=defaults)
     from learned_envs.checkpoint import read_metadata
 
     meta = read_metadata(path)
@@ -79,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from learned_envs.checkpoint import read_metadata
     from learned_envs.training import evaluate_in_real, train_in_dream
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(1)  # small networks: a second thread costs more in sync than it saves
     spec = learned_envs.registry.gym.spec(args.dream)
     meta = read_metadata(spec.kwargs["checkpoint"])
     real_env, n_real = meta["source_env_id"], meta["dataset"]["transitions"]
@@ -130,7 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from learned_envs.evaluation import evaluate, transfer
     from learned_envs.evaluation.sources import resolve
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(1)  # small networks: a second thread costs more in sync than it saves
     sweep = parse_sweep(args.sweep or [])
     if sweep and not args.transfer:
         raise ValueError("--sweep needs --transfer ALGO (the sweep is over dreams an agent trains in)")
@@ -171,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-env", help="Gymnasium id of the logged system (spaces, renderer, time limit)")
     p.add_argument("--max-episode-steps", type=int, help="dream time limit (default: the source env's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
+                   help="store a knob default in the dream (e.g. out_of_bounds=clip, halt_reward=-100); repeatable")
     size = p.add_argument_group("model size (defaults suit thousands of transitions)")
     size.add_argument("--ensemble-size", type=int, help="members trained (default 7)")
     size.add_argument("--elites", type=int, help="members kept, by holdout error (default 5)")

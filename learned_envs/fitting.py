@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import math
 import os
 import re
@@ -291,13 +290,15 @@ def fit(
     seed: int = 0,
     config: FitConfig | None = None,
     max_episode_steps: int | None = None,
+    dream_defaults: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Path:
     """Fit a dream to logged data and write its checkpoint; the function behind ``learned-envs fit``.
 
     ``data`` is a :class:`Transitions` or a path any reader accepts. With ``dream_id``, the
     checkpoint also goes to the user's dream folder, so ``dream_id`` is registered at the next
-    ``import learned_envs``. Returns the path of the checkpoint written.
+    ``import learned_envs``. ``dream_defaults`` sets the dream's stored knob defaults
+    (:class:`DreamSettings`, e.g. ``{"out_of_bounds": "clip"}``). Returns the path written.
     """
     from learned_envs import data as data_io
     from learned_envs.checkpoint import build_metadata, save_checkpoint
@@ -307,6 +308,7 @@ def fit(
         raise ValueError("fit needs an output file (out=...) or a dream id (dream_id=...)")
     if dream_id is not None:
         validate_dream_id(dream_id)
+    settings = DreamSettings.resolve({}, dream_defaults or {})  # fail on a bad knob before fitting
     data_path = None
     if not isinstance(data, Transitions):
         data_path = Path(data)
@@ -330,11 +332,11 @@ def fit(
         dream={
             "id": dream_id,
             "max_episode_steps": int(max_episode_steps),
-            **dataclasses.asdict(DreamSettings()),
+            **dataclasses.asdict(settings),
         },
         dataset={
             "path": str(data_path) if data_path else data.metadata.get("path"),
-            "sha256": _sha256_file(data_path) if data_path else None,
+            "sha256": data_io.source_sha256(data_path) if data_path else None,
             "transitions": len(data),
             "episodes": data.num_episodes,
             "behaviour_policy": data.metadata.get("behaviour_policy"),
@@ -370,10 +372,3 @@ def _spaces_of(env_id: str) -> tuple[gym.Space, gym.Space]:
     finally:
         env.close()
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -3,6 +3,7 @@ buffers and npz all give the same Transitions, and every bad file is named by fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -380,6 +381,19 @@ def test_minari_writer_replaces_only_datasets(logged, tmp_path):
     assert len(load(folder)) == 300 and not list(tmp_path.glob(".ds.*"))
     with pytest.raises(ValueError, match="Minari dataset ids look like"):
         save(data, "minari:no_version")
+
+
+def test_source_sha256_covers_minari_datasets(logged, tmp_path):
+    from learned_envs.data import source_sha256
+
+    save(logged["CartPole-v1"], "minari:test/hashed-v0")
+    folder = save(logged["CartPole-v1"], tmp_path / "same")
+    assert source_sha256("minari:test/hashed-v0") != source_sha256(folder)  # metadata.json names the dataset id
+    before = source_sha256(folder)
+    save(logged["CartPole-v1"].select(np.arange(299)), folder)
+    assert source_sha256(folder) != before and len(before) == 64
+    npz = save(logged["CartPole-v1"], tmp_path / "d.npz")
+    assert source_sha256(npz) == hashlib.sha256(npz.read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------- dispatch and CLI

@@ -24,7 +24,7 @@ from learned_envs.data.npz import load_npz, save_npz
 from learned_envs.data.reading import DataWarning
 from learned_envs.data.transitions import DataError, Transitions, as_transitions
 
-__all__ = ["DataError", "DataWarning", "Transitions", "as_transitions", "load", "save", "format_of", "target_format", "FORMATS",
+__all__ = ["DataError", "DataWarning", "Transitions", "as_transitions", "load", "save", "format_of", "target_format", "source_sha256", "FORMATS",
            "load_npz", "save_npz", "collect"]
 
 FORMATS = ("npz", "minari", "hdf5", "sb3")
@@ -84,6 +84,26 @@ def target_format(target: str | os.PathLike, format: str | None = None) -> str:
         what = f"names the {named} format" if named else "has no suffix of a data format"
         raise ValueError(f"{target}: {what}, not {fmt}; give a target like {_EXAMPLES[fmt]}")
     return fmt
+
+
+def source_sha256(source: str | os.PathLike) -> str:
+    """sha256 of the bytes behind ``source``: the file itself, or for a Minari dataset (a folder or
+    ``minari:<id>``) its ``data/metadata.json`` then ``data/main_data.hdf5``."""
+    import hashlib
+
+    if format_of(source) == "minari":
+        from learned_envs.data.minari_format import dataset_folder
+
+        data_dir = dataset_folder(source)[0] / "data"
+        files = [data_dir / "metadata.json", data_dir / "main_data.hdf5"]
+    else:
+        files = [Path(source)]
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 _EXAMPLES = {"npz": "data.npz", "hdf5": "data.hdf5", "sb3": "buffer.pkl", "minari": "minari:cartpole/random-v0 or a folder"}

@@ -114,7 +114,6 @@ def _read_episodes(data_path: Path, info: dict) -> tuple[dict[str, np.ndarray], 
     """Concatenate every ``episode_{id}`` group, in id order, into canonical row arrays."""
     source = str(data_path)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "next_observations", *_STEP_FIELDS, "episode_ids")}
-    names: list[str] = []
     with open_hdf5(data_path, source) as fh:
         ids = sorted(int(m.group(1)) for m in map(_EPISODE_RE.match, fh.keys()) if m)
         expected = info.get("total_episodes")
@@ -127,7 +126,7 @@ def _read_episodes(data_path: Path, info: dict) -> tuple[dict[str, np.ndarray], 
             group = fh[name]
             steps = {k: read_array(group, k, source, prefix=f"{name}/") for k in _STEP_FIELDS}
             obs = read_array(group, "observations", source, prefix=f"{name}/")
-            t = len(steps["rewards"])
+            t = steps["rewards"].shape[0] if steps["rewards"].ndim else 0
             check_lengths(source, steps, t, "rewards", prefix=f"{name}/")
             if len(obs) != t + 1:
                 raise DataError(source, f"{name}/observations", f"has {len(obs)} rows, expected {t + 1} (one more than its {t} steps)")
@@ -136,7 +135,6 @@ def _read_episodes(data_path: Path, info: dict) -> tuple[dict[str, np.ndarray], 
             for k in _STEP_FIELDS:
                 parts[k].append(steps[k])
             parts["episode_ids"].append(np.full(t, episode_id, dtype=np.int64))
-            names += [name] * t
     arrays = {}
     for k, chunks in parts.items():
         shapes = {c.shape[1:] for c in chunks}
@@ -144,7 +142,12 @@ def _read_episodes(data_path: Path, info: dict) -> tuple[dict[str, np.ndarray], 
             raise DataError(source, k, f"episodes disagree on its shape: {sorted(shapes)}")
         arrays[k] = np.concatenate(chunks)
     starts = np.concatenate([[0], np.cumsum([len(c) for c in parts["rewards"]])])
-    return arrays, (lambda row: f"{names[row]}, step {row - starts[np.searchsorted(starts, row, side='right') - 1]}")
+
+    def locate(row: int) -> str:
+        episode = int(np.searchsorted(starts, row, side="right")) - 1
+        return f"episode_{int(arrays['episode_ids'][row])}, step {row - int(starts[episode])}"
+
+    return arrays, locate
 
 
 def _space(info: dict, name: str, source: str) -> gym.Space | None:

@@ -98,7 +98,7 @@ def validate(
 def episode_numbers(ends: np.ndarray) -> np.ndarray:
     """``[T] int64``: the episode number (0, 1, ...) of every row of a stream whose episode ends are ``ends [T] bool``."""
     ends = np.asarray(ends, dtype=bool)
-    return np.concatenate([[0], np.cumsum(ends[:-1], dtype=np.int64)]).astype(np.int64) if len(ends) else np.zeros(0, np.int64)
+    return np.concatenate([np.zeros(min(len(ends), 1), np.int64), np.cumsum(ends[:-1], dtype=np.int64)])
 
 
 def next_from_following(ends: np.ndarray, invalid: np.ndarray | None = None, last_has_next: bool = False) -> np.ndarray:
@@ -111,10 +111,8 @@ def next_from_following(ends: np.ndarray, invalid: np.ndarray | None = None, las
     stream first, so kept rows on either side of a dropped end row fall in different episodes.
     """
     keep = ~np.asarray(ends, dtype=bool)
-    if len(keep) and not last_has_next:
-        keep[-1] = False
-    elif len(keep):
-        keep[-1] = True
+    if len(keep):
+        keep[-1] = last_has_next
     if invalid is not None:
         keep &= ~invalid
     return keep

@@ -33,8 +33,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from learned_envs.checkpoint import read_metadata
 from learned_envs.dreams.core import DreamCore
+from learned_envs.dreams.render import source_render_fps
 
 
 class DreamEnv(gym.Env):
@@ -49,6 +49,7 @@ class DreamEnv(gym.Env):
         self.action_space = self.core.action_space
         self.render_mode = render_mode
         self.source_env_id: str | None = self.core.checkpoint.metadata.get("source_env_id")
+        self.metadata = {**self.metadata, "render_fps": source_render_fps(self.source_env_id)}
         self._renderer = None
         self._seeded = False
 
@@ -83,14 +84,3 @@ class DreamEnv(gym.Env):
             self._renderer.close()
             self._renderer = None
 
-
-def describe(checkpoint: str) -> dict[str, Any]:
-    """Header-only summary of a dream checkpoint (no weights loaded)."""
-    meta = read_metadata(checkpoint)
-    return {
-        "source_env_id": meta.get("source_env_id"),
-        "transitions": meta.get("dataset", {}).get("transitions"),
-        "episodes": meta.get("dataset", {}).get("episodes"),
-        "holdout_mse": meta.get("fit", {}).get("metrics", {}).get("holdout_mse"),
-        "max_episode_steps": meta.get("dream", {}).get("max_episode_steps"),
-    }

@@ -15,6 +15,15 @@ import numpy as np
 OBS_TO_STATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
 
 
+def source_render_fps(env_id: str | None, default: int = 30) -> int:
+    """The source env's ``metadata["render_fps"]``, read from its class without building it."""
+    if not env_id or env_id not in gym.registry:
+        return default
+    entry = gym.spec(env_id).entry_point
+    creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    return int(getattr(creator, "metadata", {}).get("render_fps") or default)
+
+
 class SourceRenderer:
     """Renders observations of ``env_id`` as RGB arrays ``[H, W, 3]`` uint8."""
 

@@ -113,6 +113,10 @@ def plot_trajectories(
                 ax.fill_between(t, lo, hi, color=DREAM, alpha=0.25, lw=0, label=f"dream samples, 10-90% ({dream_label})")
                 for s in samples[:3]:
                     ax.plot(t, s[:, r], color=DREAM, lw=0.6, alpha=0.6)
+                last = np.isfinite(samples[:, :, r]).sum(axis=1) - 1  # each sample's last step
+                ended = last < len(t) - 1
+                if ended.any():
+                    ax.plot(last[ended], samples[ended, last[ended], r], "x", color=BAD, ms=5, mew=1.2, label="a dream sample ends (terminated / halted)")
             ax.plot(t, ep["real"][:, r], color=REAL, lw=1.6, label="real (logged)")
             ax.plot(t, ep["mean"][:, r], color=MODEL, lw=1.6, ls="--", label="model mean, open loop")
             shown = [ep["real"][:, r]] + ([lo, hi] if samples is not None else [])
