@@ -1,7 +1,7 @@
 """How fast dreams step: the bare batched forward, each face over the batched core, SB3's
 ``DummyVecEnv`` over single dreams, and the real env's own vector env, in one run.
 
-    nice -n 10 python benchmarks/throughput.py                       # full run, ~8 minutes on one CPU thread
+    nice -n 10 python benchmarks/throughput.py                       # full run, ~10 minutes on one CPU thread
     python benchmarks/throughput.py --quick                          # smoke run, ~1 minute
     python benchmarks/throughput.py --checkpoint my.safetensors --device cuda
 
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
     parser.add_argument("--seconds", type=float, default=2.0, help="timing window per contender and N")
-    parser.add_argument("--memory-steps", type=int, default=1000, help="vector steps of 4096 dreams for the memory check (~2 minutes on one CPU thread)")
+    parser.add_argument("--memory-steps", type=int, default=1000, help="vector steps of 4096 dreams for the memory check (~2-3 minutes on one CPU thread)")
     parser.add_argument("--ppo-steps", type=int, default=100_000, help="0 skips the PPO timing")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="smoke run: short windows, 50 memory steps, 5,000 PPO steps")

@@ -3,7 +3,8 @@
 Tensors:
     ``model.*``        world-model weights and normaliser statistics
     ``start_states``   ``[S, D]`` logged episode starts (the dream's reset distribution)
-    ``obs_low``, ``obs_high``  ``[D]`` observed bounds (the dream clips to them)
+    ``obs_low``, ``obs_high``  ``[D]`` the bounds of every logged observation (the dream's support,
+                       widened by its ``bounds_margin`` knob)
 Metadata: JSON under the single key ``"learned_envs"`` (see :func:`build_metadata`), including
 ``tensor_sha256``, a digest of every tensor's bytes that catches edited or corrupted files.
 Writes are atomic.
@@ -53,6 +54,19 @@ class Checkpoint:
     @property
     def action_space(self) -> gym.Space:
         return space_from_json(self.metadata["action_space"])
+
+    def bounds(self, margin: float):
+        """The dream's support ``(low, high)``, each ``[D]``: the observed bounds widened by
+        ``margin`` times the observed range on each side, kept inside the observation space."""
+        import torch
+
+        pad = margin * (self.obs_high - self.obs_low)
+        low, high = self.obs_low - pad, self.obs_high + pad
+        space = self.observation_space
+        if isinstance(space, gym.spaces.Box):
+            low = torch.maximum(low, torch.as_tensor(space.low.reshape(-1), dtype=low.dtype, device=low.device))
+            high = torch.minimum(high, torch.as_tensor(space.high.reshape(-1), dtype=high.dtype, device=high.device))
+        return low, high
 
 
 def _digest(tensors: dict[str, np.ndarray]) -> str:

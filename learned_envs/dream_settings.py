@@ -23,9 +23,12 @@ class DreamSettings:
         exceeds it. ``None`` never; ``"auto"`` = ``halt_factor`` x the largest disagreement seen
         on the training data (recorded at fit time).
     halt_reward: reward of a halting step; ``None`` keeps the model's predicted reward.
-    out_of_bounds: a predicted observation outside the bounds seen in the data is clipped;
-        ``"halt"`` also ends the episode (the model is a guess beyond its data and an agent
-        would exploit it), ``"clip"`` goes on.
+    out_of_bounds: a predicted observation outside the data's support is clipped; ``"halt"``
+        also ends the episode (the model is a guess beyond its data and an agent would exploit
+        it), ``"clip"`` goes on.
+    bounds_margin: the support is the box of every logged observation, widened on each side by
+        this fraction of its range (the model extrapolates a little way safely, and a support as
+        tight as a random policy's logs would leave an agent no room to act).
     """
 
     temperature: float = 1.0
@@ -35,6 +38,7 @@ class DreamSettings:
     halt_factor: float = 1.0
     halt_reward: float | None = None
     out_of_bounds: str = "halt"
+    bounds_margin: float = 0.25
 
     @classmethod
     def resolve(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> "DreamSettings":
@@ -57,5 +61,7 @@ class DreamSettings:
             raise ValueError(f"uncertainty_penalty must be >= 0, got {self.uncertainty_penalty}")
         if isinstance(self.halt_threshold, str) and self.halt_threshold != "auto":
             raise ValueError(f"halt_threshold must be a number, 'auto' or None, got {self.halt_threshold!r}")
+        if self.bounds_margin < 0:
+            raise ValueError(f"bounds_margin must be >= 0, got {self.bounds_margin}")
         if self.out_of_bounds not in ("halt", "clip"):
             raise ValueError(f"out_of_bounds must be 'halt' or 'clip', got {self.out_of_bounds!r}")

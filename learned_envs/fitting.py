@@ -267,18 +267,11 @@ def max_disagreement(model: EnsembleWorldModel, data: Transitions, batch: int = 
     )
 
 
-def observed_bounds(data: Transitions, margin: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """``[D]`` low/high over every logged observation, widened by ``margin`` of the range and kept
-    inside the observation space's own bounds."""
+def observed_bounds(data: Transitions) -> tuple[np.ndarray, np.ndarray]:
+    """``[D]`` low/high over every logged observation and next observation (the dream's support
+    before its ``bounds_margin``)."""
     flat = np.concatenate([data.observations, data.next_observations]).reshape(2 * len(data), -1)
-    low, high = flat.min(0), flat.max(0)
-    pad = margin * (high - low)
-    low, high = low - pad, high + pad
-    space = data.observation_space
-    if isinstance(space, gym.spaces.Box):
-        low = np.maximum(low, space.low.reshape(-1))
-        high = np.minimum(high, space.high.reshape(-1))
-    return low.astype(np.float32), high.astype(np.float32)
+    return flat.min(0).astype(np.float32), flat.max(0).astype(np.float32)
 
 
 def fit(

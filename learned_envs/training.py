@@ -6,6 +6,7 @@ trained in a dream is the same agent a user would train in the real env.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -14,7 +15,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 from tqdm.auto import tqdm
 
-# rl-baselines3-zoo hyperparameters (hyperparams/ppo.yml, CartPole-v1).
+# rl-baselines3-zoo hyperparameters (hyperparams/ppo.yml, dqn.yml, sac.yml), minus n_timesteps;
+# n_envs is the zoo's default (1) unless the zoo sets it. ("linear", x) is the zoo's lin_x schedule.
 ZOO_HYPERPARAMS: dict[tuple[str, str], dict[str, Any]] = {
     ("PPO", "CartPole-v1"): {
         "n_envs": 8,
@@ -28,12 +30,62 @@ ZOO_HYPERPARAMS: dict[tuple[str, str], dict[str, Any]] = {
         "learning_rate": ("linear", 1e-3),
         "clip_range": ("linear", 0.2),
     },
+    ("DQN", "Acrobot-v1"): {  # zoo n_timesteps 1.5e5
+        "n_envs": 1,
+        "policy": "MlpPolicy",
+        "learning_rate": 2.5e-4,
+        "batch_size": 512,
+        "buffer_size": 100_000,
+        "learning_starts": 0,
+        "gamma": 0.99,
+        "target_update_interval": 5000,
+        "train_freq": 16,
+        "gradient_steps": 4,
+        "exploration_fraction": 0.06,
+        "exploration_final_eps": 0.11,
+    },
+    ("DQN", "MountainCar-v0"): {  # zoo n_timesteps 1.2e5
+        "n_envs": 1,
+        "policy": "MlpPolicy",
+        "learning_rate": 4e-3,
+        "batch_size": 128,
+        "buffer_size": 10_000,
+        "learning_starts": 1000,
+        "gamma": 0.98,
+        "target_update_interval": 5000,
+        "train_freq": 16,
+        "gradient_steps": 8,
+        "exploration_fraction": 0.2,
+        "exploration_final_eps": 0.07,
+        "policy_kwargs": {"net_arch": [256, 256]},
+    },
+    ("SAC", "Pendulum-v1"): {  # zoo n_timesteps 2e4
+        "n_envs": 1,
+        "policy": "MlpPolicy",
+        "learning_rate": 1e-3,
+    },
+    ("SAC", "MountainCarContinuous-v0"): {  # zoo n_timesteps 5e4
+        "n_envs": 1,
+        "policy": "MlpPolicy",
+        "learning_rate": 3e-4,
+        "buffer_size": 50_000,
+        "batch_size": 512,
+        "ent_coef": 0.1,
+        "train_freq": 32,
+        "gradient_steps": 32,
+        "gamma": 0.9999,
+        "tau": 0.01,
+        "learning_starts": 0,
+        "use_sde": True,
+        "policy_kwargs": {"log_std_init": -3.67, "net_arch": [64, 64]},
+    },
 }
 
 
 def hyperparameters(algo: str, env_id: str | None) -> dict[str, Any]:
     """The zoo's hyperparameters for ``algo`` on ``env_id``, with linear schedules built; SB3's defaults otherwise."""
-    params = dict(ZOO_HYPERPARAMS.get((algo.upper(), env_id or ""), {"n_envs": 8, "policy": "MlpPolicy"}))
+    # A deep copy: SB3 writes into policy_kwargs (e.g. use_sde), which must not leak into the table.
+    params = copy.deepcopy(ZOO_HYPERPARAMS.get((algo.upper(), env_id or ""), {"n_envs": 8, "policy": "MlpPolicy"}))
     for key, value in params.items():
         if isinstance(value, tuple) and value[0] == "linear":
             params[key] = LinearSchedule(value[1], 0.0, 1.0)

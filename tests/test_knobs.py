@@ -98,8 +98,8 @@ def test_halt_threshold_auto_uses_recorded_disagreement(ckpt):
 
 def test_out_of_bounds_halt_versus_clip(ckpt):
     edge = np.tile(ckpt.obs_high.numpy(), (N, 1))  # every dimension at its observed maximum
-    halt = _step(ckpt, start=edge, temperature=0.0, propagation="mean", out_of_bounds="halt")[1]
-    clip = _step(ckpt, start=edge, temperature=0.0, propagation="mean", out_of_bounds="clip")[1]
+    halt = _step(ckpt, start=edge, temperature=0.0, propagation="mean", out_of_bounds="halt", bounds_margin=0.0)[1]
+    clip = _step(ckpt, start=edge, temperature=0.0, propagation="mean", out_of_bounds="clip", bounds_margin=0.0)[1]
     np.testing.assert_array_equal(halt.observations, clip.observations)
     assert (halt.info["clipped_dims"] > 0).all()
     assert halt.info["halted"].all() and halt.terminated.all()
@@ -107,7 +107,20 @@ def test_out_of_bounds_halt_versus_clip(ckpt):
     assert (halt.observations <= ckpt.obs_high.numpy()).all()
 
 
+def test_bounds_margin_widens_the_support(ckpt):
+    low, high = ckpt.obs_low.numpy(), ckpt.obs_high.numpy()
+    core = DreamCore(ckpt, bounds_margin=0.5)
+    space = ckpt.observation_space
+    np.testing.assert_allclose(core.obs_high.numpy(), np.minimum(high + 0.5 * (high - low), space.high), rtol=1e-6)
+    np.testing.assert_allclose(core.obs_low.numpy(), np.maximum(low - 0.5 * (high - low), space.low), rtol=1e-6)
+    # From the observed maximum, a step that stays inside the widened support does not halt.
+    edge = np.tile(high, (N, 1))
+    wide = _step(ckpt, start=edge, temperature=0.0, propagation="mean", bounds_margin=0.5)[1]
+    tight = _step(ckpt, start=edge, temperature=0.0, propagation="mean", bounds_margin=0.0)[1]
+    assert wide.info["clipped_dims"].sum() < tight.info["clipped_dims"].sum()
+
+
 def test_bad_knob_values(ckpt):
-    for bad in ({"temperature": -1}, {"propagation": "vote"}, {"uncertainty_penalty": -0.1}, {"halt_threshold": "sometimes"}, {"out_of_bounds": "wrap"}):
+    for bad in ({"temperature": -1}, {"propagation": "vote"}, {"uncertainty_penalty": -0.1}, {"halt_threshold": "sometimes"}, {"out_of_bounds": "wrap"}, {"bounds_margin": -1}):
         with pytest.raises(ValueError):
             DreamCore(ckpt, **bad)

@@ -9,6 +9,7 @@ Shapes: N = number of dreams, D = flat observation size, E = ensemble members.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ class StepBatch:
     rewards: np.ndarray  # [N] float64
     terminated: np.ndarray  # [N] bool
     truncated: np.ndarray  # [N] bool
-    info: dict[str, np.ndarray]  # see DreamCore.INFO_KEYS
+    info: dict[str, np.ndarray]  # disagreement [N] f32, penalty [N] f32, clipped_dims [N] i64, halted [N] bool
 
     def info_row(self, i: int) -> dict[str, Any]:
         """Row ``i``'s info as Python scalars."""
@@ -58,9 +59,6 @@ class DreamCore:
         **settings: the :class:`DreamSettings` knobs.
     """
 
-    # info key -> numpy dtype, in the order they are packed for the device->host crossing.
-    INFO_KEYS = {"disagreement": np.float32, "penalty": np.float32, "clipped_dims": np.int64, "halted": np.bool_}
-
     def __init__(
         self,
         checkpoint: Checkpoint | str,
@@ -77,8 +75,6 @@ class DreamCore:
         self.checkpoint = checkpoint
         self.model = checkpoint.model.to(self.device)
         self.start_states = checkpoint.start_states.to(self.device)
-        self.obs_low = checkpoint.obs_low.to(self.device)
-        self.obs_high = checkpoint.obs_high.to(self.device)
         self.observation_space: gym.spaces.Box = checkpoint.observation_space
         self.action_space: gym.Space = checkpoint.action_space
         self.settings = DreamSettings.resolve(checkpoint.metadata.get("dream", {}), settings)
@@ -102,18 +98,32 @@ class DreamCore:
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        self.settings.temperature = float(value)
-        self.settings.validate()
+        self.settings = dataclasses.replace(self.settings, temperature=float(value))
+
+    @property
+    def settings(self) -> DreamSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: DreamSettings) -> None:
+        value.validate()
+        # Derived once here, not on every step.
+        self._halt_threshold = self._resolve_halt_threshold(value)
+        self.obs_low, self.obs_high = (b.to(self.device) for b in self.checkpoint.bounds(value.bounds_margin))
+        self._settings = value
 
     @property
     def halt_threshold(self) -> float | None:
         """The disagreement threshold in force (``"auto"`` resolved from the fit's record)."""
-        threshold = self.settings.halt_threshold
+        return self._halt_threshold
+
+    def _resolve_halt_threshold(self, settings: DreamSettings) -> float | None:
+        threshold = settings.halt_threshold
         if threshold == "auto":
             recorded = self.checkpoint.metadata.get("fit", {}).get("metrics", {}).get("max_train_disagreement")
             if recorded is None:
                 raise ValueError(f"{self.checkpoint.path}: halt_threshold='auto' needs max_train_disagreement, which this checkpoint lacks")
-            return self.settings.halt_factor * float(recorded)
+            return settings.halt_factor * float(recorded)
         return None if threshold is None else float(threshold)
 
     # -- randomness ------------------------------------------------------------------------
@@ -154,27 +164,30 @@ class DreamCore:
     def _action_tensor(self, actions: Any) -> torch.Tensor:
         action = torch.as_tensor(np.asarray(actions), device=self.device)
         if self.discrete:
-            return action.reshape(self.num_envs) - self.action_start
-        action = action.reshape(self.num_envs, -1).float()
-        return torch.maximum(torch.minimum(action, self.action_high), self.action_low)
+            action = action.reshape(self.num_envs)
+            return action - self.action_start if self.action_start else action
+        return torch.clamp(action.reshape(self.num_envs, -1).float(), self.action_low, self.action_high)
 
     def step(self, actions: Any) -> StepBatch:
         """Advance every dream by one step with ``actions`` (``[N]`` or ``[N, *act_shape]``)."""
         s = self.settings
         members = {"random": None, "fixed": self.members, "mean": "mean"}[s.propagation]
-        out = self.model.predict(self.state, self._action_tensor(actions), generator=self.generator, temperature=s.temperature, members=members)
+        penalised = s.uncertainty_penalty > 0
+        out = self.model.predict(self.state, self._action_tensor(actions), generator=self.generator,
+                                 temperature=s.temperature, members=members, with_std=penalised)
         raw = out["next_state"]
-        nxt = torch.maximum(torch.minimum(raw, self.obs_high), self.obs_low)
+        nxt = torch.clamp(raw, self.obs_low, self.obs_high)
         clipped = (nxt != raw).sum(-1)
         self.state = nxt
         self.elapsed += 1
 
-        penalty = s.uncertainty_penalty * out["model_std"].max(0).values
-        reward = out["reward"] - penalty
+        reward = out["reward"]
+        penalty = s.uncertainty_penalty * out["model_std"].max(0).values if penalised else torch.zeros_like(reward)
+        if penalised:
+            reward = reward - penalty
         halted = clipped > 0 if s.out_of_bounds == "halt" else torch.zeros_like(clipped, dtype=torch.bool)
-        threshold = self.halt_threshold
-        if threshold is not None:
-            halted = halted | (out["disagreement"] > threshold)
+        if self._halt_threshold is not None:
+            halted = halted | (out["disagreement"] > self._halt_threshold)
         if s.halt_reward is not None:
             reward = torch.where(halted, torch.full_like(reward, float(s.halt_reward)), reward)
         terminated = (out["termination_prob"] > 0.5) | halted
@@ -184,14 +197,19 @@ class DreamCore:
             truncated = torch.zeros_like(terminated)
 
         # One device->host crossing per step: pack everything into a single float tensor.
-        columns = [reward, terminated, truncated, out["disagreement"], penalty, clipped, halted]
-        packed = torch.cat([nxt, torch.stack([c.float() for c in columns], dim=1)], dim=1).cpu().numpy()
+        flags = torch.stack([terminated, truncated, halted], dim=1).float()
+        values = torch.stack([reward, out["disagreement"], penalty, clipped.float()], dim=1)
+        packed = torch.cat([nxt, values, flags], dim=1).cpu().numpy()
         d = nxt.shape[1]
-        info = {key: packed[:, d + 3 + i].astype(dtype) for i, (key, dtype) in enumerate(self.INFO_KEYS.items())}
         return StepBatch(
-            observations=packed[:, :d].astype(self.obs_dtype, copy=False).reshape(-1, *self.obs_shape),
+            observations=np.ascontiguousarray(packed[:, :d], dtype=self.obs_dtype).reshape(-1, *self.obs_shape),
             rewards=packed[:, d].astype(np.float64),
-            terminated=packed[:, d + 1] > 0.5,
-            truncated=packed[:, d + 2] > 0.5,
-            info=info,
+            terminated=packed[:, d + 4] > 0.5,
+            truncated=packed[:, d + 5] > 0.5,
+            info={
+                "disagreement": packed[:, d + 1].copy(),
+                "penalty": packed[:, d + 2].copy(),
+                "clipped_dims": packed[:, d + 3].astype(np.int64),
+                "halted": packed[:, d + 6] > 0.5,
+            },
         )

@@ -12,7 +12,23 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
-OBS_TO_STATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+
+def _pendulum_state(obs: np.ndarray) -> np.ndarray:
+    """Pendulum obs ``(cos θ, sin θ, θdot)`` -> state ``(θ, θdot)``."""
+    return np.array([np.arctan2(obs[1], obs[0]), obs[2]])
+
+
+def _acrobot_state(obs: np.ndarray) -> np.ndarray:
+    """Acrobot obs ``(cos θ1, sin θ1, cos θ2, sin θ2, θ1dot, θ2dot)`` -> state ``(θ1, θ2, θ1dot, θ2dot)``."""
+    return np.array([np.arctan2(obs[1], obs[0]), np.arctan2(obs[3], obs[2]), obs[4], obs[5]])
+
+
+# Source env name (no namespace, no version) -> obs to ``unwrapped.state``; absent means identity
+# (CartPole, MountainCar, MountainCarContinuous).
+OBS_TO_STATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Pendulum": _pendulum_state,
+    "Acrobot": _acrobot_state,
+}
 
 
 def source_render_fps(env_id: str | None, default: int = 30) -> int:

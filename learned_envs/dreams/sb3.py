@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore, StepBatch
 
 
@@ -92,13 +92,11 @@ class DreamSB3VecEnv(VecEnv):
         infos = sb3_infos(batch)
         obs = batch.observations
         if dones.any():
-            # obs is a fresh array each step, so terminal observations may be views into it.
+            # Copies: restart_rows overwrites these rows of obs in place.
             for i in np.flatnonzero(dones):
                 infos[i]["terminal_observation"] = obs[i].copy()
                 self.reset_infos[i] = {}
-            mask = torch.as_tensor(dones, device=self.core.device)
-            self.core.reset_rows(mask)
-            obs[dones] = self.core.observations(mask)
+            restart_rows(self.core, obs, dones)
         return obs, batch.rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore
+from learned_envs.dreams.render import source_render_fps
 
 
 def masked_info(info: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,13 +78,14 @@ class DreamVectorEnv(VectorEnv):
         self.core = DreamCore(checkpoint, num_envs=num_envs, **dream_kwargs)
         self.num_envs = num_envs
         self.render_mode = render_mode
-        # An instance copy: the class-level dict must not change with one env's mode.
-        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.source_env_id: str | None = self.core.checkpoint.metadata.get("source_env_id")
+        # An instance copy: the class-level dict must not change with one env's mode or source.
+        fps = source_render_fps(self.source_env_id)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode, "render_fps": fps}
         # Rows whose last step ended an episode (NEXT_STEP resets them on the next step).
         self._needs_reset = np.zeros(num_envs, dtype=np.bool_)
         self._seeded = False
@@ -177,7 +179,7 @@ class DreamVectorEnv(VectorEnv):
             resetting = self._needs_reset
             if resetting.any():
                 # The core stepped these rows too (one forward call for all); their step is discarded.
-                obs = self._reset_done_rows(obs, resetting)
+                obs = restart_rows(self.core, obs, resetting)
                 rewards[resetting] = 0.0
                 terminated[resetting] = False
                 truncated[resetting] = False
@@ -190,18 +192,11 @@ class DreamVectorEnv(VectorEnv):
                     final_obs[i] = obs[i].copy()
                 infos.update(final_obs=final_obs, _final_obs=done.copy())
                 infos.update(final_info=masked_info(batch.info, done), _final_info=done.copy())
-                obs = self._reset_done_rows(obs, done)
+                obs = restart_rows(self.core, obs, done)
                 reports = ~done
         self._needs_reset = terminated | truncated
         infos.update(masked_info(batch.info, reports))
         return obs, rewards, terminated, truncated, infos
-
-    def _reset_done_rows(self, obs: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Reset the dreams in ``rows`` (``[N]`` bool) and write their first observations into ``obs``."""
-        mask = torch.as_tensor(rows, device=self.core.device)
-        self.core.reset_rows(mask)
-        obs[rows] = self.core.observations(mask)
-        return obs
 
     # -- rendering and teardown ------------------------------------------------------------
     def render(self) -> tuple[np.ndarray, ...] | None:

@@ -205,13 +205,14 @@ def plot_transfer(path: Path, rows: list[dict[str, Any]], title: str, reward_thr
         ax.bar(x + offset, means, width, yerr=stds, color=color, alpha=0.85, label=label, capsize=3)
         for i, r in enumerate(rows):
             seeds = [s[key] for s in r["per_seed"]]
-            ax.plot(np.full(len(seeds), x[i] + offset), seeds, "o", color="white", mec="black", ms=4, zorder=3)
+            ax.plot(np.full(len(seeds), x[i] + offset), seeds, "o", color="white", mec="black", ms=4, zorder=3,
+                    label="one seed" if i == 0 and key == "real" else None)
     if reward_threshold is not None:
         ax.axhline(reward_threshold, color=BAD, ls=":", lw=1.2)
         ax.text(x[-1] + 0.5, reward_threshold, "solved", color=BAD, va="bottom", ha="right", fontsize=8)
     ax.set_xticks(x, [r["label"] for r in rows], fontsize=9)
     ax.set_ylabel("mean episode return")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     ax.grid(True, axis="y", alpha=0.25)
     return _save(fig, path)

@@ -111,11 +111,16 @@ def evaluate(
     dims = int(np.prod(ckpt.observation_space.shape))
     names = plots.obs_names(env_id, dims)
 
+    # The dream's support, as the dream itself computes it from the resolved knobs.
+    from learned_envs.dream_settings import DreamSettings
+
+    margin = DreamSettings.resolve(source.metadata.get("dream", {}), settings).bounds_margin
+    support_low, support_high = ckpt.bounds(margin)
     std = M.data_std(data)
     one = M.one_step_metrics(model, data, std)
-    cover = M.coverage(data, ckpt.obs_low, ckpt.obs_high)
+    cover = M.coverage(data, support_low, support_high)
     curve = M.open_loop_curve(model, data, std, None, None, horizon, max_starts, progress)
-    clipped = M.open_loop_curve(model, data, std, ckpt.obs_low, ckpt.obs_high, horizon, max_starts, progress)
+    clipped = M.open_loop_curve(model, data, std, support_low, support_high, horizon, max_starts, progress)
 
     bounds = M.episode_bounds(data)
     longest = sorted(range(len(bounds)), key=lambda i: -bounds[i][1])[:plot_episodes]
@@ -132,7 +137,7 @@ def evaluate(
     files["k_step_error"] = plots.plot_k_step_error(
         out / "k_step_error.png", curve.error, curve.per_dim, names, title, curve.samples, clipped.error
     ).name
-    bounds_lh = (ckpt.obs_low.cpu().numpy(), ckpt.obs_high.cpu().numpy())
+    bounds_lh = (support_low.cpu().numpy(), support_high.cpu().numpy())
     label = _describe(settings, source.metadata.get("dream", {}))
     files["trajectories"] = plots.plot_trajectories(out / "trajectories.png", episodes, names, label, bounds_lh).name
     history = source.metadata.get("fit", {}).get("history", {})

@@ -98,25 +98,38 @@ class EnsembleWorldModel(nn.Module):
 
     def distribution(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every member's Gaussian over normalised targets: mean and log-variance, each ``[E, B, T]``."""
-        x = self.input_norm.normalize(torch.cat([state, self.action_features(action)], dim=-1))
-        h = x.unsqueeze(0).expand(self.ensemble_size, -1, -1)
-        return self._forward_members(h)
+        mean, raw_logvar = self._raw_members(state, action)
+        return mean, self._bound_logvar(raw_logvar, self.max_logvar, self.min_logvar)
 
-    def _forward_members(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[E, B, in]`` normalised inputs -> mean, soft-bounded log-variance ``[E, B, T]``."""
+    def _raw_members(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means and unbounded log-variances ``[E, B, T]`` of every member for ``[B]`` rows."""
+        x = self.input_norm.normalize(torch.cat([state, self.action_features(action)], dim=-1))
+        return self._members(x.unsqueeze(0).expand(self.ensemble_size, -1, -1))
+
+    def _members(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[E, B, in]`` normalised inputs -> means and unbounded log-variances ``[E, B, T]``."""
         for layer in self.hidden:
             h = F.silu(layer(h))
-        mean, logvar = self.head(h).chunk(2, dim=-1)
-        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        mean, raw_logvar = self.head(h).chunk(2, dim=-1)
+        return mean, raw_logvar
+
+    @staticmethod
+    def _bound_logvar(logvar: torch.Tensor, max_logvar: torch.Tensor, min_logvar: torch.Tensor) -> torch.Tensor:
+        # Soft bounds (PETS): smooth everywhere, so the NLL cannot push the variance to 0 or infinity.
+        logvar = max_logvar - F.softplus(max_logvar - logvar)
+        return min_logvar + F.softplus(logvar - min_logvar)
+
+    def _forward_members(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[E, B, in]`` normalised inputs -> mean, soft-bounded log-variance ``[E, B, T]`` (training)."""
+        mean, raw_logvar = self._members(h)
+        return mean, self._bound_logvar(raw_logvar, self.max_logvar, self.min_logvar)
 
     def termination_logit(self, next_state: torch.Tensor) -> torch.Tensor:
         """``[B, D] -> [B]`` logit that the episode ends in ``next_state``."""
         obs_norm = (next_state - self.input_norm.mean[: self.config.obs_dim]) / self.input_norm.std[: self.config.obs_dim]
         return self.termination(obs_norm).squeeze(-1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(
         self,
         state: torch.Tensor,
@@ -125,6 +138,7 @@ class EnsembleWorldModel(nn.Module):
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
         members: torch.Tensor | str | None = None,
+        with_std: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Step a batch of states.
 
@@ -134,35 +148,43 @@ class EnsembleWorldModel(nn.Module):
             temperature: scales the sampled noise; 0 gives the chosen member's mean.
             members: ``[B]`` member index per row; ``None`` draws one per row at random;
                 ``"mean"`` uses the average over members (mean and variance).
+            with_std: also return ``model_std`` (skipped on the dream's hot path when no
+                penalty needs it).
 
         Returns a dict of ``next_state [B, D]``, ``reward [B]``, ``termination_prob [B]``,
         ``disagreement [B]`` (norm of the std between members' predicted Δobs, in data std
-        units) and ``model_std [E, B]`` (each member's predicted std norm, for penalties).
+        units) and, with ``with_std``, ``model_std [E, B]`` (each member's predicted std norm).
         """
-        mean, logvar = self.distribution(state, action)
-        batch = state.shape[0]
+        mean, raw_logvar = self._raw_members(state, action)
+        batch, d = state.shape[0], self.config.obs_dim
         if isinstance(members, str):
             if members != "mean":
                 raise ValueError(f"members must be a tensor, None or 'mean', not {members!r}")
-            mu, var = mean.mean(0), logvar.exp().mean(0)
+            mu = mean.mean(0)
+            if temperature > 0:
+                var = self._bound_logvar(raw_logvar, self.max_logvar, self.min_logvar).exp().mean(0)
+                mu = mu + temperature * var.sqrt() * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
         else:
             if members is None:
                 members = torch.randint(self.ensemble_size, (batch,), device=state.device, generator=generator)
             rows = torch.arange(batch, device=state.device)
-            mu, var = mean[members, rows], logvar[members, rows].exp()
-        if temperature > 0:
-            noise = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
-            mu = mu + temperature * var.sqrt() * noise
+            mu = mean[members, rows]
+            if temperature > 0:  # bound only the chosen members' log-variances: [B, T], not [E, B, T]
+                logvar = self._bound_logvar(raw_logvar[members, rows], self.max_logvar[members, 0], self.min_logvar[members, 0])
+                noise = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+                mu = mu + temperature * torch.exp(0.5 * logvar) * noise
         target = self.target_norm.denormalize(mu)
-        d = self.config.obs_dim
         next_state = state + target[:, :d]
-        return {
+        out = {
             "next_state": next_state,
             "reward": target[:, d],
             "termination_prob": torch.sigmoid(self.termination_logit(next_state)),
             "disagreement": mean[:, :, :d].std(0, unbiased=False).norm(dim=-1),
-            "model_std": logvar[:, :, :d].exp().sqrt().norm(dim=-1),
         }
+        if with_std:
+            logvar = self._bound_logvar(raw_logvar[:, :, :d], self.max_logvar[:, :, :d], self.min_logvar[:, :, :d])
+            out["model_std"] = torch.exp(0.5 * logvar).norm(dim=-1)
+        return out
 
     def keep_members(self, index: torch.Tensor) -> None:
         """Drop every member not in ``index`` (e.g. keep the elites) in place."""
