@@ -7,6 +7,7 @@ the same agent trained in the real env for the same number of steps, and the num
 real transitions the dream was fitted on (from the checkpoint).
 
     python benchmarks/transfer_suite.py                                   # full: 4 envs x 3 seeds, zoo step counts
+    python benchmarks/transfer_suite.py --jobs 2                          # the same, two runs at a time
     python benchmarks/transfer_suite.py --envs Pendulum-v1 --seeds 0 --steps 10000   # reduced
     python benchmarks/transfer_suite.py --envs MountainCar-v0 --dream-kwarg temperature=0.5
 
@@ -16,6 +17,7 @@ Writes benchmarks/results/transfer_suite.json (``--out``) and prints a markdown 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import platform
 import statistics
@@ -38,7 +40,8 @@ SUITE = {
 }
 
 
-def run_one(env_id: str, seed: int, steps: int, episodes: int, dream_kwargs: dict, real: bool) -> dict:
+def run_one(env_id: str, seed: int, steps: int, episodes: int, dream_kwargs: dict, real: bool, threads: int = 1) -> dict:
+    torch.set_num_threads(threads)  # again here: a worker process starts with torch's default
     dream_id, algo, _, _ = SUITE[env_id]
     t0 = time.perf_counter()
     agent = train_in_dream(dream_id, steps, algo, seed=seed, progress=False, **dream_kwargs)
@@ -96,18 +99,26 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--no-real", action="store_true", help="skip the agents trained in the real env")
     parser.add_argument("--dream-kwarg", action="append", default=[], metavar="KNOB=VALUE", help="override a dream knob (repeatable)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
     parser.add_argument("--out", default="benchmarks/results/transfer_suite.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dream_kwargs = dict(_knob(k) for k in args.dream_kwarg)
+
+    # Every (env, seed) run is independent; --jobs runs that many at once, one torch thread each.
+    tasks = [(env_id, seed, args.steps or SUITE[env_id][2], args.episodes, dream_kwargs, not args.no_real, args.threads)
+             for env_id in args.envs for seed in args.seeds]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_one, *task) for task in tasks]
+        rows = [future.result() for future in futures]
 
     results = []
     for env_id in args.envs:
         dream_id, algo, default_steps, target = SUITE[env_id]
         meta = read_metadata(gym.spec(dream_id).kwargs["checkpoint"])
         steps = args.steps or default_steps
-        seeds = [run_one(env_id, seed, steps, args.episodes, dream_kwargs, not args.no_real) for seed in args.seeds]
+        seeds = [row for task, row in zip(tasks, rows) if task[0] == env_id]
         results.append({
             "env": env_id, "dream": dream_id, "algo": algo, "steps": steps, "target": target,
             "dream_kwargs": dream_kwargs, "dream_defaults": {k: v for k, v in meta["dream"].items() if k != "id"},
@@ -125,7 +136,7 @@ def main() -> None:
             + ([f"--steps {args.steps}"] if args.steps else []) + (["--no-real"] if args.no_real else [])
             + [f"--dream-kwarg {k}" for k in args.dream_kwarg]),
         "learned_envs_version": learned_envs.__version__ if hasattr(learned_envs, "__version__") else None,
-        "torch_threads": args.threads, "machine": platform.platform(), "results": results, "table": text,
+        "torch_threads": args.threads, "jobs": args.jobs, "machine": platform.platform(), "results": results, "table": text,
     }, indent=2))
     print(f"\nwrote {out}")
 

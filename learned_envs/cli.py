@@ -1,8 +1,10 @@
 """``learned-envs``: a thin command-line face over the Python API.
 
     learned-envs collect ENV_ID --steps N --out FILE [--format npz|minari|hdf5|sb3] [--policy random|AGENT.zip] [--epsilon E] [--seed S]
+    learned-envs merge DATA [DATA ...] --out FILE
     learned-envs fit DATA [--out FILE] [--id DREAM_ID] [--source-env ENV_ID] [--seed S]
     learned-envs list
+    learned-envs train ENV_OR_DREAM_ID --algo PPO|A2C|DQN|SAC --steps N --out AGENT.zip [--seed S] [--dream-kwarg K=V]
     learned-envs demo [--steps N] [--seed S]
     learned-envs evaluate CHECKPOINT_OR_DREAM_ID [--data FILE] [--out DIR] [--horizon K]
                           [--transfer ALGO --steps N --sweep temperature=0,0.5,1,1.5 --seeds K]
@@ -16,6 +18,8 @@ import sys
 import time
 from typing import Callable
 
+import gymnasium as gym
+
 from learned_envs.checkpoint import CheckpointError
 from learned_envs.data.transitions import DataError
 
@@ -25,6 +29,46 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
     data = collect(args.env_id, args.steps, out=args.out, policy=args.policy, epsilon=args.epsilon, seed=args.seed, algo=args.algo, format=args.format)
     print(f"wrote {len(data)} transitions ({data.num_episodes} episodes) of {args.env_id} to {args.out}")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from learned_envs.data import concatenate, load, save
+
+    parts = [load(source) for source in args.data]
+    merged = concatenate(parts, source=args.out, labels=[Path(str(source)).name for source in args.data])
+    save(merged, args.out, format=args.format)
+    print(f"wrote {len(merged)} transitions ({merged.num_episodes} episodes, {int(merged.terminations.sum())} ending in termination) "
+          f"from {len(parts)} logs to {args.out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    import learned_envs
+    from learned_envs.training import train_in_dream, train_in_real
+
+    torch.set_num_threads(args.threads)
+    knobs = _single_values(args.dream_kwarg, "--dream-kwarg")
+    if learned_envs.registry.gym.spec(args.env_id).entry_point == learned_envs.registry.ENTRY_POINT:
+        model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, **knobs)
+    elif knobs:
+        raise ValueError(f"--dream-kwarg is for dreams; {args.env_id} is not a registered dream")
+    else:
+        model = train_in_real(args.env_id, args.steps, args.algo, seed=args.seed)
+    model.save(args.out)
+    print(f"wrote {args.algo} agent trained {args.steps} steps in {args.env_id} to {args.out}")
+
+
+def _single_values(items: list[str] | None, flag: str) -> dict:
+    """``["out_of_bounds=clip"]`` -> ``{"out_of_bounds": "clip"}``: dream knobs, one value each."""
+    knobs = {}
+    for key, values in parse_sweep(items or []).items():
+        if len(values) != 1:
+            raise ValueError(f"{flag} {key}: one value, not {values}")
+        knobs[key] = values[0]
+    return knobs
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
@@ -38,11 +82,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
                                 ("num_layers", args.layers), ("device", args.device)) if v is not None}
     if args.max_epochs is not None:
         sizes.update(max_epochs=args.max_epochs, min_updates=0)  # an explicit cap is the cap
-    defaults = {}
-    for key, values in parse_sweep(args.dream_default or []).items():
-        if len(values) != 1:
-            raise ValueError(f"--dream-default {key}: one value, not {values}")
-        defaults[key] = values[0]
+    defaults = _single_values(args.dream_default, "--dream-default")
     path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed,
                max_episode_steps=args.max_episode_steps, config=FitConfig(**sizes), dream_defaults=defaults)
     from learned_envs.checkpoint import read_metadata
@@ -52,10 +92,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if inferred:
         print(f"note: inferred {', '.join(inferred)} from the data (no spaces in the file and no --source-env)")
     metrics = meta["fit"]["metrics"]
-    print(
-        f"wrote {path}: {meta['dataset']['transitions']} transitions, {meta['dataset']['episodes']} episodes, "
-        f"holdout MSE {metrics['holdout_mse']:.3g}, termination recall {metrics.get('termination_holdout_recall', float('nan')):.2f}"
-    )
+    if metrics.get("termination_positives"):
+        termination = f"termination recall {metrics.get('termination_holdout_recall', float('nan')):.2f}"
+    else:
+        termination = "no terminal rows in the data, so the dream ends episodes only at the time limit or on a halt"
+    print(f"wrote {path}: {meta['dataset']['transitions']} transitions, {meta['dataset']['episodes']} episodes, "
+          f"holdout MSE {metrics['holdout_mse']:.3g}; {termination}")
     if args.id:
         from learned_envs.paths import user_dream_dir
 
@@ -168,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_collect)
 
+    p = sub.add_parser("merge", help="join logs of one system (e.g. from several behaviour policies) into one dataset")
+    p.add_argument("data", nargs="+", help="logged transitions, in any format fit reads")
+    p.add_argument("--out", required=True, help="where to write (format from the name, as for collect)")
+    p.add_argument("--format", choices=["npz", "minari", "hdf5", "sb3"], help="data format (default: the one --out names)")
+    p.set_defaults(func=cmd_merge)
+
     p = sub.add_parser("fit", help="fit a dream to logged data and write its checkpoint")
     p.add_argument("data", help="logged transitions: FILE.npz, D4RL-style FILE.hdf5/.h5, an SB3 replay buffer FILE.pkl "
                    "(a pickle: trusted files only), a Minari dataset folder or minari:DATASET_ID")
@@ -190,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="show every registered dream")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("train", help="train an SB3 agent (rl-zoo hyperparameters) in a dream or a real env and save it")
+    p.add_argument("env_id", metavar="ENV_OR_DREAM_ID")
+    p.add_argument("--algo", default="PPO", help="SB3 algorithm: PPO, A2C, DQN (discrete), SAC (continuous), ...")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", required=True, help="agent zip to write (load it with the SB3 class, or collect --policy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE", help="dream knob for this run (e.g. temperature=0.5); repeatable")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="train PPO only in Dream-CartPole-v0 and score it in the real CartPole-v1")
     p.add_argument("--dream", default="Dream-CartPole-v0")
@@ -222,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (DataError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (DataError, CheckpointError, FileNotFoundError, ValueError, gym.error.Error) as exc:
         print(f"learned-envs {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

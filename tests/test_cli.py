@@ -68,3 +68,44 @@ def test_fit_bad_data_exits_with_clear_error(tmp_path):
 def test_fit_needs_an_output(tmp_path):
     out = run("fit", str(tmp_path / "whatever.npz"), home=tmp_path, check=False)
     assert out.returncode != 0 and "--out" in out.stderr
+
+
+def test_merge_keeps_episodes_and_records_each_policy(tmp_path):
+    """Two logs whose boundary rows do not chain: merging must not glue their episodes together."""
+    home = tmp_path / "home"
+    a, b, merged = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "m.hdf5"
+    run("collect", "CartPole-v1", "--steps", "150", "--out", str(a), "--seed", "1", home=home)
+    run("collect", "CartPole-v1", "--steps", "100", "--out", str(b), "--seed", "2", home=home)
+    out = run("merge", str(a), str(b), "--out", str(merged), home=home)
+    assert "wrote 250 transitions" in out.stdout
+
+    from learned_envs.data import load
+
+    parts, whole = [load(a), load(b)], load(merged)
+    assert len(whole) == 250 and whole.num_episodes == parts[0].num_episodes + parts[1].num_episodes
+    np.testing.assert_array_equal(whole.observations, np.concatenate([p.observations for p in parts]))
+    policy = whole.metadata["behaviour_policy"]
+    assert policy["kind"] == "mixture"
+    assert [(p["label"], p["transitions"], p["collect_seed"]) for p in policy["parts"]] == [("a.npz", 150, 1), ("b.npz", 100, 2)]
+
+    other = tmp_path / "pendulum.npz"
+    run("collect", "Pendulum-v1", "--steps", "50", "--out", str(other), home=home)
+    failed = run("merge", str(a), str(other), "--out", str(tmp_path / "bad.npz"), home=home, check=False)
+    assert failed.returncode == 2 and "observation_space" in failed.stderr and "part 1" in failed.stderr
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_train_saves_an_agent_from_a_dream_or_a_real_env(tmp_path, small_checkpoint):
+    from stable_baselines3 import PPO
+
+    home = tmp_path / "home"
+    (home / "dreams").mkdir(parents=True)
+    (home / "dreams" / "Test-Train-v0.safetensors").write_bytes(Path(small_checkpoint).read_bytes())
+    for env_id, extra in (("Test-Train-v0", ["--dream-kwarg", "temperature=0.5"]), ("CartPole-v1", [])):
+        agent = tmp_path / f"{env_id}.zip"
+        out = run("train", env_id, "--algo", "PPO", "--steps", "256", "--out", str(agent), *extra, home=home)
+        assert f"in {env_id}" in out.stdout
+        assert PPO.load(agent, device="cpu").num_timesteps >= 256
+    failed = run("train", "CartPole-v1", "--steps", "10", "--out", str(tmp_path / "x.zip"),
+                 "--dream-kwarg", "temperature=0", home=home, check=False)
+    assert failed.returncode == 2 and "not a registered dream" in failed.stderr

@@ -22,9 +22,9 @@ import gymnasium as gym
 
 from learned_envs.data.npz import load_npz, save_npz
 from learned_envs.data.reading import DataWarning
-from learned_envs.data.transitions import DataError, Transitions, as_transitions
+from learned_envs.data.transitions import DataError, Transitions, as_transitions, concatenate
 
-__all__ = ["DataError", "DataWarning", "Transitions", "as_transitions", "load", "save", "format_of", "target_format", "source_sha256", "FORMATS",
+__all__ = ["DataError", "DataWarning", "Transitions", "as_transitions", "concatenate", "load", "save", "format_of", "target_format", "source_sha256", "FORMATS",
            "load_npz", "save_npz", "collect"]
 
 FORMATS = ("npz", "minari", "hdf5", "sb3")

@@ -214,3 +214,38 @@ def _check_continuity(data: Transitions, source: str, atol: float) -> None:
             "mark the episode boundary with terminations/truncations or episode_ids",
             row,
         )
+
+
+def concatenate(parts: list[Transitions], source: str = "merged data", labels: list[str] | None = None) -> Transitions:
+    """One dataset from several logs of the same system, episode boundaries kept.
+
+    Each part's episodes get ids of their own, so the last episode of one part never runs into
+    the first of the next. ``metadata["behaviour_policy"]`` becomes ``{"kind": "mixture",
+    "parts": [...]}``: each part's own policy with its transitions, episodes, collect seed and
+    label (e.g. its file name).
+    Raises :class:`DataError` if the parts' spaces or source envs differ.
+    """
+    if not parts:
+        raise DataError(source, None, "nothing to merge: give at least one dataset")
+    first = parts[0]
+    for i, part in enumerate(parts[1:], start=1):
+        for name in ("observation_space", "action_space"):
+            if getattr(part, name) != getattr(first, name):
+                raise DataError(source, name, f"part {i} has {getattr(part, name)}, part 0 has {getattr(first, name)}")
+        if part.metadata.get("source_env_id") != first.metadata.get("source_env_id"):
+            raise DataError(source, "source_env_id", f"part {i} logged {part.metadata.get('source_env_id')!r}, "
+                            f"part 0 logged {first.metadata.get('source_env_id')!r}")
+    arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in FIELDS}
+    ids, offset = [], 0
+    for part in parts:
+        ids.append(part.episode_index() + offset)
+        offset += part.num_episodes
+    arrays["episode_ids"] = np.concatenate(ids)
+    labels = labels or [f"part {i}" for i in range(len(parts))]
+    described = [
+        {**(p.metadata.get("behaviour_policy") or {"kind": "unknown"}), "transitions": len(p), "episodes": p.num_episodes,
+         "collect_seed": p.metadata.get("seed"), "label": label}
+        for p, label in zip(parts, labels)
+    ]
+    metadata = {"source_env_id": first.metadata.get("source_env_id"), "behaviour_policy": {"kind": "mixture", "parts": described}}
+    return as_transitions(arrays, first.observation_space, first.action_space, source, metadata)

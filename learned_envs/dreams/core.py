@@ -192,7 +192,8 @@ class DreamCore:
             reward = torch.where(halted, torch.full_like(reward, float(s.halt_reward)), reward)
         terminated = (out["termination_prob"] > 0.5) | halted
         if self.max_episode_steps is not None:
-            truncated = (self.elapsed >= self.max_episode_steps) & ~terminated
+            # As Gymnasium's TimeLimit: a terminating last step is truncated too (both flags set).
+            truncated = self.elapsed >= self.max_episode_steps
         else:
             truncated = torch.zeros_like(terminated)
 

@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 from learned_envs.dreams.core import DreamCore
-from learned_envs.dreams.render import source_render_fps
+from learned_envs.dreams.render import DreamFrames, source_render_fps
 
 
 class DreamEnv(gym.Env):
@@ -50,7 +50,7 @@ class DreamEnv(gym.Env):
         self.render_mode = render_mode
         self.source_env_id: str | None = self.core.checkpoint.metadata.get("source_env_id")
         self.metadata = {**self.metadata, "render_fps": source_render_fps(self.source_env_id)}
-        self._renderer = None
+        self._frames = DreamFrames(self.source_env_id)
         self._seeded = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -71,16 +71,8 @@ class DreamEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        if self._renderer is None:
-            from learned_envs.dreams.render import SourceRenderer
-
-            if not self.source_env_id:
-                raise NotImplementedError("this dream has no source env id, so there is no renderer to draw it")
-            self._renderer = SourceRenderer(self.source_env_id)
-        return self._renderer.render(self.core.observations()[0])
+        return self._frames.draw(self.core.observations())[0]
 
     def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._frames.close()
 

@@ -58,3 +58,27 @@ class SourceRenderer:
 
     def close(self) -> None:
         self.env.close()
+
+
+class DreamFrames:
+    """Frames of a face's dreams, drawn by the source env's renderer, which is built on first use.
+
+    The one rendering path of :class:`DreamEnv`, :class:`DreamVectorEnv` and the SB3 VecEnv.
+    """
+
+    def __init__(self, source_env_id: str | None):
+        self.source_env_id = source_env_id
+        self._renderer: SourceRenderer | None = None
+
+    def draw(self, observations: np.ndarray) -> list[np.ndarray]:
+        """``[N, *obs_shape]`` observations -> N RGB frames ``[H, W, 3]`` uint8."""
+        if self._renderer is None:
+            if not self.source_env_id:
+                raise NotImplementedError("this dream has no source env id, so there is no renderer to draw it")
+            self._renderer = SourceRenderer(self.source_env_id)
+        return [self._renderer.render(obs) for obs in observations]
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

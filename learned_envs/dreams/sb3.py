@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore, StepBatch
+from learned_envs.dreams.render import DreamFrames
 
 
 def sb3_infos(batch: StepBatch) -> list[dict[str, Any]]:
@@ -55,7 +56,7 @@ class DreamSB3VecEnv(VecEnv):
         self.source_env_id = self.core.checkpoint.metadata.get("source_env_id")
         self._np_random: np.random.Generator | None = None
         self._actions: np.ndarray | None = None
-        self._renderer = None
+        self._frames = DreamFrames(self.source_env_id)
 
     @property
     def temperature(self) -> float:
@@ -100,21 +101,13 @@ class DreamSB3VecEnv(VecEnv):
         return obs, batch.rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._frames.close()
 
     # -- rendering -------------------------------------------------------------------------
     def get_images(self) -> Sequence[np.ndarray | None]:
         if self.render_mode != "rgb_array":
             return [None] * self.num_envs
-        if self._renderer is None:
-            from learned_envs.dreams.render import SourceRenderer
-
-            if not self.source_env_id:
-                raise NotImplementedError("this dream has no source env id, so there is no renderer to draw it")
-            self._renderer = SourceRenderer(self.source_env_id)
-        return [self._renderer.render(obs) for obs in self.core.observations()]
+        return self._frames.draw(self.core.observations())
 
     # -- attribute plumbing (one shared set of attributes) --------------------------------
     def _is_setting(self, name: str) -> bool:

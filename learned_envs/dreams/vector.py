@@ -30,7 +30,7 @@ from gymnasium.vector.utils import batch_space
 
 from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore
-from learned_envs.dreams.render import source_render_fps
+from learned_envs.dreams.render import DreamFrames, source_render_fps
 
 
 def masked_info(info: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ class DreamVectorEnv(VectorEnv):
         # Rows whose last step ended an episode (NEXT_STEP resets them on the next step).
         self._needs_reset = np.zeros(num_envs, dtype=np.bool_)
         self._seeded = False
-        self._renderer = None
+        self._frames = DreamFrames(self.source_env_id)
 
     # -- reset -----------------------------------------------------------------------------
     def reset(
@@ -203,15 +203,7 @@ class DreamVectorEnv(VectorEnv):
         """One RGB frame ``[H, W, 3]`` per dream, as ``SyncVectorEnv`` returns them."""
         if self.render_mode != "rgb_array":
             return None
-        if self._renderer is None:
-            from learned_envs.dreams.render import SourceRenderer
-
-            if not self.source_env_id:
-                raise NotImplementedError("this dream has no source env id, so there is no renderer to draw it")
-            self._renderer = SourceRenderer(self.source_env_id)
-        return tuple(self._renderer.render(obs) for obs in self.core.observations())
+        return tuple(self._frames.draw(self.core.observations()))
 
     def close_extras(self, **kwargs: Any) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._frames.close()

@@ -1,0 +1,81 @@
+"""The shipped dreams, each as a user meets it: registered at import, both env checkers, the
+source env's renderer drawing dream states, and a vector entry point."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import learned_envs
+from learned_envs.checkpoint import read_metadata
+from learned_envs.dreams.vector import DreamVectorEnv
+
+SHIPPED = {
+    "Dream-CartPole-v0": "CartPole-v1",
+    "Dream-Pendulum-v0": "Pendulum-v1",
+    "Dream-Acrobot-v0": "Acrobot-v1",
+    "Dream-MountainCar-v0": "MountainCar-v0",
+    "Dream-MountainCarContinuous-v0": "MountainCarContinuous-v0",
+}
+
+
+def test_every_shipped_dream_is_registered_with_its_recipe():
+    shipped = {r["id"]: r for r in learned_envs.registered_dreams() if r["origin"] == "shipped"}
+    assert set(shipped) == set(SHIPPED)
+    for dream_id, source in SHIPPED.items():
+        checkpoint = Path(shipped[dream_id]["checkpoint"])
+        meta = read_metadata(checkpoint)
+        assert meta["source_env_id"] == source
+        assert meta["dataset"]["behaviour_policy"]["kind"] in ("random", "mixture")
+        assert (checkpoint.parent / f"rebuild_{dream_id}.sh").is_file(), "the recipe sits beside the checkpoint"
+
+
+@pytest.mark.parametrize("dream_id", SHIPPED)
+def test_spaces_and_time_limit_are_the_source_envs(dream_id):
+    dream, real = gym.make(dream_id), gym.make(SHIPPED[dream_id])
+    assert dream.observation_space == real.observation_space and dream.action_space == real.action_space
+    assert dream.spec.max_episode_steps == real.spec.max_episode_steps
+
+
+@pytest.mark.parametrize("dream_id", SHIPPED)
+def test_both_env_checkers(dream_id):
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some source spaces have infinite bounds; the checkers warn
+        gym_check(gym.make(dream_id, render_mode="rgb_array").unwrapped)
+        sb3_check(gym.make(dream_id).unwrapped, warn=False)
+
+
+@pytest.mark.parametrize("dream_id", SHIPPED)
+def test_render_draws_dream_states_with_the_source_renderer(dream_id):
+    env = gym.make(dream_id, render_mode="rgb_array")
+    real = gym.make(SHIPPED[dream_id], render_mode="rgb_array")
+    real.reset(seed=0)
+    frames = []
+    obs, _ = env.reset(seed=0)
+    frames.append(env.render())
+    for _ in range(30):  # move away from the start, so the second frame shows another state
+        obs, *_ = env.step(env.action_space.sample())
+    frames.append(env.render())
+    assert frames[0].shape == real.render().shape and frames[0].dtype == np.uint8
+    assert not np.array_equal(frames[0], frames[1])
+    env.close()
+    real.close()
+
+
+@pytest.mark.parametrize("dream_id", SHIPPED)
+def test_vector_entry_point_steps_in_one_batch(dream_id):
+    envs = gym.make_vec(dream_id, num_envs=5)
+    assert isinstance(envs, DreamVectorEnv)
+    obs, _ = envs.reset(seed=3)
+    for _ in range(10):
+        obs, rewards, terminated, truncated, _ = envs.step(envs.action_space.sample())
+    assert obs.shape == (5, *envs.single_observation_space.shape) and obs in envs.observation_space
+    assert rewards.dtype == np.float64 and terminated.dtype == truncated.dtype == np.bool_
+    envs.close()
