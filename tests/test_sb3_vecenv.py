@@ -166,3 +166,13 @@ def test_ppo_trains_on_eight_dreams(small_dream_id):
     assert model.num_timesteps == 1024
     assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
     assert len(model.ep_info_buffer) > 0 and all(ep["l"] >= 1 for ep in model.ep_info_buffer)
+
+
+def test_sac_learns_on_a_continuous_dream():
+    """The shipped Dream-Pendulum-v0 has a Box action space: SAC trains on the batch unchanged."""
+    from stable_baselines3 import SAC
+
+    venv = make_vec_env("Dream-Pendulum-v0", n_envs=2, seed=0, max_episode_steps=50)
+    model = SAC("MlpPolicy", venv, learning_starts=50, buffer_size=1000, batch_size=64, seed=0, device="cpu")
+    model.learn(300)
+    assert model.num_timesteps >= 300 and len(model.ep_info_buffer) > 0

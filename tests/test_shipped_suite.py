@@ -57,12 +57,12 @@ def test_render_draws_dream_states_with_the_source_renderer(dream_id):
     env = gym.make(dream_id, render_mode="rgb_array")
     real = gym.make(SHIPPED[dream_id], render_mode="rgb_array")
     real.reset(seed=0)
+    # Two states a quarter and three quarters across the dream's support box: the frames must differ.
+    low, high = (b.cpu().numpy() for b in (env.unwrapped.core.obs_low, env.unwrapped.core.obs_high))
     frames = []
-    obs, _ = env.reset(seed=0)
-    frames.append(env.render())
-    for _ in range(30):  # move away from the start, so the second frame shows another state
-        obs, *_ = env.step(env.action_space.sample())
-    frames.append(env.render())
+    for share in (0.25, 0.75):
+        env.reset(seed=0, options={"initial_observation": (low + share * (high - low)).astype(np.float32)})
+        frames.append(env.render())
     assert frames[0].shape == real.render().shape and frames[0].dtype == np.uint8
     assert not np.array_equal(frames[0], frames[1])
     env.close()
