@@ -7,7 +7,7 @@ trained in a dream is the same agent a user would train in the real env.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -120,31 +120,30 @@ def train_in_dream(
     **dream_kwargs: Any,
 ):
     """Train an SB3 ``algo`` for ``steps`` environment steps, only inside ``dream_id``."""
-    import stable_baselines3 as sb3
-
     from learned_envs.checkpoint import read_metadata
     from learned_envs.sb3 import make_vec_env
 
     source_env = read_metadata(gym.spec(dream_id).kwargs["checkpoint"]).get("source_env_id")
-    params = hyperparameters(algo, source_env)
-    n_envs, policy = params.pop("n_envs"), params.pop("policy")
-    venv = make_vec_env(dream_id, n_envs=n_envs, seed=seed, **dream_kwargs)
-    model = getattr(sb3, algo.upper())(policy, venv, seed=seed, verbose=0, device="cpu", **params)
-    callback = ProgressBar(steps, f"{algo} in {dream_id}") if progress else None
-    model.learn(steps, callback=callback)
-    return model
+    return _learn(algo, source_env, lambda n: make_vec_env(dream_id, n_envs=n, seed=seed, **dream_kwargs),
+                  steps, seed, f"{algo} in {dream_id}" if progress else None)
 
 
 def train_in_real(env_id: str, steps: int, algo: str = "PPO", seed: int = 0, progress: bool = True):
     """The same agent trained in the real env, for comparison."""
-    import stable_baselines3 as sb3
     from stable_baselines3.common.env_util import make_vec_env
 
-    params = hyperparameters(algo, env_id)
+    return _learn(algo, env_id, lambda n: make_vec_env(env_id, n_envs=n, seed=seed), steps, seed,
+                  f"{algo} in {env_id}" if progress else None)
+
+
+def _learn(algo: str, source_env: str | None, make_venv: Callable[[int], Any], steps: int, seed: int, desc: str | None):
+    """Build ``algo`` with the zoo's settings for ``source_env`` on ``make_venv(n_envs)`` and train it."""
+    import stable_baselines3 as sb3
+
+    params = hyperparameters(algo, source_env)
     n_envs, policy = params.pop("n_envs"), params.pop("policy")
-    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    model = getattr(sb3, algo.upper())(policy, venv, seed=seed, verbose=0, device="cpu", **params)
-    model.learn(steps, callback=ProgressBar(steps, f"{algo} in {env_id}") if progress else None)
+    model = getattr(sb3, algo.upper())(policy, make_venv(n_envs), seed=seed, verbose=0, device="cpu", **params)
+    model.learn(steps, callback=ProgressBar(steps, desc) if desc else None)
     return model
 
 
