@@ -122,13 +122,12 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     import torch
 
-    import learned_envs
+    import learned_envs  # noqa: F401  (registers the shipped dreams)
     from learned_envs.checkpoint import read_metadata
     from learned_envs.training import evaluate_in_real, train_in_dream
 
     torch.set_num_threads(1)  # small networks: a second thread costs more in sync than it saves
-    spec = learned_envs.registry.gym.spec(args.dream)
-    meta = read_metadata(spec.kwargs["checkpoint"])
+    meta = read_metadata(gym.spec(args.dream).kwargs["checkpoint"])
     real_env, n_real = meta["source_env_id"], meta["dataset"]["transitions"]
     print(f"{args.dream}: a world model fitted on {n_real} logged transitions of {real_env} "
           f"(behaviour policy: {meta['dataset'].get('behaviour_policy', {}).get('kind', 'unknown')})")
@@ -250,10 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="train PPO only in Dream-CartPole-v0 and score it in the real CartPole-v1")
-    p.add_argument("--dream", default="Dream-CartPole-v0")
-    p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dream", default="Dream-CartPole-v0", help="registered dream to train in (default Dream-CartPole-v0)")
+    p.add_argument("--steps", type=int, default=100_000, help="PPO steps inside the dream (default 100000)")
+    p.add_argument("--episodes", type=int, default=20, help="scoring episodes in the real env (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the agent and of the scoring episodes")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("evaluate", help="how far to trust a dream: fidelity on held-out data, dream-to-real transfer")

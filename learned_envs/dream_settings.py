@@ -3,6 +3,8 @@ checkpoint) and the dream core (which applies them)."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -13,8 +15,11 @@ PROPAGATIONS = ("random", "fixed", "mean")
 class DreamSettings:
     """The uncertainty knobs. Defaults come from the checkpoint; ``gym.make`` kwargs override them.
 
-    temperature: scales the sampled model noise; 0 gives the chosen member's mean (deterministic
-        with ``propagation="mean"`` or ``"fixed"``).
+    temperature: scales every per-step random draw of the model. Above 0 it scales the sampled
+        Gaussian noise (linearly: the same seed draws the same members and noise at any positive
+        temperature). At 0 nothing is sampled per step: the ensemble mean (with
+        ``propagation="random"`` or ``"mean"``) or the episode's member's mean (``"fixed"``), so
+        the dream is deterministic given its start.
     propagation: which ensemble member steps a dream: ``"random"`` a fresh one every step (PETS's
         TS1), ``"fixed"`` one per episode (TS-inf), ``"mean"`` the members' average.
     uncertainty_penalty: MOPO's lambda: reward - lambda * max over members of the norm of the
@@ -22,10 +27,11 @@ class DreamSettings:
     halt_threshold: MOReL's halt: the episode ends (``terminated``) when the members' disagreement
         exceeds it. ``None`` never; ``"auto"`` = ``halt_factor`` x the largest disagreement seen
         on the training data (recorded at fit time).
-    halt_reward: reward of a halting step; ``None`` keeps the model's predicted reward.
+    halt_reward: reward of a step where the disagreement halt fires; ``None`` keeps the model's
+        predicted reward (and its penalty).
     out_of_bounds: a predicted observation outside the data's support is clipped; ``"halt"``
         also ends the episode (the model is a guess beyond its data and an agent would exploit
-        it), ``"clip"`` goes on.
+        it; reported as ``info["left_bounds"]``, with the model's reward), ``"clip"`` goes on.
     bounds_margin: the support is the box of every logged observation, widened on each side by
         this fraction of its range (the model extrapolates a little way safely, and a support as
         tight as a random policy's logs would leave an agent no room to act).
@@ -42,26 +48,40 @@ class DreamSettings:
 
     @classmethod
     def resolve(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> "DreamSettings":
+        """The checkpoint's ``defaults`` with ``overrides`` on top.
+
+        An override of ``None`` is a value, not an absence: ``halt_threshold=None`` switches off
+        a halt the checkpoint stores. Knobs for which ``None`` means nothing reject it.
+        """
         names = {f.name for f in fields(cls)}
         unknown = set(overrides) - names
         if unknown:
             raise TypeError(f"unknown dream option(s) {sorted(unknown)}; known: {sorted(names)}")
         values = {k: v for k, v in defaults.items() if k in names and v is not None}
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update(overrides)
         settings = cls(**values)
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        """Raise ``ValueError`` naming the first knob whose value is of the wrong kind or range."""
+        for name in ("temperature", "uncertainty_penalty", "halt_factor", "bounds_margin"):
+            _require_number(name, getattr(self, name), minimum=0.0)
         if self.propagation not in PROPAGATIONS:
             raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {self.propagation!r}")
-        if self.uncertainty_penalty < 0:
-            raise ValueError(f"uncertainty_penalty must be >= 0, got {self.uncertainty_penalty}")
-        if isinstance(self.halt_threshold, str) and self.halt_threshold != "auto":
-            raise ValueError(f"halt_threshold must be a number, 'auto' or None, got {self.halt_threshold!r}")
-        if self.bounds_margin < 0:
-            raise ValueError(f"bounds_margin must be >= 0, got {self.bounds_margin}")
+        if self.halt_threshold != "auto" and self.halt_threshold is not None:
+            if isinstance(self.halt_threshold, str):
+                raise ValueError(f"halt_threshold must be a number, 'auto' or None, got {self.halt_threshold!r}")
+            _require_number("halt_threshold", self.halt_threshold, minimum=0.0)
+        if self.halt_reward is not None:
+            _require_number("halt_reward", self.halt_reward)
         if self.out_of_bounds not in ("halt", "clip"):
             raise ValueError(f"out_of_bounds must be 'halt' or 'clip', got {self.out_of_bounds!r}")
+
+
+def _require_number(name: str, value: Any, minimum: float | None = None) -> None:
+    """A finite real number (not a bool, not a string), at least ``minimum`` if given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value}")

@@ -19,7 +19,9 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,13 +94,25 @@ def _tensors(data: Transitions, device: str) -> dict[str, torch.Tensor]:
 
 
 def fit_world_model(data: Transitions, config: FitConfig | None = None, progress: bool = True) -> FitResult:
-    """Fit dynamics, reward and termination to ``data``; returns the elite-pruned model and its history."""
+    """Fit dynamics, reward and termination to ``data``; returns the elite-pruned model and its history.
+
+    The same ``config.seed`` gives the same model, and the caller's global torch RNG is left as it was.
+    """
     config = config or FitConfig()
     if config.num_elites > config.ensemble_size:
         raise ValueError(f"num_elites ({config.num_elites}) exceeds ensemble_size ({config.ensemble_size})")
+    # Parameter initialisation draws from the global CPU generator; seeding it on a fork keeps the
+    # fit repeatable without resetting the caller's stream. Only the CPU generator is seeded
+    # (torch.manual_seed would also queue a seed for every CUDA device), so CUDA needs no fork.
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(config.seed)
+        return _fit_seeded(data, config, progress)
+
+
+def _fit_seeded(data: Transitions, config: FitConfig, progress: bool) -> FitResult:
+    """:func:`fit_world_model`'s work, run with the global CPU generator already seeded."""
     rng = np.random.default_rng(config.seed)
     torch_gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # parameter initialisation
     discrete = isinstance(data.action_space, gym.spaces.Discrete)
     model_config = EnsembleConfig(
         obs_dim=flat_dim(data.observation_space),
@@ -312,34 +326,25 @@ def fit(
     result = fit_world_model(data, config, progress=progress)
     result.metrics["max_train_disagreement"] = max_disagreement(result.model, data)
 
-    if max_episode_steps is None:
-        spec = gym.spec(source_env) if source_env and source_env in gym.registry else None
-        max_episode_steps = spec.max_episode_steps if spec and spec.max_episode_steps else 1000
+    max_episode_steps = _time_limit(source_env, max_episode_steps, progress)
     low, high = observed_bounds(data)
-    starts = data.episode_starts().reshape(-1, low.shape[0])
+    starts = _start_states(data, progress).reshape(-1, low.shape[0])
     metadata = build_metadata(
         model_config=result.model.config.to_json(),
         observation_space=data.observation_space,
         action_space=data.action_space,
         source_env_id=source_env,
-        dream={
-            "id": dream_id,
-            "max_episode_steps": int(max_episode_steps),
-            **dataclasses.asdict(settings),
-        },
+        dream={"id": dream_id, "max_episode_steps": max_episode_steps, **dataclasses.asdict(settings)},
         dataset={
-            "path": str(data_path) if data_path else data.metadata.get("path"),
+            # Absolute, so `evaluate` without --data finds the file from any folder.
+            "path": data_io.resolved_source(data_path or data.metadata.get("path")),
             "sha256": data_io.source_sha256(data_path) if data_path else None,
             "transitions": len(data),
             "episodes": data.num_episodes,
             "behaviour_policy": data.metadata.get("behaviour_policy"),
             "spaces_inferred": data.metadata.get("spaces_inferred", []),
         },
-        fit={
-            "history": result.history,
-            "metrics": result.metrics,
-            "holdout_episodes": result.holdout_episodes,
-        },
+        fit={"history": result.history, "metrics": result.metrics, "holdout_episodes": result.holdout_episodes},
     )
     targets = [Path(out)] if out is not None else []
     if dream_id is not None:
@@ -347,6 +352,43 @@ def fit(
     for target in targets:
         save_checkpoint(target, result.model, starts, low, high, metadata)
     return targets[0]
+
+
+def _say(message: str, progress: bool) -> None:
+    """A note from ``fit`` on what it inferred: on stderr beside the progress bars, and only with them."""
+    if progress:
+        tqdm.write(f"fit: {message}", file=sys.stderr)
+
+
+def _time_limit(source_env: str | None, given: int | None, progress: bool, default: int = 1000) -> int:
+    """The dream's time limit: ``given``, else the source env's, else ``default``. Without a
+    registered source env, says so: the limit was defaulted and the dream has no renderer."""
+    registered = bool(source_env) and source_env in gym.registry
+    missing = None if registered else (f"source env {source_env!r} is not registered here" if source_env
+                                       else "no source env (give source_env=, or data that records it)")
+    if missing:
+        _say(f"{missing}: the dream will have no renderer (render() draws with the source env's own)", progress)
+    limit = given if given is not None else gym.spec(source_env).max_episode_steps if registered else None
+    if limit is not None:
+        return int(limit)
+    why = missing or f"{source_env} has no time limit"
+    _say(f"{why}: the dream's time limit defaulted to {default} steps (set max_episode_steps= to change it)", progress)
+    return default
+
+
+def _start_states(data: Transitions, progress: bool) -> np.ndarray:
+    """The dream's start-state pool: the first observation of every episode that starts in the
+    data. Episodes that began before it (``metadata["partial_episodes"]``, e.g. the oldest of a
+    wrapped replay buffer) start mid-way, so they train the dynamics but give no start state."""
+    starts = data.episode_starts(include_partial=False)
+    left_out = data.num_episodes - len(starts)
+    if len(starts) == 0:
+        warnings.warn(f"every one of the {data.num_episodes} episodes began before the data, so the dream starts from "
+                      "their first logged (mid-episode) states; log from a reset to give it real start states", stacklevel=3)
+        return data.episode_starts()
+    if left_out:
+        _say(f"left {left_out} episodes that began before the data out of the start states ({len(starts)} remain)", progress)
+    return starts
 
 
 _DREAM_ID = re.compile(r"^[A-Za-z0-9_.\-]+-v\d+$")

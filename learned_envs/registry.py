@@ -2,7 +2,9 @@
 
 Three sources, in order: the shipped dreams (``learned_envs/checkpoints``), the user's dream
 folder (``$LEARNED_ENVS_HOME/dreams``, where ``learned-envs fit --id`` puts checkpoints), and
-explicit :func:`register_dream` calls. A later source may override an id from an earlier one.
+explicit :func:`register_dream` calls. A later source may override a *dream* id from an earlier
+one; an id that Gymnasium already has for a real environment (``CartPole-v1``) is never taken
+over silently, or ``gym.make`` of the real env would quietly run a dream.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from learned_envs.checkpoint import CheckpointError, read_metadata
+from learned_envs.checkpoint import read_metadata
 from learned_envs.paths import shipped_checkpoint_dir, user_dream_dir
 
 ENTRY_POINT = "learned_envs.dreams.env:DreamEnv"
@@ -30,19 +32,29 @@ def register_dream(
     *,
     max_episode_steps: int | None = None,
     origin: str = "register_dream",
+    force: bool = False,
     **defaults: Any,
 ) -> None:
     """Register ``checkpoint`` under ``env_id`` for ``gym.make`` and ``gym.make_vec``.
 
     ``defaults`` become the env's keyword arguments (``temperature``, ``device``, ...), which
     ``gym.make(env_id, **kwargs)`` can still override. Only the file's header is read.
+    Re-registering a dream id points it at the new file, quietly. An id already registered for
+    anything that is not a dream raises ``ValueError`` unless ``force=True``.
     """
     path = Path(checkpoint).resolve()
+    existing = gym.registry.get(env_id)
+    if existing is not None and existing.entry_point != ENTRY_POINT and not force:
+        raise ValueError(
+            f"cannot register dream {path} as {env_id!r}: that id is already the environment "
+            f"{existing.entry_point}, and a dream under it would replace it for every gym.make({env_id!r}). "
+            "Pick another id (dreams are usually 'Dream-<Name>-v0'), or pass force=True to replace it on purpose."
+        )
     meta = read_metadata(path)
     if max_episode_steps is None:
-        max_episode_steps = meta.get("dream", {}).get("max_episode_steps")
-    if env_id in gym.registry:
-        del gym.registry[env_id]  # re-registering an id points it at the new file, quietly
+        max_episode_steps = meta["dream"].get("max_episode_steps")
+    if existing is not None:
+        del gym.registry[env_id]  # gym.register would warn about overriding; this replacement is wanted
     gym.register(
         id=env_id,
         entry_point=ENTRY_POINT,
@@ -54,14 +66,21 @@ def register_dream(
 
 
 def _register_folder(folder: Path, origin: str) -> None:
+    """Register every checkpoint in ``folder``; a file that cannot be registered is warned about and skipped."""
     if not folder.is_dir():
         return
     for path in sorted(folder.glob("*.safetensors")):
         try:
             meta = read_metadata(path)
-            register_dream(meta.get("dream", {}).get("id") or path.stem, path, origin=origin)
-        except (CheckpointError, gym.error.Error, ValueError) as exc:
-            warnings.warn(f"learned_envs: skipping dream {path}: {exc}", stacklevel=3)
+            register_dream(meta["dream"].get("id") or path.stem, path, origin=origin)
+        except Exception as exc:  # noqa: BLE001
+            # Deliberately broad: this runs inside `import learned_envs`, so anything a bad file
+            # raises would break the import, every gym.make and every CLI command, not just the
+            # dream in that file. The known cases (CheckpointError, a real env's id) land here too.
+            reason = str(exc).removeprefix(f"{path}: ")  # a CheckpointError already starts with the path
+            if not isinstance(exc, ValueError):  # an unforeseen failure: its type is part of the story
+                reason = f"{type(exc).__name__}: {reason}"
+            warnings.warn(f"learned_envs: skipping dream {path}: {reason}", stacklevel=3)
 
 
 def register_all() -> None:

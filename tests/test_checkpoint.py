@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from learned_envs.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from learned_envs.checkpoint import CheckpointError, _metadata_digest, load_checkpoint, read_metadata, save_checkpoint, write_tensors
 
 
 def test_round_trip_same_predictions(small_checkpoint):
@@ -57,12 +57,21 @@ def test_corrupted_tensor_bytes(small_checkpoint, tmp_path):
         load_checkpoint(bad)
 
 
-def _rewrite_metadata(src, dst, edit):
+def _rewrite_metadata(src, dst, edit, digest="keep"):
+    """Copy ``src`` to ``dst`` with its metadata edited in place by ``edit`` (or replaced by what
+    ``edit`` returns), tensor bytes untouched. ``digest``: ``"keep"`` the stored metadata digest
+    (an edit by hand), ``"drop"`` it (a file saved before the digest existed), or ``"restamp"`` it
+    (a writer that got the metadata wrong)."""
     raw = src.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["learned_envs"])
-    edit(meta)
+    replaced = edit(meta)
+    meta = meta if replaced is None else replaced
+    if digest != "keep" and isinstance(meta, dict):
+        meta.pop("metadata_sha256", None)
+        if digest == "restamp":
+            meta["metadata_sha256"] = _metadata_digest(meta)
     header["__metadata__"]["learned_envs"] = json.dumps(meta)
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
@@ -72,8 +81,88 @@ def _rewrite_metadata(src, dst, edit):
 
 def test_wrong_format_version(small_checkpoint, tmp_path):
     bad = _rewrite_metadata(small_checkpoint, tmp_path / "v99.safetensors", lambda m: m.update(format_version=99))
+    # The version is checked before the metadata digest: a future format may digest differently.
     with pytest.raises(CheckpointError, match="v99.safetensors: checkpoint format version 99"):
         load_checkpoint(bad)
+
+
+def test_edited_metadata_is_detected(small_checkpoint, tmp_path):
+    """The metadata digest catches an edit the tensor digest cannot see, even a well-formed one."""
+    assert read_metadata(small_checkpoint)["metadata_sha256"]
+    bad = _rewrite_metadata(small_checkpoint, tmp_path / "edited.safetensors", lambda m: m["dream"].update(temperature=0.5))
+    with pytest.raises(CheckpointError, match="edited.safetensors: metadata was edited after saving"):
+        read_metadata(bad)
+    with pytest.raises(CheckpointError, match="metadata was edited"):
+        load_checkpoint(bad)
+    # A malformed edit names the key first, and still says the metadata was edited.
+    shape5 = _rewrite_metadata(small_checkpoint, tmp_path / "shape5.safetensors", lambda m: m["observation_space"].update(_box(5)))
+    with pytest.raises(CheckpointError, match=r"shape5.safetensors: .*'observation_space' \(5 values.*'model.config.obs_dim' = 4.*edited after saving"):
+        load_checkpoint(shape5)
+
+
+def test_checkpoint_without_metadata_digest_still_loads(small_checkpoint, tmp_path):
+    """Files saved before the metadata digest existed load as before, their tensors still verified."""
+    old = _rewrite_metadata(small_checkpoint, tmp_path / "old.safetensors", lambda m: None, digest="drop")
+    assert "metadata_sha256" not in read_metadata(old)
+    assert load_checkpoint(old).model is not None
+    raw = bytearray(old.read_bytes())
+    raw[-100] ^= 0xFF
+    (tmp_path / "old_flipped.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="old_flipped.safetensors: tensor data does not match"):
+        load_checkpoint(tmp_path / "old_flipped.safetensors")
+
+
+def _box(n):
+    return {"type": "Box", "shape": [n], "dtype": "float32", "low": ["-inf"] * n, "high": ["inf"] * n}
+
+
+# (case, edit of the metadata, what the error must say): each names the key that is wrong.
+MALFORMED = [
+    ("array", lambda m: [1, 2], "a JSON array where a JSON object belongs"),
+    ("no_model", lambda m: {k: v for k, v in m.items() if k != "model"}, "metadata key 'model' is missing"),
+    ("null_dream", lambda m: m.update(dream=None), "metadata key 'dream' should be a JSON object, not null"),
+    ("config_as_list", lambda m: m["model"].update(config=[4, 2]), "metadata key 'model.config' should be a JSON object"),
+    ("text_obs_dim", lambda m: m["model"]["config"].update(obs_dim="4"), "metadata key 'model.config.obs_dim' should be a JSON whole number"),
+    ("extra_config_key", lambda m: m["model"]["config"].update(dropout_layers=2), r"metadata key 'model.config' has unknown key\(s\) \['dropout_layers'\]"),
+    ("fractional_size", lambda m: m["model"]["config"].update(hidden_size=0.5), "metadata key 'model.config.hidden_size' should be a positive whole number"),
+    ("zero_hidden", lambda m: m["model"]["config"].update(hidden_size=0), "metadata key 'model.config.hidden_size' should be a positive"),
+    ("unknown_family", lambda m: m["model"].update(family="transformer"), "metadata key 'model.family' is 'transformer'"),
+    ("obs_shape_5", lambda m: m["observation_space"].update(_box(5)), r"'observation_space' \(5 values per observation\) does not fit 'model.config.obs_dim' = 4"),
+    ("three_actions", lambda m: m["action_space"].update(n=3), r"'action_space' \(3 action features\) does not fit 'model.config.action_dim' = 2"),
+    ("box_actions", lambda m: m.update(action_space=_box(2)), r"'action_space' \(a Box space\) does not fit 'model.config.discrete_actions'"),
+    ("space_as_text", lambda m: m.update(observation_space="Box(4)"), "metadata key 'observation_space' should be a JSON object"),
+    ("space_no_bounds", lambda m: m.update(observation_space={"type": "Box", "shape": [4]}), "metadata key 'observation_space' is not a valid space"),
+    ("bad_knob", lambda m: m["dream"].update(temperature="hot"), "metadata key 'dream.temperature' is not a valid setting"),
+    ("zero_steps", lambda m: m["dream"].update(max_episode_steps=0), "metadata key 'dream.max_episode_steps' should be positive"),
+    ("metrics_as_list", lambda m: m["fit"].update(metrics=[]), "metadata key 'fit.metrics' should be a JSON object, not array"),
+    ("no_tensor_digest", lambda m: {k: v for k, v in m.items() if k != "tensor_sha256"}, "metadata key 'tensor_sha256' is missing"),
+]
+
+
+@pytest.mark.parametrize("digest", ["drop", "restamp"])
+@pytest.mark.parametrize("case, edit, message", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_metadata_names_the_key(small_checkpoint, tmp_path, case, edit, message, digest):
+    """Metadata of the wrong shape is a CheckpointError naming the file and the key, never a raw
+    KeyError, TypeError or AttributeError; with or without a (matching) metadata digest."""
+    bad = _rewrite_metadata(small_checkpoint, tmp_path / f"{case}.safetensors", edit, digest=digest)
+    with pytest.raises(CheckpointError, match=f"{case}.safetensors: .*{message}"):
+        load_checkpoint(bad)
+
+
+def test_state_tensors_must_fit_obs_dim(small_checkpoint, tmp_path):
+    """The start-state pool and the bounds are checked against the model config, digests intact."""
+    from safetensors.numpy import load_file
+
+    meta, tensors = read_metadata(small_checkpoint), load_file(str(small_checkpoint))
+    narrow = write_tensors(tmp_path / "narrow.safetensors", {**tensors, "obs_low": tensors["obs_low"][:3]}, meta)
+    with pytest.raises(CheckpointError, match=r"narrow.safetensors: tensor 'obs_low' has shape \[3\], but 'model.config.obs_dim' = 4 needs \[4\]"):
+        load_checkpoint(narrow)
+    empty = write_tensors(tmp_path / "empty.safetensors", {**tensors, "start_states": tensors["start_states"][:0]}, meta)
+    with pytest.raises(CheckpointError, match=r"empty.safetensors: tensor 'start_states' has shape \[0, 4\]"):
+        load_checkpoint(empty)
+    missing = write_tensors(tmp_path / "missing.safetensors", {k: v for k, v in tensors.items() if k != "obs_high"}, meta)
+    with pytest.raises(CheckpointError, match="missing.safetensors: no 'obs_high' tensor"):
+        load_checkpoint(missing)
 
 
 def test_wrong_kind(tmp_path):

@@ -142,3 +142,51 @@ def test_spaces_inferred_and_said_so(good, tmp_path):
     data = load(path)
     assert data.action_space == gym.spaces.Discrete(2)
     assert set(data.metadata["spaces_inferred"]) == {"observation_space", "action_space"}
+
+
+# --------------------------------------------------------------------------- fit, as data's consumer
+
+# A fit that only has to run, not to be good: a second or so.
+TINY_FIT = dict(hidden_size=16, num_layers=1, ensemble_size=2, num_elites=1, max_epochs=3, min_updates=0, patience=1)
+
+
+def _without_source_env(data):
+    import dataclasses
+
+    return dataclasses.replace(data, metadata={k: v for k, v in data.metadata.items() if k != "source_env_id"})
+
+
+def test_fit_records_an_absolute_data_path_and_says_what_it_inferred(good, tmp_path, monkeypatch, capsys):
+    from learned_envs.checkpoint import read_metadata
+    from learned_envs.fitting import FitConfig, fit
+
+    save(_without_source_env(good), tmp_path / "d.npz")
+    monkeypatch.chdir(tmp_path)
+    meta = read_metadata(fit("d.npz", "m.safetensors", config=FitConfig(**TINY_FIT)))
+    # `evaluate` without --data reopens this path, from whatever folder it runs in.
+    assert meta["dataset"]["path"] == str((tmp_path / "d.npz").resolve())
+    assert meta["source_env_id"] is None and meta["dream"]["max_episode_steps"] == 1000
+    err = capsys.readouterr().err
+    assert "no source env" in err and "time limit defaulted to 1000 steps" in err and "no renderer" in err
+    fit("d.npz", "quiet.safetensors", config=FitConfig(**TINY_FIT), progress=False)
+    assert "fit:" not in capsys.readouterr().err  # progress=False is silent
+
+
+def test_fit_leaves_the_callers_global_torch_rng_alone(good, tmp_path):
+    import torch
+    from safetensors.numpy import load_file
+
+    from learned_envs.fitting import FitConfig, fit
+
+    outs = []
+    for caller_seed in (7, 8):
+        torch.manual_seed(caller_seed)
+        expected = torch.rand(4)
+        torch.manual_seed(caller_seed)
+        outs.append(fit(good, tmp_path / f"m{caller_seed}.safetensors", seed=3, config=FitConfig(**TINY_FIT), progress=False))
+        torch.testing.assert_close(torch.rand(4), expected)  # the caller's stream goes on as if fit never ran
+    # ... while the fit itself depends only on its own seed.
+    first, second = (load_file(str(path)) for path in outs)
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)

@@ -77,6 +77,14 @@ def test_initial_observation_option(small_dream_id):
         env.reset(options={"initial_observation": np.array([99.0, 0, 0, 0], np.float32)})
 
 
+@pytest.mark.parametrize("action", [2, -1, 1.7, np.array([1, 0])])
+def test_action_outside_the_space_is_an_error(small_dream_id, action):
+    env = gym.make(small_dream_id)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action"):
+        env.step(action)
+
+
 def test_truncation_at_max_episode_steps(small_dream_id):
     env = gym.make(small_dream_id, max_episode_steps=5, out_of_bounds="clip", halt_threshold=None)
     # From the centre, alternating pushes keep the pole up for 5 steps.

@@ -33,6 +33,21 @@ def test_temperature_scales_noise_linearly(ckpt):
     np.testing.assert_allclose(half - base, 0.5 * (one - base), atol=1e-5)
 
 
+def test_temperature_scales_noise_linearly_with_random_members(ckpt):
+    # Positive temperatures draw the same members and noise from the same seed: only the scale moves.
+    half, one, two = (_step(ckpt, propagation="random", temperature=t)[1].observations for t in (0.5, 1.0, 2.0))
+    assert not np.allclose(one, half)
+    np.testing.assert_allclose(two - one, 2.0 * (one - half), atol=1e-5)
+
+
+def test_temperature_zero_is_the_ensemble_mean_whatever_the_seed(ckpt):
+    mean = _step(ckpt, seed=1, propagation="mean", temperature=0.0)[1]
+    for seed in (1, 2):
+        random = _step(ckpt, seed=seed, propagation="random", temperature=0.0)[1]
+        np.testing.assert_array_equal(random.observations, mean.observations)
+        np.testing.assert_array_equal(random.rewards, mean.rewards)
+
+
 def test_temperature_zero_mean_is_deterministic_across_seeds(ckpt):
     a = _step(ckpt, seed=1, propagation="mean", temperature=0.0)[1]
     b = _step(ckpt, seed=2, propagation="mean", temperature=0.0)[1]
@@ -60,7 +75,7 @@ def test_propagation_fixed_keeps_one_member_per_episode(ckpt):
 
 
 def test_propagation_random_redraws_each_step(ckpt):
-    core, _ = _step(ckpt, propagation="random", temperature=0.0)
+    core, _ = _step(ckpt, propagation="random", temperature=1e-4)  # near-zero noise: each row sits by its member
     state = core.state.clone()
     batch = core.step(np.zeros(N, np.int64))
     per_member = ckpt.model.distribution(state, torch.zeros(N, dtype=torch.long))[0]  # [E, N, T]
@@ -88,6 +103,31 @@ def test_halt_threshold_terminates_with_halt_reward(ckpt):
     np.testing.assert_array_equal(plain.observations, halt.observations)
     never = _step(ckpt, temperature=0.0, propagation="mean", halt_threshold=1e9)[1]
     np.testing.assert_array_equal(never.terminated, plain.terminated)
+    assert not never.info["halted"].any()
+
+
+def test_halt_reward_replaces_the_penalised_reward_only_where_the_halt_fires(ckpt):
+    penal = _step(ckpt, temperature=0.0, propagation="mean", uncertainty_penalty=2.0)[1]
+    halt = _step(ckpt, temperature=0.0, propagation="mean", uncertainty_penalty=2.0, halt_threshold=0.0, halt_reward=-7.0)[1]
+    assert (halt.rewards == -7.0).all() and (halt.info["penalty"] == 0).all()  # the penalty reported is the one applied
+    assert (penal.info["penalty"] > 0).all()
+
+
+def test_halt_reward_leaves_out_of_bounds_ends_alone(ckpt):
+    edge = np.tile(ckpt.obs_high.numpy(), (N, 1))
+    plain = _step(ckpt, start=edge, temperature=0.0, propagation="mean", bounds_margin=0.0)[1]
+    knob = _step(ckpt, start=edge, temperature=0.0, propagation="mean", bounds_margin=0.0, halt_reward=-7.0)[1]
+    assert knob.info["left_bounds"].all() and not knob.info["halted"].any()
+    np.testing.assert_array_equal(knob.rewards, plain.rewards)
+
+
+def test_none_override_switches_off_a_stored_halt(ckpt):
+    import dataclasses
+
+    stored = dataclasses.replace(ckpt, metadata={**ckpt.metadata, "dream": {**ckpt.metadata["dream"], "halt_threshold": 0.0, "halt_reward": -7.0}})
+    assert DreamCore(stored).halt_threshold == 0.0
+    core = DreamCore(stored, halt_threshold=None, halt_reward=None)
+    assert core.halt_threshold is None and core.settings.halt_reward is None
 
 
 def test_halt_threshold_auto_uses_recorded_disagreement(ckpt):
@@ -102,8 +142,8 @@ def test_out_of_bounds_halt_versus_clip(ckpt):
     clip = _step(ckpt, start=edge, temperature=0.0, propagation="mean", out_of_bounds="clip", bounds_margin=0.0)[1]
     np.testing.assert_array_equal(halt.observations, clip.observations)
     assert (halt.info["clipped_dims"] > 0).all()
-    assert halt.info["halted"].all() and halt.terminated.all()
-    assert not clip.info["halted"].any()
+    assert halt.info["left_bounds"].all() and halt.terminated.all() and not halt.info["halted"].any()
+    assert not clip.info["left_bounds"].any()
     assert (halt.observations <= ckpt.obs_high.numpy()).all()
 
 
@@ -121,6 +161,9 @@ def test_bounds_margin_widens_the_support(ckpt):
 
 
 def test_bad_knob_values(ckpt):
-    for bad in ({"temperature": -1}, {"propagation": "vote"}, {"uncertainty_penalty": -0.1}, {"halt_threshold": "sometimes"}, {"out_of_bounds": "wrap"}, {"bounds_margin": -1}):
-        with pytest.raises(ValueError):
+    for bad in ({"temperature": -1}, {"temperature": None}, {"temperature": float("nan")}, {"propagation": "vote"},
+                {"uncertainty_penalty": -0.1}, {"halt_threshold": "sometimes"}, {"halt_threshold": -5}, {"halt_factor": -1},
+                {"halt_reward": "x"}, {"out_of_bounds": "wrap"}, {"bounds_margin": -1}):
+        (name,) = bad
+        with pytest.raises(ValueError, match=name):
             DreamCore(ckpt, **bad)

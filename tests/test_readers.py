@@ -3,6 +3,7 @@ buffers and npz all give the same Transitions, and every bad file is named by fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -204,9 +205,13 @@ def _raw_buffer(tmp_path, **changes):
     for i in range(6):
         buffer.add(np.full((1, 3), i, np.float32), np.full((1, 3), i + 1, np.float32), np.array([[0.5]]), np.array([1.0]),
                    np.array([i == 5]), [{}])
+    return _pickled(buffer, tmp_path / "raw.pkl", changes)
+
+
+def _pickled(buffer, path, changes):
+    """``buffer`` with ``changes`` (field: (index, value)) written in, pickled to ``path``."""
     for name, (index, value) in changes.items():
         getattr(buffer, name)[index] = value
-    path = tmp_path / "raw.pkl"
     path.write_bytes(pickle.dumps(buffer))
     return path
 
@@ -227,6 +232,64 @@ def test_sb3_bad_buffers_are_named(tmp_path):
     raw = load_sb3_buffer(_raw_buffer(tmp_path, actions=((2, 0, 0), 1.7)), actions_scaled=False)
     assert raw.actions[2, 0] == np.float32(1.7) and raw.actions[0, 0] == 0.5
     assert load(_raw_buffer(tmp_path)).actions[0, 0] == 1.0  # scaled 0.5 is three quarters of the way up [-2, 2]
+
+
+def _wrapped_buffer(tmp_path, ends_every=(7, 11), **changes):
+    """An SB3 buffer of 2 envs x 50 rows that took 88 steps, so it wrapped (pos 38, full). Env e's
+    observation at step t is 100 e + t; env e ends an episode every ``ends_every[e]`` steps."""
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    box = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    buffer = ReplayBuffer(100, box, gym.spaces.Discrete(2), device="cpu", n_envs=2, handle_timeout_termination=True)  # 50 rows per env
+    for t in range(88):
+        obs = np.array([[t], [100 + t]], np.float32)
+        ends = np.array([(t + 1) % every == 0 for every in ends_every])
+        buffer.add(obs, obs + 1, np.zeros((2, 1)), np.ones(2), ends, [{}, {}])
+    assert buffer.full and buffer.pos == 38
+    return _pickled(buffer, tmp_path / "wrapped.pkl", changes)
+
+
+def test_sb3_bad_flag_names_buffer_index_and_env(tmp_path):
+    # Env 1's rows are read oldest first (index 38, 39, 40, ...): index 40 is its third row, which must not be reported.
+    with pytest.raises(DataError, match=r"wrapped\.pkl: field 'dones': value 3\.0 is not a boolean \(in the file: buffer index 40, env 1\)$"):
+        load(_wrapped_buffer(tmp_path, dones=((40, 1), 3)))
+    with pytest.raises(DataError, match=r"field 'timeouts': value -1\.0 is not a boolean \(in the file: buffer index 2, env 0\)$"):
+        load(_wrapped_buffer(tmp_path, timeouts=((2, 0), -1)))
+
+
+def test_wrapped_sb3_buffer_marks_partial_episodes_for_every_format(tmp_path):
+    from learned_envs.data import concatenate
+
+    data = load(_wrapped_buffer(tmp_path))
+    # Each env's oldest rows (observations 38 and 138) continue an episode begun before the buffer's window.
+    assert data.metadata["partial_episodes"] == [int(data.episode_ids[0]), int(data.episode_ids[50])]
+    assert np.flatnonzero(data.partial_starts()).tolist() == [0, 50]
+    starts = data.episode_starts(include_partial=False)[:, 0]
+    assert 38 not in starts and 138 not in starts and 42 in starts  # env 0 ends an episode at step 41
+    assert len(starts) == data.num_episodes - 2 and len(data.episode_starts()) == data.num_episodes
+    for target in ("d.npz", "d.hdf5", "d.pkl", "ds"):  # writers with and without episode ids of their own
+        # An SB3 buffer has no ids: the seam between the two envs' rows is written as a time-out.
+        with pytest.warns(DataWarning, match="1 episode ends have neither") if target == "d.pkl" else contextlib.nullcontext():
+            back = load(save(data, tmp_path / target))
+        np.testing.assert_array_equal(back.partial_starts(), data.partial_starts(), err_msg=target)
+    merged = concatenate([data, data])
+    np.testing.assert_array_equal(merged.partial_starts(), np.tile(data.partial_starts(), 2))
+    assert data.select(np.arange(60, 100)).metadata["partial_episodes"] == []
+
+
+def test_fit_leaves_partial_episodes_out_of_the_start_states(tmp_path):
+    from learned_envs.checkpoint import load_checkpoint
+    from learned_envs.fitting import FitConfig, fit
+    from tests.test_data import TINY_FIT
+
+    data = load(_wrapped_buffer(tmp_path))
+    ckpt = load_checkpoint(fit(data, tmp_path / "m.safetensors", config=FitConfig(**TINY_FIT), progress=False))
+    np.testing.assert_array_equal(ckpt.start_states.numpy(), data.episode_starts(include_partial=False))
+    # With no episode starting inside the window, the mid-episode states are all there is: said loudly.
+    only_partial = load(_wrapped_buffer(tmp_path, ends_every=(1000, 1000)))
+    with pytest.warns(UserWarning, match=r"every one of the 2 episodes began before the data"):
+        ckpt = load_checkpoint(fit(only_partial, tmp_path / "p.safetensors", config=FitConfig(**TINY_FIT), progress=False))
+    assert sorted(ckpt.start_states.numpy()[:, 0].tolist()) == [38.0, 138.0]
 
 
 # --------------------------------------------------------------------------- D4RL-style HDF5

@@ -111,7 +111,7 @@ def test_terminal_observation_is_the_last_step(small_dream_id):
         assert infos[i]["TimeLimit.truncated"] == bool(trunc[i] and not term[i]) and (age[i] == limit) >= infos[i]["TimeLimit.truncated"]
     assert not any("terminal_observation" in infos[i] for i in np.flatnonzero(~dones))
     np.testing.assert_array_equal(obs[~dones], ref_obs[~dones])
-    pool = venv.core.start_states.numpy()
+    pool = venv.core.start_states
     assert np.isclose(obs[dones][:, None], pool[None]).all(-1).any(-1).all(), "done rows come back reset, in the same step"
 
 
@@ -127,6 +127,34 @@ def test_shared_attributes(small_dream_id):
     assert venv.env_is_wrapped(gym.Wrapper) == [False] * 3
     assert venv.env_method("get_images", indices=[0, 2]) == [[None] * 3] * 2
     assert venv.has_attr("temperature") and not venv.has_attr("no_such_attribute")
+
+
+def test_env_method_reset_restarts_only_the_given_dreams(small_dream_id):
+    venv = make_vec_env(small_dream_id, n_envs=3, seed=0, monitor=False)
+    venv.reset()
+    for _ in range(3):
+        venv.step(np.zeros(3, dtype=np.int64))
+    before = venv.core.observations()
+    start = np.array([0.01, -0.02, 0.03, 0.0], dtype=np.float32)
+    results = venv.env_method("reset", indices=[1], options={"initial_observation": start})
+    assert len(results) == 1 and results[0][1] == {}
+    np.testing.assert_array_equal(results[0][0], start)
+    after = venv.core.observations()
+    np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])
+    np.testing.assert_array_equal(after[1], start)
+    assert venv.core.elapsed.tolist() == [3, 0, 3]
+
+
+def test_initial_observation_outside_the_space_is_refused(small_dream_id):
+    venv = make_vec_env(small_dream_id, n_envs=2, monitor=False)
+    venv.set_options({"initial_observation": np.array([99.0, 0.0, 0.0, np.nan], np.float32)})
+    with pytest.raises(ValueError, match="outside the observation space"):
+        venv.reset()
+
+
+def test_render_fps_is_the_source_envs(small_dream_id):
+    venv = make_vec_env(small_dream_id, n_envs=2, monitor=False)
+    assert venv.metadata["render_fps"] == gym.make("CartPole-v1").metadata["render_fps"]
 
 
 def test_vec_normalize_and_evaluate_policy(small_dream_id):

@@ -18,7 +18,7 @@ MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP]
 
 def in_start_pool(obs: np.ndarray, core) -> np.ndarray:
     """``[R, D]`` observations -> ``[R]`` bool: each equals one of ``core``'s logged starts."""
-    pool = core.start_states.cpu().numpy()
+    pool = core.start_states
     return np.isclose(obs[:, None, :], pool[None, :, :]).all(-1).any(-1)
 
 
@@ -136,10 +136,15 @@ def test_seeding_is_reproducible(small_dream_id):
     envs = gym.make_vec(small_dream_id, num_envs=8)
     first, again = rollout(envs, 3), rollout(envs, 3)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
-    assert all(np.array_equal(a, b) for a, b in zip(first, rollout(envs, [3] + [None] * 7)))
     assert not np.array_equal(first[0], rollout(envs, 4)[0])
+    # A list seeds as SyncVectorEnv's does, every entry counting: same list, same run; any entry changed, another.
+    listed = rollout(envs, list(range(8)))
+    assert all(np.array_equal(a, b) for a, b in zip(listed, rollout(envs, list(range(8)))))
+    assert not np.array_equal(listed[0], rollout(envs, [0, 1, 2, 3, 4, 5, 6, 99])[0])
     with pytest.raises(ValueError, match="num_envs=8"):
         envs.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="mixes None"):
+        envs.reset(seed=[3] + [None] * 7)
 
 
 def test_reset_mask_and_initial_observation(small_dream_id):
@@ -174,6 +179,35 @@ def test_bad_reset_options_say_what_is_wrong(small_dream_id, options, error, mes
     envs.reset(seed=0)
     with pytest.raises(error, match=message):
         envs.reset(options=options)
+
+
+def test_bad_actions_name_the_row(small_dream_id):
+    envs = gym.make_vec(small_dream_id, num_envs=4)
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match="row 2"):
+        envs.step(np.array([0, 1, 5, 0]))
+    with pytest.raises(ValueError, match="expected 4 action"):
+        envs.step(np.array([0, 1]))
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
+def test_one_host_crossing_per_step_even_when_dreams_reset(small_dream_id, mode, monkeypatch):
+    """With a 2-step limit half the steps reset dreams; a reset is decided on the host, so it adds
+    no device->host copy (each ``Tensor.cpu``/``item``/``tolist`` would be one on CUDA)."""
+    envs = gym.make_vec(small_dream_id, num_envs=8, max_episode_steps=2, autoreset_mode=mode)
+    envs.reset(seed=0)
+    crossings = []
+    for name in ("cpu", "item", "tolist", "__int__", "__float__", "__bool__"):  # .numpy() needs a CPU tensor already
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (crossings.append(_n), _o(self, *a, **k))[1])
+    steps = 10
+    resets = 0
+    for _ in range(steps):
+        _, _, term, trunc, _ = envs.step(np.zeros(8, dtype=np.int64))
+        resets += int((term | trunc).sum())
+    monkeypatch.undo()
+    assert resets > 0
+    assert crossings == ["cpu"] * steps
 
 
 def test_time_limit_is_per_dream(small_dream_id):

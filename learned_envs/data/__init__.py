@@ -24,7 +24,8 @@ from learned_envs.data.npz import load_npz, save_npz
 from learned_envs.data.reading import DataWarning
 from learned_envs.data.transitions import DataError, Transitions, as_transitions, concatenate
 
-__all__ = ["DataError", "DataWarning", "Transitions", "as_transitions", "concatenate", "load", "save", "format_of", "target_format", "source_sha256", "FORMATS",
+__all__ = ["DataError", "DataWarning", "Transitions", "as_transitions", "concatenate", "load", "save", "format_of", "target_format", "source_sha256",
+           "resolved_source", "FORMATS",
            "load_npz", "save_npz", "collect"]
 
 FORMATS = ("npz", "minari", "hdf5", "sb3")
@@ -104,6 +105,16 @@ def source_sha256(source: str | os.PathLike) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def resolved_source(source: str | os.PathLike | None) -> str | None:
+    """``source`` as an absolute, resolved path (what provenance records, so it still names the
+    data from another folder); a ``minari:<dataset_id>`` names a dataset, not a path, and stays."""
+    from learned_envs.data.minari_format import PREFIX
+
+    if source is None or str(source).startswith(PREFIX):
+        return None if source is None else str(source)
+    return str(Path(source).expanduser().resolve())
 
 
 _EXAMPLES = {"npz": "data.npz", "hdf5": "data.hdf5", "sb3": "buffer.pkl", "minari": "minari:cartpole/random-v0 or a folder"}

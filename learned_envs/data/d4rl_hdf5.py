@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from learned_envs.atomic import atomic_path
-from learned_envs.data.hdf5_io import open_hdf5, read_array, read_json_attr, require_h5py
+from learned_envs.data.hdf5_io import open_hdf5, read_array, read_attr, require_h5py
 from learned_envs.data.reading import (
     SPACE_NAMES,
     carried_metadata,
@@ -36,11 +36,13 @@ from learned_envs.data.reading import (
     episode_numbers,
     next_from_following,
     note_dropped,
+    read_metadata_json,
+    read_space,
     resolve_spaces,
     validate,
 )
-from learned_envs.data.spaces import space_from_json, space_to_json
-from learned_envs.data.transitions import DataError, Transitions
+from learned_envs.data.spaces import space_to_json
+from learned_envs.data.transitions import PARTIAL_EPISODES, DataError, Transitions, check_episode_ids, renumber_partial
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -68,8 +70,9 @@ def load_d4rl_hdf5(
             value = read_array(fh, key, source, required=False)
             if value is not None:
                 raw[key] = value
-        stored = [read_json_attr(fh, name, source) for name in SPACE_NAMES]
-        metadata = read_json_attr(fh, "metadata", source) or {}
+        # Attributes are named as such, so the user looks among attributes, not datasets.
+        stored = [read_space(read_attr(fh, name), source, f"attribute {name}") for name in SPACE_NAMES]
+        metadata = read_metadata_json(read_attr(fh, "metadata"), source, "attribute metadata")
 
     n = raw["observations"].shape[0] if raw["observations"].ndim else 0
     for key in ("rewards", "terminals", "timeouts"):
@@ -84,14 +87,15 @@ def load_d4rl_hdf5(
     arrays = {"observations": raw["observations"], "actions": raw["actions"], "rewards": raw["rewards"],
               "terminations": terminals, "truncations": timeouts}
     if "episode_ids" in raw:
-        arrays["episode_ids"] = raw["episode_ids"]
+        # Checked here, not only in validation: pairing rows below renumbers episodes from these ids.
+        arrays["episode_ids"] = check_episode_ids(source, raw["episode_ids"], n)
     locate = None
     if "next_observations" in raw:
         arrays["next_observations"] = raw["next_observations"]
     else:
         arrays, locate = _pair_with_following_rows(arrays, source, metadata)
 
-    spaces = resolve_spaces(source, arrays, metadata, [space_from_json(s) if s else None for s in stored], [observation_space, action_space])
+    spaces = resolve_spaces(source, arrays, metadata, stored, [observation_space, action_space])
     return validate(arrays, *spaces, source, metadata, locate)
 
 
@@ -107,6 +111,8 @@ def _pair_with_following_rows(arrays: dict[str, np.ndarray], source: str, metada
     out = {name: value[rows] for name, value in arrays.items() if name != "episode_ids"}
     out["next_observations"] = arrays["observations"][rows + 1]
     out["episode_ids"] = episode[rows]
+    if PARTIAL_EPISODES in metadata and ids is not None:  # the file's own ids are renumbered, so is the list
+        metadata[PARTIAL_EPISODES] = renumber_partial(ids[rows], metadata[PARTIAL_EPISODES], out["episode_ids"])
     dropped = len(keep) - len(rows)
     note_dropped(
         source,
@@ -131,7 +137,7 @@ def save_d4rl_hdf5(data: Transitions, path: str | os.PathLike) -> Path:
         "timeouts": data.truncations,
         "next_observations": data.next_observations,
         # Boundaries marked only by episode ids (not by a flag) survive only through this column.
-        "episode_ids": data.episode_ids if data.episode_ids is not None else data.episode_index(),
+        "episode_ids": data.row_episode_ids(),
     }
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as fh:

@@ -6,7 +6,6 @@ h5py is an optional dependency (extras ``hdf5`` and ``minari``); it is imported 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -59,12 +58,7 @@ def read_array(group: Any, name: str, source: str, prefix: str = "", required: b
     return value
 
 
-def read_json_attr(handle: Any, name: str, source: str) -> Any:
-    """A JSON string stored as an HDF5 attribute (``None`` when absent)."""
-    if name not in handle.attrs:
-        return None
-    raw = handle.attrs[name]
-    try:
-        return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
-    except json.JSONDecodeError as exc:
-        raise DataError(source, f"attribute {name}", f"is not valid JSON ({exc})") from None
+def read_attr(handle: Any, name: str) -> Any:
+    """The HDF5 attribute ``name`` of ``handle`` as stored (``None`` when absent), for
+    :func:`~learned_envs.data.reading.read_json` and friends to decode with file and field named."""
+    return handle.attrs[name] if name in handle.attrs else None

@@ -33,8 +33,15 @@ import gymnasium as gym
 import numpy as np
 
 from learned_envs.data.hdf5_io import open_hdf5, read_array, require_h5py
-from learned_envs.data.reading import carried_metadata, check_lengths, episode_slices, resolve_spaces, validate
-from learned_envs.data.spaces import space_from_json
+from learned_envs.data.reading import (
+    SPACE_NAMES,
+    carried_metadata,
+    check_lengths,
+    episode_slices,
+    read_space,
+    resolve_spaces,
+    validate,
+)
 from learned_envs.data.transitions import DataError, Transitions
 
 PREFIX = "minari:"
@@ -91,18 +98,23 @@ def load_minari(
         info = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(str(meta_path), None, f"not readable JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise DataError(str(meta_path), None, f"must hold a JSON object, not {type(info).__name__}")
     if info.get("data_format", "hdf5") != "hdf5":
         raise DataError(str(meta_path), "data_format", f"is {info['data_format']!r}; learned-envs reads Minari's hdf5 storage only")
 
     source_env = _env_id(info.get("env_spec"))
-    stored = [_space(info, name, str(meta_path)) for name in ("observation_space", "action_space")]
+    stored = [read_space(info.get(name), str(meta_path), name) for name in SPACE_NAMES]
     if None in stored and source_env in gym.registry:
         env = gym.make(source_env)  # what minari itself does for a dataset without serialised spaces
         stored = [stored[0] or env.observation_space, stored[1] or env.action_space]
         env.close()
 
     arrays, locate = _read_episodes(data_path, info)
-    metadata = dict(info.get("learned_envs") or {})
+    metadata = info.get("learned_envs") or {}  # our own provenance, when we wrote the dataset
+    if not isinstance(metadata, dict):
+        raise DataError(str(meta_path), "learned_envs", f"must be a JSON object, not {type(metadata).__name__} {metadata!r}")
+    metadata = dict(metadata)
     metadata.update(path=str(folder), format="minari", minari_dataset_id=info.get("dataset_id", dataset_id))
     if source_env:
         metadata["source_env_id"] = source_env
@@ -148,17 +160,6 @@ def _read_episodes(data_path: Path, info: dict) -> tuple[dict[str, np.ndarray], 
         return f"episode_{int(arrays['episode_ids'][row])}, step {row - int(starts[episode])}"
 
     return arrays, locate
-
-
-def _space(info: dict, name: str, source: str) -> gym.Space | None:
-    raw = info.get(name)
-    if raw is None:
-        return None
-    try:
-        spec = json.loads(raw) if isinstance(raw, str) else raw
-        return space_from_json(spec)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(source, name, f"unsupported or unreadable space ({exc}); learned-envs supports Box and Discrete") from None
 
 
 def _env_id(env_spec: str | None) -> str | None:
@@ -248,7 +249,7 @@ def _metadata_json(data: Transitions, dataset_id: str, total_episodes: int) -> d
         "observation_space": minari_space_json(data.observation_space),
         "action_space": minari_space_json(data.action_space),
         "minari_version": version,
-        "learned_envs": carried_metadata(data),
+        "learned_envs": carried_metadata(data, written_ids=data.episode_index()),  # episode_{k} is the k-th episode
     }
     env_id = data.metadata.get("source_env_id")
     if env_id and env_id in gym.registry:

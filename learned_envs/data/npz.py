@@ -14,15 +14,15 @@ import gymnasium as gym
 import numpy as np
 
 from learned_envs.atomic import atomic_path
-from learned_envs.data.reading import SPACE_NAMES, carried_metadata, resolve_spaces
-from learned_envs.data.spaces import space_from_json, space_to_json
+from learned_envs.data.reading import SPACE_NAMES, carried_metadata, read_metadata_json, read_space, resolve_spaces
+from learned_envs.data.spaces import space_to_json
 from learned_envs.data.transitions import FIELDS, DataError, Transitions, as_transitions
 
 
 def save_npz(data: Transitions, path: str | os.PathLike) -> Path:
     """Write ``data`` atomically; returns the path written."""
     arrays = {name: getattr(data, name) for name in FIELDS}
-    arrays["episode_ids"] = data.episode_ids if data.episode_ids is not None else data.episode_index()
+    arrays["episode_ids"] = data.row_episode_ids()
     arrays["observation_space"] = np.array(json.dumps(space_to_json(data.observation_space)))
     arrays["action_space"] = np.array(json.dumps(space_to_json(data.action_space)))
     arrays["metadata"] = np.array(json.dumps(carried_metadata(data)))
@@ -53,9 +53,8 @@ def load_npz(
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DataError(source, None, f"not a readable .npz file ({exc})") from None
 
-    metadata = json.loads(str(arrays.pop("metadata"))) if "metadata" in arrays else {}
-    stored = [arrays.pop(name, None) for name in SPACE_NAMES]
-    stored = [space_from_json(json.loads(str(raw))) if raw is not None else None for raw in stored]
+    metadata = read_metadata_json(arrays.pop("metadata", None), source)
+    stored = [read_space(arrays.pop(name, None), source, name) for name in SPACE_NAMES]
     metadata.update(path=source, format="npz")
     observation_space, action_space = resolve_spaces(source, arrays, metadata, stored, [observation_space, action_space])
     return as_transitions(arrays, observation_space, action_space, source, metadata)

@@ -5,13 +5,15 @@ came from in the original file.
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
 
-from learned_envs.data.transitions import DataError, Transitions, as_transitions
+from learned_envs.data.spaces import space_from_json
+from learned_envs.data.transitions import PARTIAL_EPISODES, DataError, Transitions, as_transitions, renumber_partial
 
 SPACE_NAMES = ("observation_space", "action_space")
 
@@ -64,14 +66,55 @@ def check_lengths(source: str, arrays: Mapping[str, np.ndarray], expected: int, 
             raise DataError(source, prefix + name, f"has {rows} rows, but '{prefix + reference}' has {expected}")
 
 
-def check_flags(source: str, name: str, values: np.ndarray) -> np.ndarray:
-    """``values [N]`` (bool, 0/1 ints or floats) as bool; anything else is a :class:`DataError` at its first row."""
+def check_flags(source: str, name: str, values: np.ndarray, locate: Callable[[int], str] | None = None) -> np.ndarray:
+    """``values [N]`` (bool, 0/1 ints or floats) as bool; anything else is a :class:`DataError` at its first row.
+
+    ``locate(i)`` says where element ``i`` of ``values`` sits in the file, for values gathered
+    out of file order (e.g. one env's rows of a wrapped replay buffer); the error then names
+    that place, since ``i`` is no row the user could look up.
+    """
     values = np.asarray(values)
     bad = ~np.isin(values, (0, 1))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(source, name, f"value {values[row].item()!r} is not a boolean", row)
+        message = f"value {values[row].item()!r} is not a boolean"
+        if locate is None:
+            raise DataError(source, name, message, row)
+        raise DataError(source, name, f"{message} (in the file: {locate(row)})")
     return values.astype(bool)
+
+
+def read_json(raw: Any, source: str, name: str) -> Any:
+    """Decode the JSON text ``raw`` (str, bytes or a 0-d numpy string) stored as field ``name``
+    of ``source``; text that is not JSON is a :class:`DataError` naming both."""
+    if isinstance(raw, np.ndarray) and raw.ndim == 0:
+        raw = raw.item()
+    try:
+        return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(source, name, f"is not valid JSON ({exc})") from None
+
+
+def read_metadata_json(raw: Any, source: str, name: str = "metadata") -> dict[str, Any]:
+    """Provenance stored as JSON text: must decode to an object (``{}`` when ``raw`` is ``None``)."""
+    if raw is None:
+        return {}
+    metadata = read_json(raw, source, name)
+    if not isinstance(metadata, dict):
+        raise DataError(source, name, f"must be a JSON object, not {type(metadata).__name__} {metadata!r}")
+    return metadata
+
+
+def read_space(raw: Any, source: str, name: str) -> gym.Space | None:
+    """The space described by ``raw`` (JSON text or an already decoded dict) in field ``name``
+    of ``source``, ``None`` when absent; a bad description is a :class:`DataError` naming both."""
+    if raw is None:
+        return None
+    spec = raw if isinstance(raw, dict) else read_json(raw, source, name)
+    try:
+        return space_from_json(spec)
+    except ValueError as exc:
+        raise DataError(source, name, str(exc)) from None
 
 
 def validate(
@@ -141,6 +184,13 @@ def flagless_ends(data: Transitions) -> np.ndarray:
     return data.episode_ends & ~data.terminations & ~data.truncations
 
 
-def carried_metadata(data: Transitions) -> dict[str, Any]:
-    """``data.metadata`` without the keys a reader sets afresh (where the data was read from)."""
-    return {k: v for k, v in data.metadata.items() if k not in ("path", "dropped_rows")}
+def carried_metadata(data: Transitions, written_ids: np.ndarray | None = None) -> dict[str, Any]:
+    """``data.metadata`` without the keys a reader sets afresh (where the data was read from).
+
+    ``written_ids [N]``: the episode ids the file will give the rows back with, for writers that
+    store none of their own (the partial-episode list is renumbered to match them).
+    """
+    carried = {k: v for k, v in data.metadata.items() if k not in ("path", "dropped_rows")}
+    if written_ids is not None and PARTIAL_EPISODES in carried:
+        carried[PARTIAL_EPISODES] = renumber_partial(data.row_episode_ids(), carried[PARTIAL_EPISODES], written_ids)
+    return carried

@@ -13,7 +13,10 @@ An SB3 ``ReplayBuffer`` with S rows per env (``buffer_size``) and E envs (``n_en
     pos, full                                next row to write; whether the buffer has wrapped
                                              (then the oldest row is at ``pos``)
 
-Rows come out env by env, each env's rows in time order (oldest first). With
+Rows come out env by env, each env's rows in time order (oldest first). Once the buffer has
+wrapped, each env's oldest episode began before the oldest row kept: its id is listed in
+``metadata["partial_episodes"]``, so its first row (a mid-episode state) is never taken for a
+start state. With
 ``optimize_memory_usage`` the next observation of an episode's last row was overwritten by the
 next episode's first, and the oldest row's observation by the newest row's next one: those rows
 are dropped, counted in ``metadata["dropped_rows"]`` and warned about.
@@ -41,7 +44,7 @@ from learned_envs.data.reading import (
     validate,
     warn_data,
 )
-from learned_envs.data.transitions import DataError, Transitions
+from learned_envs.data.transitions import PARTIAL_EPISODES, DataError, Transitions
 
 METADATA_ATTRIBUTE = "learned_envs_metadata"
 
@@ -78,11 +81,16 @@ def load_sb3_buffer(
     arrays = {name: np.concatenate([s[name] for s in streams]) for name in streams[0]}
     offsets = np.cumsum([0] + [int(s["episode_ids"].max()) + 1 if len(s["episode_ids"]) else 0 for s in streams[:-1]])
     arrays["episode_ids"] = np.concatenate([s["episode_ids"] + off for s, off in zip(streams, offsets)])
+    # A stream's episode 0 is partial only while some of its rows are left (with
+    # optimize_memory_usage it may be dropped whole; then episode 1 starts for real).
+    partial = [int(off) for s, off in zip(streams, offsets) if full and np.any(s["episode_ids"] == 0)]
     index, env_of = arrays.pop("buffer_index"), arrays.pop("env_index")
 
     # Provenance that save_sb3_buffer attached (an attribute SB3 itself ignores).
     metadata: dict[str, Any] = dict(getattr(buffer, METADATA_ATTRIBUTE, None) or {})
     metadata.update(path=source, format="sb3_replay_buffer")
+    if full:  # what save_sb3_buffer carried described the rows before they were overwritten
+        metadata[PARTIAL_EPISODES] = partial
     dropped = size * n_envs - len(index) if full else pos * n_envs - len(index)
     note_dropped(source, metadata, dropped, "the buffer was saved with optimize_memory_usage, which overwrites the next "
                  "observation of each episode's last row (and, once wrapped, the oldest row's observation)")
@@ -90,9 +98,7 @@ def load_sb3_buffer(
         warn_data(source, "the buffer was saved without handle_timeout_termination, so time-limit truncations cannot be told "
                           "from terminations: every episode end is read as a termination")
     metadata["sb3_buffer"] = {"buffer_size": size, "n_envs": n_envs, "pos": pos, "full": full,
-                              "optimize_memory_usage": optimized, "handle_timeout_termination": handled,
-                              # Once wrapped, each env's first episode began before the oldest row kept.
-                              "first_episodes_partial": full}
+                              "optimize_memory_usage": optimized, "handle_timeout_termination": handled}
     stored = [_supported(buffer.observation_space, "observation_space", source), _supported(buffer.action_space, "action_space", source)]
     observation_space, action_space = resolve_spaces(source, arrays, metadata, stored, [observation_space, action_space])
     arrays["actions"] = _unscale(arrays["actions"], action_space, actions_scaled, source, metadata)
@@ -120,8 +126,11 @@ def _unpickle(path: Path, source: str) -> Any:
 def _env_stream(raw: dict[str, np.ndarray], order: np.ndarray, env: int, size: int, optimized: bool,
                 handled: bool, full: bool, source: str) -> dict[str, np.ndarray]:
     """One env's rows in time order: canonical arrays plus the buffer index of each row."""
-    dones = check_flags(source, "dones", raw["dones"][order, env])
-    timeouts = check_flags(source, "timeouts", raw["timeouts"][order, env]) if handled else np.zeros(len(order), bool)
+    def locate(i: int) -> str:  # where the stream's i-th row sits in the [buffer_size, n_envs] arrays
+        return f"buffer index {int(order[i])}, env {env}"
+
+    dones = check_flags(source, "dones", raw["dones"][order, env], locate)
+    timeouts = check_flags(source, "timeouts", raw["timeouts"][order, env], locate) if handled else np.zeros(len(order), bool)
     episode = episode_numbers(dones)
     if optimized:
         invalid = np.zeros(len(order), bool)
@@ -206,7 +215,8 @@ def save_sb3_buffer(data: Transitions, path: str | os.PathLike) -> Path:
     buffer.dones[:n, 0] = data.terminations | timeouts
     buffer.timeouts[:n, 0] = timeouts
     buffer.pos, buffer.full = n, False
-    setattr(buffer, METADATA_ATTRIBUTE, carried_metadata(data))
+    # The reader numbers episodes 0, 1, ... from the flags, so partial episodes are renumbered to match.
+    setattr(buffer, METADATA_ATTRIBUTE, carried_metadata(data, written_ids=data.episode_index()))
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -23,17 +23,31 @@ def space_to_json(space: gym.Space) -> dict[str, Any]:
     raise TypeError(f"learned-envs supports Box and Discrete spaces, not {type(space).__name__}")
 
 
-def space_from_json(spec: dict[str, Any]) -> gym.Space:
-    """Inverse of :func:`space_to_json`."""
+def space_from_json(spec: Any) -> gym.Space:
+    """Inverse of :func:`space_to_json`.
+
+    A description that is not one (not a dict, a missing key, bounds of the wrong size, an
+    unknown type) is a ``ValueError`` saying what is wrong, never a bare ``KeyError``: readers
+    turn it into a :class:`DataError` naming their file and field.
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"a space description is a JSON object with a 'type', not {spec!r}")
     kind = spec.get("type")
-    if kind == "Discrete":
-        return gym.spaces.Discrete(int(spec["n"]), start=int(spec.get("start", 0)))
-    if kind == "Box":
+    required = {"Discrete": ("n",), "Box": ("shape", "dtype", "low", "high")}.get(kind)
+    if required is None:
+        raise ValueError(f"unsupported space type {kind!r}: learned-envs supports Box and Discrete")
+    missing = [key for key in required if key not in spec]
+    if missing:
+        raise ValueError(f"a {kind} space description needs {', '.join(required)}; missing {', '.join(missing)}")
+    try:
+        if kind == "Discrete":
+            return gym.spaces.Discrete(int(spec["n"]), start=int(spec.get("start", 0)))
         dtype = np.dtype(spec["dtype"])
         low = np.array(spec["low"], dtype=np.float64).reshape(spec["shape"])
         high = np.array(spec["high"], dtype=np.float64).reshape(spec["shape"])
         return gym.spaces.Box(low.astype(dtype), high.astype(dtype), shape=tuple(spec["shape"]), dtype=dtype)
-    raise ValueError(f"unknown space description {spec!r}: expected type Box or Discrete")
+    except (TypeError, ValueError, AssertionError) as exc:  # gymnasium asserts on e.g. Discrete(0)
+        raise ValueError(f"unreadable {kind} space description {spec!r} ({type(exc).__name__}: {exc})") from None
 
 
 def _finite_list(values: np.ndarray) -> list:

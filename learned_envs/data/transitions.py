@@ -10,9 +10,15 @@ Shapes (N rows, in time order within an episode):
     next_observations  [N, *obs_shape]   float32
     terminations       [N]               bool
     truncations        [N]               bool
-    episode_ids        [N]               int64, optional (derived from the flags when absent)
+    episode_ids        [N]               int64, optional (derived from the flags when absent);
+                                         whole numbers, each episode's rows contiguous
 
 An episode ends at a row whose termination or truncation is true.
+
+``metadata["partial_episodes"]`` (optional, any reader may set it) lists the ids of episodes
+that began before the data's first row of them (e.g. the oldest episode kept in a wrapped
+replay buffer): their rows are real transitions, but their first row is not a real start.
+"Ids" are values of ``episode_ids``, or of :meth:`Transitions.episode_index` when it is absent.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
+PARTIAL_EPISODES = "partial_episodes"  # metadata key: ids of episodes whose start is not in the data
 
 
 class DataError(ValueError):
@@ -82,21 +89,50 @@ class Transitions:
     def num_episodes(self) -> int:
         return int(self.episode_ends.sum())
 
-    def episode_starts(self) -> np.ndarray:
-        """``[E, *obs_shape]``: the first observation of every episode."""
+    def row_episode_ids(self) -> np.ndarray:
+        """``[N] int64``: each row's episode id, ``episode_ids`` or, when absent, :meth:`episode_index`."""
+        return self.episode_ids if self.episode_ids is not None else self.episode_index()
+
+    def partial_starts(self) -> np.ndarray:
+        """``[N] bool``: the first row of every episode listed in ``metadata["partial_episodes"]``,
+        a mid-episode state rather than a real start."""
+        return partial_first_rows(self.row_episode_ids(), self.metadata.get(PARTIAL_EPISODES))
+
+    def episode_starts(self, include_partial: bool = True) -> np.ndarray:
+        """``[E, *obs_shape]``: the first observation of every episode; with
+        ``include_partial=False``, only of episodes that really start in the data."""
         first = np.concatenate([[True], self.episode_ends[:-1]])
+        if not include_partial:
+            first &= ~self.partial_starts()
         return self.observations[first]
 
     def select(self, rows: np.ndarray) -> "Transitions":
         """A copy holding only ``rows`` (a bool mask or index array), spaces and metadata kept."""
-        ids = self.episode_ids[rows] if self.episode_ids is not None else self.episode_index()[rows]
+        ids = self.row_episode_ids()[rows]
+        metadata = dict(self.metadata)
+        if PARTIAL_EPISODES in metadata:  # ids stay as they were, so only those no longer present go
+            metadata[PARTIAL_EPISODES] = [i for i in metadata[PARTIAL_EPISODES] if np.any(ids == i)]
         return Transitions(
             *(getattr(self, f)[rows] for f in FIELDS),
             observation_space=self.observation_space,
             action_space=self.action_space,
             episode_ids=ids,
-            metadata=dict(self.metadata),
+            metadata=metadata,
         )
+
+
+def partial_first_rows(ids: np.ndarray, listed: Any) -> np.ndarray:
+    """``[N] bool``: the first row carrying each id in ``listed`` (ids of partial episodes), for
+    ``ids [N]`` whose episodes are contiguous (so an id's first row is where its episode begins here)."""
+    ids = np.asarray(ids)
+    first = np.concatenate([[True], ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, bool)
+    return first & np.isin(ids, np.asarray(listed or [], dtype=np.int64))
+
+
+def renumber_partial(ids: np.ndarray, listed: Any, new_ids: np.ndarray) -> list[int]:
+    """The partial episodes ``listed`` (ids in ``ids [N]``) as ids of ``new_ids [N]``, for code
+    that renumbers episodes (merging, writers that store no ids). Rows must stay aligned."""
+    return sorted({int(i) for i in np.asarray(new_ids)[partial_first_rows(ids, listed)]})
 
 
 def as_transitions(
@@ -160,10 +196,7 @@ def as_transitions(
 
     episode_ids = arrays.get("episode_ids")
     if episode_ids is not None:
-        episode_ids = np.asarray(episode_ids)
-        if episode_ids.shape != (n,):
-            raise DataError(source, "episode_ids", f"has shape {episode_ids.shape}, expected {(n,)}")
-        episode_ids = episode_ids.astype(np.int64)
+        episode_ids = check_episode_ids(source, episode_ids, n)
 
     data = Transitions(
         **out,
@@ -172,8 +205,56 @@ def as_transitions(
         episode_ids=episode_ids,
         metadata=dict(metadata or {}),
     )
+    _check_partial_episodes(data, source)
     _check_continuity(data, source, atol)
     return data
+
+
+def check_episode_ids(source: str, ids: Any, n: int) -> np.ndarray:
+    """``ids [n]`` as int64, or a :class:`DataError` at the first bad row.
+
+    Ids must be finite whole numbers (a NaN cast to int64 would become one huge id and split
+    episodes silently), and each episode's rows contiguous: an id that comes back after another
+    episode's rows would make interleaved rows one-step episodes and skip the continuity check.
+    """
+    ids = np.asarray(ids)
+    if ids.shape != (n,):
+        raise DataError(source, "episode_ids", f"has shape {ids.shape}, expected {(n,)}")
+    if ids.dtype.kind not in "iuf":
+        raise DataError(source, "episode_ids", f"has dtype {ids.dtype}, expected integers")
+    if ids.dtype.kind == "f":
+        bad = ~np.isfinite(ids)
+        if bad.any():
+            raise DataError(source, "episode_ids", "is NaN or infinite", _first(bad))
+        bad = (ids != np.round(ids)) | (np.abs(ids) >= 2.0**63)
+        if bad.any():
+            row = _first(bad)
+            raise DataError(source, "episode_ids", f"value {ids[row].item()!r} is not a whole number", row)
+    ids = ids.astype(np.int64)
+    run_starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]])) if n else np.zeros(0, np.int64)
+    run_ids = ids[run_starts]
+    repeated = np.ones(len(run_ids), bool)
+    repeated[np.unique(run_ids, return_index=True)[1]] = False  # each id's first run is fine
+    if repeated.any():
+        k = int(np.flatnonzero(repeated)[0])
+        row, earlier = int(run_starts[k]), int(np.flatnonzero(run_ids[:k] == run_ids[k])[-1])
+        raise DataError(source, "episode_ids", f"episode id {ids[row]} comes back after other episodes' rows (its earlier rows "
+                        f"end at row {int(run_starts[earlier + 1]) - 1}); each episode's rows must be contiguous, in time order", row)
+    return ids
+
+
+def _check_partial_episodes(data: Transitions, source: str) -> None:
+    """``metadata["partial_episodes"]`` must list ids the data carries (a stale list would keep
+    a mid-episode state in, or a real start out of, a dream's start states)."""
+    listed = data.metadata.get(PARTIAL_EPISODES)
+    if listed is None:
+        return
+    if not isinstance(listed, (list, tuple)) or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in listed):
+        raise DataError(source, f"metadata {PARTIAL_EPISODES}", f"must be a list of episode ids, not {listed!r}")
+    absent = sorted(set(int(i) for i in listed) - set(np.unique(data.row_episode_ids()).tolist()))
+    if absent:
+        raise DataError(source, f"metadata {PARTIAL_EPISODES}", f"lists episode ids {absent} that no row carries")
+    data.metadata[PARTIAL_EPISODES] = sorted(int(i) for i in listed)
 
 
 def _first(mask: np.ndarray) -> int:
@@ -236,9 +317,10 @@ def concatenate(parts: list[Transitions], source: str = "merged data", labels: l
             raise DataError(source, "source_env_id", f"part {i} logged {part.metadata.get('source_env_id')!r}, "
                             f"part 0 logged {first.metadata.get('source_env_id')!r}")
     arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in FIELDS}
-    ids, offset = [], 0
+    ids, partial, offset = [], [], 0
     for part in parts:
         ids.append(part.episode_index() + offset)
+        partial += renumber_partial(part.row_episode_ids(), part.metadata.get(PARTIAL_EPISODES), ids[-1])
         offset += part.num_episodes
     arrays["episode_ids"] = np.concatenate(ids)
     labels = labels or [f"part {i}" for i in range(len(parts))]
@@ -248,4 +330,6 @@ def concatenate(parts: list[Transitions], source: str = "merged data", labels: l
         for p, label in zip(parts, labels)
     ]
     metadata = {"source_env_id": first.metadata.get("source_env_id"), "behaviour_policy": {"kind": "mixture", "parts": described}}
+    if partial:
+        metadata[PARTIAL_EPISODES] = partial
     return as_transitions(arrays, first.observation_space, first.action_space, source, metadata)

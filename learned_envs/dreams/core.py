@@ -41,7 +41,9 @@ class StepBatch:
     rewards: np.ndarray  # [N] float64
     terminated: np.ndarray  # [N] bool
     truncated: np.ndarray  # [N] bool
-    info: dict[str, np.ndarray]  # disagreement [N] f32, penalty [N] f32, clipped_dims [N] i64, halted [N] bool
+    # disagreement [N] f32, penalty [N] f32 (as applied), clipped_dims [N] i64,
+    # halted [N] bool (the disagreement halt fired), left_bounds [N] bool (ended outside the data's bounds)
+    info: dict[str, np.ndarray]
 
     def info_row(self, i: int) -> dict[str, Any]:
         """Row ``i``'s info as Python scalars."""
@@ -74,7 +76,6 @@ class DreamCore:
             checkpoint = load_checkpoint(checkpoint, device=str(self.device))
         self.checkpoint = checkpoint
         self.model = checkpoint.model.to(self.device)
-        self.start_states = checkpoint.start_states.to(self.device)
         self.observation_space: gym.spaces.Box = checkpoint.observation_space
         self.action_space: gym.Space = checkpoint.action_space
         self.settings = DreamSettings.resolve(checkpoint.metadata.get("dream", {}), settings)
@@ -84,10 +85,17 @@ class DreamCore:
         self.obs_dtype = self.observation_space.dtype
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         self.action_start = int(self.action_space.start) if self.discrete else 0
+        if self.discrete:
+            self._valid_actions = np.arange(self.action_start, self.action_start + int(self.action_space.n))
+        else:
+            self._action_size = int(np.prod(self.action_space.shape))
         if not self.discrete:
             self.action_low = torch.as_tensor(self.action_space.low.reshape(-1), device=self.device)
             self.action_high = torch.as_tensor(self.action_space.high.reshape(-1), device=self.device)
         self.generator = torch.Generator(device=self.device)
+        self.host_rng = np.random.default_rng(0)  # replaced by seed(); until then as fixed as torch's default
+        # [S, D] logged episode starts, kept on the host: resets are decided there, without a device round trip.
+        self.start_states: np.ndarray = checkpoint.start_states.detach().cpu().numpy()
         self.state = torch.zeros(num_envs, self.obs_low.shape[0], device=self.device)
         self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.members = torch.zeros(num_envs, dtype=torch.long, device=self.device)
@@ -128,50 +136,89 @@ class DreamCore:
 
     # -- randomness ------------------------------------------------------------------------
     def seed(self, np_random: np.random.Generator) -> None:
-        """Seed the torch generator from a face's ``np_random``, the only source of randomness."""
+        """Seed from a face's ``np_random``, the only source of randomness: the torch generator
+        (model noise and per-step members, on the device) and a numpy one (start states and
+        per-episode members, drawn on the host so that a reset needs no device round trip)."""
         self.generator.manual_seed(int(np_random.integers(2**62)))
+        self.host_rng = np.random.default_rng(int(np_random.integers(2**62)))
 
     # -- resets ----------------------------------------------------------------------------
-    def reset_rows(self, rows: torch.Tensor | None = None, initial_observations: np.ndarray | None = None) -> None:
+    def reset_rows(self, rows: np.ndarray | None = None, initial_observations: np.ndarray | None = None) -> np.ndarray:
         """Start new episodes in ``rows`` (``[N]`` bool mask; ``None`` = all) from logged starts,
-        or from ``initial_observations [R, *obs_shape]`` (one per reset row, or one for all)."""
-        if rows is None:
-            rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        count = int(rows.sum())
-        if count == 0:
-            return
-        if initial_observations is not None:
-            starts = torch.as_tensor(np.asarray(initial_observations, dtype=np.float32), device=self.device).reshape(-1, self.state.shape[1])
-            if starts.shape[0] == 1:
-                starts = starts.expand(count, -1)
-            elif starts.shape[0] != count:
-                raise ValueError(f"initial_observation: got {starts.shape[0]} observations for {count} resetting dreams")
-        else:
-            pick = torch.randint(self.start_states.shape[0], (count,), device=self.device, generator=self.generator)
-            starts = self.start_states[pick]
-        self.state[rows] = starts
-        self.elapsed[rows] = 0
-        if self.settings.propagation == "fixed":
-            self.members[rows] = torch.randint(self.model.ensemble_size, (count,), device=self.device, generator=self.generator)
+        or from ``initial_observations [R or 1, *obs_shape]`` (one per reset row, or one for all).
 
-    def observations(self, rows: torch.Tensor | None = None) -> np.ndarray:
-        """Current observations ``[N or R, *obs_shape]`` as numpy in the space's dtype."""
-        state = self.state if rows is None else self.state[rows]
+        Returns the R first observations ``[R, *obs_shape]`` in the space's dtype. Everything is
+        decided on the host and copied to the device, so no reset waits for the device.
+        """
+        index = np.arange(self.num_envs) if rows is None else np.flatnonzero(rows)
+        count = index.size
+        if count == 0:
+            return np.empty((0, *self.obs_shape), dtype=self.obs_dtype)
+        if initial_observations is not None:
+            starts = self._checked_initial_observations(initial_observations, count)
+        else:
+            starts = self.start_states[self.host_rng.integers(self.start_states.shape[0], size=count)]
+        rows_t = torch.as_tensor(index, device=self.device)
+        self.state[rows_t] = torch.as_tensor(starts.reshape(count, -1), dtype=self.state.dtype, device=self.device)
+        self.elapsed[rows_t] = 0
+        if self.settings.propagation == "fixed":
+            members = self.host_rng.integers(self.model.ensemble_size, size=count)
+            self.members[rows_t] = torch.as_tensor(members, device=self.device)
+        return starts.astype(self.obs_dtype, copy=True).reshape(count, *self.obs_shape)
+
+    def _checked_initial_observations(self, initial: np.ndarray, count: int) -> np.ndarray:
+        """``initial`` as ``[count, D]``, each row inside the observation space (every face's check)."""
+        space = self.observation_space
+        obs = np.asarray(initial, dtype=np.float64).reshape(-1, self.state.shape[1])
+        if obs.shape[0] == 1:
+            obs = np.repeat(obs, count, axis=0)
+        elif obs.shape[0] != count:
+            raise ValueError(f"initial_observation: got {obs.shape[0]} observations for {count} resetting dreams")
+        inside = np.isfinite(obs) & (obs >= space.low.reshape(1, -1)) & (obs <= space.high.reshape(1, -1))
+        outside = np.flatnonzero(~inside.all(axis=1))
+        if outside.size:
+            row = int(outside[0])
+            raise ValueError(f"initial_observation row {row} {obs[row].tolist()} is outside the observation space {space}")
+        return obs
+
+    def observations(self) -> np.ndarray:
+        """Current observations ``[N, *obs_shape]`` as numpy in the space's dtype."""
         # A copy: on CPU .numpy() shares memory with the state that the next step overwrites.
-        return np.array(state.cpu().numpy(), dtype=self.obs_dtype, copy=True).reshape(-1, *self.obs_shape)
+        return np.array(self.state.cpu().numpy(), dtype=self.obs_dtype, copy=True).reshape(-1, *self.obs_shape)
 
     # -- stepping --------------------------------------------------------------------------
     def _action_tensor(self, actions: Any) -> torch.Tensor:
-        action = torch.as_tensor(np.asarray(actions), device=self.device)
+        """``actions`` (``[N]`` Discrete, ``[N, *act_shape]`` Box) checked on the host, as a device tensor.
+
+        A real env rejects an action outside its space; so does the dream, naming the first bad
+        row (on CUDA a bad index would otherwise surface as a device-side assert).
+        """
+        action = np.asarray(actions)
         if self.discrete:
+            if action.size != self.num_envs:
+                raise ValueError(f"expected {self.num_envs} action(s) for {self.action_space}, got shape {action.shape}")
             action = action.reshape(self.num_envs)
-            return action - self.action_start if self.action_start else action
-        return torch.clamp(action.reshape(self.num_envs, -1).float(), self.action_low, self.action_high)
+            bad = ~np.isin(action, self._valid_actions)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"action {action[row]!r} in row {row} is not in the action space {self.action_space}")
+            index = torch.as_tensor(action.astype(np.int64), device=self.device)
+            return index - self.action_start if self.action_start else index
+        if action.size != self.num_envs * self._action_size:
+            raise ValueError(f"expected actions of shape ({self.num_envs}, *{self.action_space.shape}) for {self.action_space}, got {action.shape}")
+        action = action.reshape(self.num_envs, -1)
+        if not np.isfinite(action).all():
+            row = int(np.flatnonzero(~np.isfinite(action).all(axis=1))[0])
+            raise ValueError(f"action {action[row].tolist()} in row {row} is not finite")
+        # Box actions are clipped to the space, as Pendulum and MountainCarContinuous do.
+        return torch.clamp(torch.as_tensor(action, dtype=torch.float32, device=self.device), self.action_low, self.action_high)
 
     def step(self, actions: Any) -> StepBatch:
         """Advance every dream by one step with ``actions`` (``[N]`` or ``[N, *act_shape]``)."""
         s = self.settings
         members = {"random": None, "fixed": self.members, "mean": "mean"}[s.propagation]
+        if members is None and s.temperature == 0:
+            members = "mean"  # temperature 0 samples nothing per step, the member draw included
         penalised = s.uncertainty_penalty > 0
         out = self.model.predict(self.state, self._action_tensor(actions), generator=self.generator,
                                  temperature=s.temperature, members=members, with_std=penalised)
@@ -183,14 +230,18 @@ class DreamCore:
 
         reward = out["reward"]
         penalty = s.uncertainty_penalty * out["model_std"].max(0).values if penalised else torch.zeros_like(reward)
-        if penalised:
-            reward = reward - penalty
-        halted = clipped > 0 if s.out_of_bounds == "halt" else torch.zeros_like(clipped, dtype=torch.bool)
+        left_bounds = clipped > 0 if s.out_of_bounds == "halt" else torch.zeros_like(clipped, dtype=torch.bool)
         if self._halt_threshold is not None:
-            halted = halted | (out["disagreement"] > self._halt_threshold)
+            halted = out["disagreement"] > self._halt_threshold
+        else:
+            halted = torch.zeros_like(left_bounds)
         if s.halt_reward is not None:
-            reward = torch.where(halted, torch.full_like(reward, float(s.halt_reward)), reward)
-        terminated = (out["termination_prob"] > 0.5) | halted
+            # MOReL's halt: its reward replaces the model's, penalty and all.
+            penalty = torch.where(halted, torch.zeros_like(penalty), penalty)
+            reward = torch.where(halted, torch.full_like(reward, float(s.halt_reward)), reward - penalty)
+        else:
+            reward = reward - penalty
+        terminated = (out["termination_prob"] > 0.5) | halted | left_bounds
         if self.max_episode_steps is not None:
             # As Gymnasium's TimeLimit: a terminating last step is truncated too (both flags set).
             truncated = self.elapsed >= self.max_episode_steps
@@ -198,7 +249,7 @@ class DreamCore:
             truncated = torch.zeros_like(terminated)
 
         # One device->host crossing per step: pack everything into a single float tensor.
-        flags = torch.stack([terminated, truncated, halted], dim=1).float()
+        flags = torch.stack([terminated, truncated, halted, left_bounds], dim=1).float()
         values = torch.stack([reward, out["disagreement"], penalty, clipped.float()], dim=1)
         packed = torch.cat([nxt, values, flags], dim=1).cpu().numpy()
         d = nxt.shape[1]
@@ -212,5 +263,6 @@ class DreamCore:
                 "penalty": packed[:, d + 2].copy(),
                 "clipped_dims": packed[:, d + 3].astype(np.int64),
                 "halted": packed[:, d + 6] > 0.5,
+                "left_bounds": packed[:, d + 7] > 0.5,
             },
         )

@@ -5,8 +5,9 @@ Observation and action spaces are the source env's, read from the checkpoint.
 
 ## Dynamics
 Each step draws one ensemble member at random and samples its Gaussian over ``[Δobs, reward]``
-with noise scaled by ``temperature`` (0: that member's mean). The next observation is clipped
-to the bounds seen in the logged data; ``info["clipped_dims"]`` counts the clipped dimensions.
+with noise scaled by ``temperature`` (0: no sampling, the ensemble mean). The next observation
+is clipped to the bounds seen in the logged data; ``info["clipped_dims"]`` counts the clipped
+dimensions. An action outside the action space raises ``ValueError``, as in the real env.
 
 ## Episode end
 ``terminated`` comes from the learned termination classifier (probability above 0.5);
@@ -19,11 +20,12 @@ to the bounds seen in the logged data; ``info["clipped_dims"]`` counts the clipp
 ## Leaving the data
 A predicted observation outside the bounds seen in the logged data is clipped; by default
 (``out_of_bounds="halt"``) the episode also ends there, because beyond its data the model is a
-guess an agent would exploit.
+guess an agent would exploit. ``halt_threshold`` ends it where the members disagree (MOReL).
 
 ## Info
 ``disagreement``: spread of the members' predicted next observations (data std units);
-``clipped_dims``: as above; ``halted``: the episode ended by leaving the data.
+``penalty``: the uncertainty penalty subtracted from the reward; ``clipped_dims``: as above;
+``halted``: the disagreement halt ended the episode; ``left_bounds``: leaving the data did.
 """
 
 from __future__ import annotations
@@ -59,10 +61,9 @@ class DreamEnv(gym.Env):
             self.core.seed(self.np_random)
             self._seeded = True
         initial = (options or {}).get("initial_observation")
-        if initial is not None and not self.observation_space.contains(np.asarray(initial, dtype=self.observation_space.dtype)):
-            raise ValueError(f"initial_observation {initial!r} is outside the observation space {self.observation_space}")
-        self.core.reset_rows(initial_observations=initial)
-        return self.core.observations()[0], {}
+        if initial is not None and np.shape(initial) != self.observation_space.shape:
+            raise ValueError(f"initial_observation must have shape {self.observation_space.shape}, got {np.shape(initial)}")
+        return self.core.reset_rows(initial_observations=initial)[0], {}
 
     def step(self, action):
         batch = self.core.step(np.asarray(action)[None])

@@ -6,7 +6,8 @@ its last observation is in ``infos[i]["terminal_observation"]``, and
 ``infos[i]["TimeLimit.truncated"]`` is true for time-limit ends that are not also terminations.
 
 Sub-dreams share one set of attributes: ``get_attr`` returns the same value for every index,
-``set_attr`` changes all of them, and ``env_method`` calls the method once and repeats its result.
+``set_attr`` changes all of them, and ``env_method`` calls the method once and repeats its result
+(except ``reset``, which restarts just the dreams in ``indices``).
 The dream's knobs (:class:`~learned_envs.dream_settings.DreamSettings`: ``temperature``,
 ``propagation``, ...) are attributes too: ``venv.set_attr("temperature", 0.5)`` applies from the
 next step.
@@ -23,7 +24,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore, StepBatch
-from learned_envs.dreams.render import DreamFrames
+from learned_envs.dreams.render import DreamFrames, source_render_fps
 
 
 def sb3_infos(batch: StepBatch) -> list[dict[str, Any]]:
@@ -54,6 +55,8 @@ class DreamSB3VecEnv(VecEnv):
         self.render_mode = render_mode
         super().__init__(num_envs, self.core.observation_space, self.core.action_space)
         self.source_env_id = self.core.checkpoint.metadata.get("source_env_id")
+        # An instance copy with the source env's frame rate, which VecVideoRecorder reads.
+        self.metadata = {**self.metadata, "render_fps": source_render_fps(self.source_env_id)}
         self._np_random: np.random.Generator | None = None
         self._actions: np.ndarray | None = None
         self._frames = DreamFrames(self.source_env_id)
@@ -74,15 +77,15 @@ class DreamSB3VecEnv(VecEnv):
             self.core.seed(self._np_random)
         initial = [opts.get("initial_observation") for opts in self._options]
         if all(obs is not None for obs in initial):
-            self.core.reset_rows(initial_observations=np.stack(initial))
+            obs = self.core.reset_rows(initial_observations=np.stack(initial))
         elif any(obs is not None for obs in initial):
             raise ValueError("set_options: give initial_observation to every sub-dream or to none")
         else:
-            self.core.reset_rows()
+            obs = self.core.reset_rows()
         self._reset_seeds()
         self._reset_options()
         self.reset_infos = [{} for _ in range(self.num_envs)]
-        return self.core.observations()
+        return obs
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
@@ -126,10 +129,23 @@ class DreamSB3VecEnv(VecEnv):
             setattr(self, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        # Once, not once per index: the sub-dreams are one object, and a method's side effect
-        # (a reset, a render) must not happen N times.
+        """``reset`` restarts only the dreams in ``indices`` and returns ``(obs, {})`` for each, as
+        ``DummyVecEnv`` over single envs does; any other method runs once (the sub-dreams are one
+        object, and a side effect must not happen N times) and its result is repeated."""
+        rows = list(self._get_indices(indices))
+        if method_name == "reset":
+            return self._reset_sub_dreams(rows, *method_args, **method_kwargs)
         result = getattr(self, method_name)(*method_args, **method_kwargs)
-        return [result for _ in self._get_indices(indices)]
+        return [result for _ in rows]
+
+    def _reset_sub_dreams(self, rows: list[int], seed: int | None = None, options: dict[str, Any] | None = None) -> list[tuple[np.ndarray, dict]]:
+        if seed is not None:
+            self._np_random = np.random.default_rng(seed)
+            self.core.seed(self._np_random)
+        mask = np.zeros(self.num_envs, dtype=np.bool_)
+        mask[rows] = True
+        first = self.core.reset_rows(mask, (options or {}).get("initial_observation"))
+        return [(obs, {}) for obs in first]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]

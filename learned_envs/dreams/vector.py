@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -97,14 +96,13 @@ class DreamVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start new episodes in every dream (or the rows of ``options["reset_mask"]``).
 
-        One torch generator drives all dreams, so a list of seeds (``SyncVectorEnv`` style, one
-        per dream) contributes its first entry. Returns observations ``[N, *obs_shape]`` (rows
-        outside the mask keep their current observation) and an empty info dict.
+        One generator drives all dreams, so a list of seeds (``SyncVectorEnv`` style, one per
+        dream) is mixed into one seed through ``numpy.random.SeedSequence``: every entry counts.
+        Returns observations ``[N, *obs_shape]`` (rows outside the mask keep their current
+        observation) and an empty info dict.
         """
         if isinstance(seed, (list, tuple)):
-            if len(seed) != self.num_envs:
-                raise ValueError(f"If seeds are passed as a list the length must match num_envs={self.num_envs} but got length={len(seed)}.")
-            seed = seed[0]
+            seed = self._one_seed(list(seed))
         super().reset(seed=seed)  # sets self.np_random from seed
         if seed is not None or not self._seeded:
             self.core.seed(self.np_random)
@@ -112,12 +110,23 @@ class DreamVectorEnv(VectorEnv):
         options = options or {}
         mask = self._reset_mask(options.get("reset_mask"))
         initial = self._initial_observations(options.get("initial_observation"), mask)
-        self.core.reset_rows(None if mask is None else torch.as_tensor(mask, device=self.core.device), initial)
         if mask is None:
             self._needs_reset[:] = False
-        else:
-            self._needs_reset[mask] = False
-        return self.core.observations(), {}
+            return self.core.reset_rows(None, initial), {}
+        self._needs_reset[mask] = False
+        obs = self.core.observations()
+        obs[mask] = self.core.reset_rows(mask, initial)
+        return obs, {}
+
+    def _one_seed(self, seeds: list[int | None]) -> int | None:
+        """A list of per-dream seeds as one seed for the shared generator."""
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"If seeds are passed as a list the length must match num_envs={self.num_envs} but got length={len(seeds)}.")
+        if all(s is None for s in seeds):
+            return None
+        if any(s is None for s in seeds):
+            raise ValueError(f"seed list {seeds} mixes None and integers; the dreams share one generator, so seed all of them or none")
+        return int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1, np.uint64)[0] >> 1)
 
     def _reset_mask(self, mask: Any) -> np.ndarray | None:
         """Validate ``options["reset_mask"]`` as ``SyncVectorEnv`` does: a ``[N]`` bool array with a True."""
@@ -137,7 +146,7 @@ class DreamVectorEnv(VectorEnv):
         """``options["initial_observation"]`` as ``[1 or R, *obs_shape]`` for the R reset rows.
 
         Accepts one observation (for every reset row), one per reset row, or one per dream
-        (``[N, ...]``, of which the masked rows are used); each must lie inside the space.
+        (``[N, ...]``, of which the masked rows are used).
         """
         if initial is None:
             return None
@@ -153,11 +162,7 @@ class DreamVectorEnv(VectorEnv):
             )
         elif mask is not None and obs.shape[0] == self.num_envs != count:
             obs = obs[mask]
-        outside = ~((obs >= space.low) & (obs <= space.high)).reshape(obs.shape[0], -1).all(axis=1)
-        if outside.any():
-            row = int(np.flatnonzero(outside)[0])
-            raise ValueError(f"initial_observation row {row} {obs[row]!r} is outside the observation space {space}")
-        return obs
+        return obs  # DreamCore.reset_rows checks that each lies inside the space
 
     # -- step ------------------------------------------------------------------------------
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
