@@ -10,6 +10,7 @@ real transitions the dream was fitted on (from the checkpoint).
     python benchmarks/transfer_suite.py --jobs 2                          # the same, two runs at a time
     python benchmarks/transfer_suite.py --envs Pendulum-v1 --seeds 0 --steps 10000   # reduced
     python benchmarks/transfer_suite.py --envs MountainCar-v0 --dream-kwarg temperature=0.5
+    python benchmarks/transfer_suite.py --table-from benchmarks/results/transfer_suite_*.json   # one table from earlier runs
 
 Writes benchmarks/results/transfer_suite.json (``--out``) and prints a markdown table.
 """
@@ -102,7 +103,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
     parser.add_argument("--out", default="benchmarks/results/transfer_suite.json")
+    parser.add_argument("--table-from", nargs="+", metavar="JSON", help="print one table from result files of earlier runs, and run nothing")
     args = parser.parse_args()
+    if args.table_from:
+        runs = [json.loads(Path(path).read_text()) for path in args.table_from]
+        print(table([r for run in runs for r in run["results"]]))
+        for path, run in zip(args.table_from, runs):
+            print(f"{path}: {run['command']}")
+        return
     torch.set_num_threads(args.threads)
     dream_kwargs = dict(_knob(k) for k in args.dream_kwarg)
 
