@@ -86,7 +86,7 @@ class DreamCore:
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         self.action_start = int(self.action_space.start) if self.discrete else 0
         if self.discrete:
-            self._valid_actions = np.arange(self.action_start, self.action_start + int(self.action_space.n))
+            self._action_end = self.action_start + int(self.action_space.n)
         else:
             self._action_size = int(np.prod(self.action_space.shape))
         if not self.discrete:
@@ -198,7 +198,10 @@ class DreamCore:
             if action.size != self.num_envs:
                 raise ValueError(f"expected {self.num_envs} action(s) for {self.action_space}, got shape {action.shape}")
             action = action.reshape(self.num_envs)
-            bad = ~np.isin(action, self._valid_actions)
+            # Two comparisons, not np.isin: this runs on every step of every dream.
+            bad = (action < self.action_start) | (action >= self._action_end)
+            if action.dtype.kind == "f":
+                bad |= action != np.floor(action)  # 1.7 is no action; NaN fails this too
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"action {action[row]!r} in row {row} is not in the action space {self.action_space}")
