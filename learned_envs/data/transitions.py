@@ -121,12 +121,16 @@ class Transitions:
         )
 
 
+def first_of_runs(ids: np.ndarray) -> np.ndarray:
+    """``[N] bool``: rows whose id differs from the previous row's (each run's first row)."""
+    ids = np.asarray(ids)
+    return np.concatenate([[True], ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, bool)
+
+
 def partial_first_rows(ids: np.ndarray, listed: Any) -> np.ndarray:
     """``[N] bool``: the first row carrying each id in ``listed`` (ids of partial episodes), for
     ``ids [N]`` whose episodes are contiguous (so an id's first row is where its episode begins here)."""
-    ids = np.asarray(ids)
-    first = np.concatenate([[True], ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, bool)
-    return first & np.isin(ids, np.asarray(listed or [], dtype=np.int64))
+    return first_of_runs(ids) & np.isin(ids, np.asarray(listed or [], dtype=np.int64))
 
 
 def renumber_partial(ids: np.ndarray, listed: Any, new_ids: np.ndarray) -> list[int]:
@@ -231,7 +235,7 @@ def check_episode_ids(source: str, ids: Any, n: int) -> np.ndarray:
             row = _first(bad)
             raise DataError(source, "episode_ids", f"value {ids[row].item()!r} is not a whole number", row)
     ids = ids.astype(np.int64)
-    run_starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]])) if n else np.zeros(0, np.int64)
+    run_starts = np.flatnonzero(first_of_runs(ids))
     run_ids = ids[run_starts]
     repeated = np.ones(len(run_ids), bool)
     repeated[np.unique(run_ids, return_index=True)[1]] = False  # each id's first run is fine

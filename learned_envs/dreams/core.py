@@ -205,7 +205,7 @@ class DreamCore:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"action {action[row]!r} in row {row} is not in the action space {self.action_space}")
-            index = torch.as_tensor(action.astype(np.int64), device=self.device)
+            index = torch.as_tensor(action.astype(np.int64, copy=False), device=self.device)
             return index - self.action_start if self.action_start else index
         if action.size != self.num_envs * self._action_size:
             raise ValueError(f"expected actions of shape ({self.num_envs}, *{self.action_space.shape}) for {self.action_space}, got {action.shape}")
