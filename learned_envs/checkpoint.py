@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ import numpy as np
 
 from learned_envs.atomic import atomic_path
 from learned_envs.data.spaces import flat_dim, space_from_json, space_to_json
-from learned_envs.dream_settings import DreamSettings
+from learned_envs.dream_settings import DreamSettings, check_max_episode_steps
 from learned_envs.version import __version__
 
 FORMAT_NAME = "learned-envs-checkpoint"
@@ -125,7 +126,17 @@ def save_checkpoint(
     obs_high: np.ndarray,
     metadata: dict[str, Any],
 ) -> Path:
-    """Write the artifact atomically. ``metadata`` is the dict of :func:`build_metadata`."""
+    """Write the artifact atomically. ``metadata`` is the dict of :func:`build_metadata`.
+
+    The stored family is ``model.family``: a file whose family names another class than the one
+    that made its weights could never be loaded back.
+    """
+    family = getattr(model, "family", None)
+    if family is not None:
+        stored = metadata.get("model", {}).get("family")
+        if stored not in (None, family):
+            raise ValueError(f"metadata says model family {stored!r}, but the model is a {family!r}")
+        metadata = {**metadata, "model": {**metadata.get("model", {}), "family": family}}
     tensors = {f"model.{k}": v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
     tensors["start_states"] = np.ascontiguousarray(start_states, dtype=np.float32)
     tensors["obs_low"] = np.ascontiguousarray(obs_low, dtype=np.float32)
@@ -160,11 +171,13 @@ def build_metadata(
     dream: dict[str, Any],
     dataset: dict[str, Any],
     fit: dict[str, Any],
+    model_family: str = "ensemble",
 ) -> dict[str, Any]:
+    """The checkpoint's metadata; ``model_family`` is the registered name the loader rebuilds the model by."""
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "model": {"family": "ensemble", "config": model_config},
+        "model": {"family": model_family, "config": model_config},
         "observation_space": space_to_json(observation_space),
         "action_space": space_to_json(action_space),
         "source_env_id": source_env_id,
@@ -181,15 +194,29 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     no tensor is read, no torch is imported."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    path = _readable(Path(path))
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
     except SafetensorError as exc:
         raise CheckpointError(f"{path}: truncated or not a safetensors file ({exc})") from None
     return _check_header(path, header)
+
+
+def _readable(path: Path) -> Path:
+    """``path`` if it is a file this process may read; else a CheckpointError saying which it is not."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied (the file exists, but this user may not read it)") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return path
 
 
 def _check_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
@@ -200,17 +227,22 @@ def _check_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupted metadata, not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupted metadata, JSON nested too deeply to read") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: corrupted metadata, a JSON {_json_type(meta)} where a JSON object belongs")
     if meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: not a learned-envs checkpoint (format {meta.get('format')!r})")
+        raise CheckpointError(f"{path}: not a learned-envs checkpoint (format {meta.get('format')!r:.80})")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {version}, but this learned-envs ({__version__}) reads version {FORMAT_VERSION}"
+            f"{path}: checkpoint format version {version!r:.80}, but this learned-envs ({__version__}) reads version {FORMAT_VERSION}"
         )
     stored = meta.get(METADATA_DIGEST_KEY)
-    edited = isinstance(stored, str) and stored != _metadata_digest(meta)  # None: saved before the digest existed
+    try:
+        edited = isinstance(stored, str) and stored != _metadata_digest(meta)  # None: saved before the digest existed
+    except (RecursionError, ValueError):  # nested too deeply to re-serialise, or a NaN the canonical form refuses
+        raise CheckpointError(f"{path}: corrupted metadata, it cannot be digested again (nested too deeply)") from None
     try:
         _check_metadata(path, meta)
     except CheckpointError as exc:
@@ -255,13 +287,25 @@ def _check_metadata(path: Path, meta: dict[str, Any]) -> None:
     _check_model(path, meta["model"])
     _check_spaces_match_config(path, meta["model"]["config"], spaces["observation_space"], spaces["action_space"])
     _check_dream_settings(path, meta["dream"])
+    _check_fit_metrics(path, meta["fit"].get("metrics") or {})
+
+
+def _check_fit_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Fit metrics the dream acts on: ``max_train_disagreement`` sets ``halt_threshold="auto"``,
+    and a NaN there would switch the halt off without a word."""
+    value = metrics.get("max_train_disagreement")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise CheckpointError(
+            f"{path}: metadata key 'fit.metrics.max_train_disagreement' should be a finite number >= 0, not {_described(value)}"
+        )
 
 
 def _check_model(path: Path, model_meta: dict[str, Any]) -> None:
-    """The family is one this package builds, and every size in its config a positive whole number
-    (which keys the config may hold is checked at load, where the model class is imported)."""
-    if model_meta["family"] != "ensemble":
-        raise CheckpointError(f"{path}: metadata key 'model.family' is {model_meta['family']!r}, an unknown model family")
+    """Every size in the config a positive whole number. The family name is only looked up, in
+    :func:`~learned_envs.models.base.model_family`, at load: the families are torch modules, and
+    reading a header must not import torch (``import learned_envs`` reads every header)."""
     for key, value in model_meta["config"].items():  # discrete_actions is a bool, checked with the schema
         if key != "discrete_actions" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise CheckpointError(f"{path}: metadata key 'model.config.{key}' should be a positive whole number, not {_described(value)}")
@@ -286,9 +330,10 @@ def _check_spaces_match_config(path: Path, config: dict[str, Any], obs_space: gy
 
 def _check_dream_settings(path: Path, dream: dict[str, Any]) -> None:
     """Each stored knob on its own, so the error names the one that is bad (at load, not at reset)."""
-    steps = dream.get("max_episode_steps")
-    if steps is not None and steps < 1:
-        raise CheckpointError(f"{path}: metadata key 'dream.max_episode_steps' should be positive, not {steps}")
+    try:
+        check_max_episode_steps(dream.get("max_episode_steps"))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: metadata key 'dream.{exc}'") from None
     for field in fields(DreamSettings):
         if dream.get(field.name) is None:
             continue  # absent or None: the knob's default
@@ -304,25 +349,34 @@ def load_checkpoint(
     observation_space: gym.Space | None = None,
     action_space: gym.Space | None = None,
 ) -> Checkpoint:
-    """Load and verify a checkpoint; optionally check it is for the given spaces."""
+    """Load and verify a checkpoint; optionally check it is for the given spaces.
+
+    The file is untrusted input. In order: the header (metadata types, digest); the model family,
+    looked up by name among the registered ones (never imported); every tensor's name, dtype and
+    shape against what the config implies, read from the header before any tensor is; the
+    tensors; their digest; every value (finite, std > 0, start states inside the observation
+    space, bounds ordered). Only then is the model built.
+    """
     import torch
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     path = Path(path)
     meta = read_metadata(path)
+    for name, expected in (("observation space", observation_space), ("action space", action_space)):
+        key = name.replace(" ", "_")
+        if expected is not None and space_to_json(expected) != meta[key]:
+            raise CheckpointError(f"{path}: checkpoint is for {name} {space_from_json(meta[key])}, not {expected}")
+    cls, config = _model_config(path, meta["model"])
+    _check_tensor_layout(path, _header_tensors(path), cls, config)
     try:
         tensors = load_file(str(path))
     except SafetensorError as exc:
         raise CheckpointError(f"{path}: truncated or corrupted tensor data ({exc})") from None
     if _digest(tensors) != meta[TENSOR_DIGEST_KEY]:
         raise CheckpointError(f"{path}: tensor data does not match the checksum in its metadata (corrupted or edited)")
-    for name, expected in (("observation space", observation_space), ("action space", action_space)):
-        key = name.replace(" ", "_")
-        if expected is not None and space_to_json(expected) != meta[key]:
-            raise CheckpointError(f"{path}: checkpoint is for {name} {space_from_json(meta[key])}, not {expected}")
-    _check_state_tensors(path, tensors, meta["model"]["config"]["obs_dim"])
-    model = _build_model(path, meta["model"])
+    _check_tensor_values(path, tensors, space_from_json(meta["observation_space"]))
+    model = cls(config)
     state = {k[len("model.") :]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)
@@ -339,25 +393,102 @@ def load_checkpoint(
     )
 
 
-def _check_state_tensors(path: Path, tensors: dict[str, np.ndarray], obs_dim: int) -> None:
-    """The start-state pool ``[S, D]`` (S >= 1) and the bounds ``[D]`` must fit ``model.config.obs_dim``."""
-    wanted = {"start_states": f"[S >= 1, {obs_dim}]", "obs_low": f"[{obs_dim}]", "obs_high": f"[{obs_dim}]"}
-    for name, want in wanted.items():
-        if name not in tensors:
-            raise CheckpointError(f"{path}: no '{name}' tensor")
-        shape = tensors[name].shape
-        fits = shape == (obs_dim,) if name != "start_states" else (len(shape) == 2 and shape[0] >= 1 and shape[1] == obs_dim)
-        if not fits:
-            raise CheckpointError(f"{path}: tensor '{name}' has shape {list(shape)}, but 'model.config.obs_dim' = {obs_dim} needs {want}")
+# Most values a checkpoint may make this process hold, per group of tensors: far above any dream
+# this package fits (a shipped one holds ~0.6M weights), far below what would exhaust a machine.
+MAX_MODEL_VALUES = 50_000_000
+MAX_START_STATE_VALUES = 50_000_000
+_FLOAT_DTYPES = ("F16", "F32", "F64")  # what numpy reads and load_state_dict casts; no integer "weights"
 
 
-def _build_model(path: Path, model_meta: dict[str, Any]):
-    """The network described by the metadata's ``model`` object (family and sizes checked with the header)."""
-    from learned_envs.models.ensemble import EnsembleConfig, EnsembleWorldModel
+def _model_config(path: Path, model_meta: dict[str, Any]):
+    """The registered family class named by the metadata and its config, both refused with a
+    CheckpointError when unknown, malformed or too large to hold."""
+    from learned_envs.models.base import model_family
 
-    config = model_meta["config"]
-    known = {f.name for f in fields(EnsembleConfig)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise CheckpointError(f"{path}: metadata key 'model.config' has unknown key(s) {unknown}; known: {sorted(known)}")
-    return EnsembleWorldModel(EnsembleConfig(**config))
+    try:
+        cls = model_family(model_meta["family"])
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: metadata key 'model.family': {exc.args[0]}") from None
+    try:
+        config = cls.config_from_json(model_meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: metadata key 'model.config': {exc}") from None
+    count = cls.parameter_count(config)
+    if count > MAX_MODEL_VALUES:
+        raise CheckpointError(
+            f"{path}: metadata key 'model.config' describes a model of {count:,} values, above the {MAX_MODEL_VALUES:,} "
+            "this package loads (a crafted or corrupted file)"
+        )
+    return cls, config
+
+
+def _header_tensors(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``name -> (dtype, shape)`` of every tensor, read from the safetensors header without loading any."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape())) for name in f.keys()}
+    except SafetensorError as exc:
+        raise CheckpointError(f"{path}: truncated or not a safetensors file ({exc})") from None
+
+
+def _check_tensor_layout(path: Path, found: dict[str, tuple[str, tuple[int, ...]]], cls, config) -> None:
+    """Every tensor the config implies, of that shape, and no other: checked on the header, so a
+    file whose sizes disagree with its config is refused before anything is allocated."""
+    obs_dim = config.obs_dim
+    expected = {f"model.{name}": tuple(shape) for name, shape in cls.tensor_shapes(config).items()}
+    expected.update(obs_low=(obs_dim,), obs_high=(obs_dim,))
+    for name in sorted(set(expected) | {"start_states"}):
+        if name not in found:
+            raise CheckpointError(f"{path}: no '{name}' tensor (the config in its metadata needs one)")
+    extra = sorted(set(found) - set(expected) - {"start_states"})
+    if extra:
+        raise CheckpointError(f"{path}: tensor(s) {extra[:5]} that the model config in its metadata has no place for")
+    for name, (dtype, shape) in sorted(found.items()):
+        if dtype not in _FLOAT_DTYPES:
+            raise CheckpointError(f"{path}: tensor '{name}' has dtype {dtype}, expected floating point ({', '.join(_FLOAT_DTYPES)})")
+        if name == "start_states":
+            if not (len(shape) == 2 and shape[0] >= 1 and shape[1] == obs_dim):
+                raise CheckpointError(f"{path}: tensor 'start_states' has shape {list(shape)}, but 'model.config.obs_dim' = "
+                                      f"{obs_dim} needs [S >= 1, {obs_dim}]")
+            if math.prod(shape) > MAX_START_STATE_VALUES:
+                raise CheckpointError(f"{path}: tensor 'start_states' holds {math.prod(shape):,} values, above the "
+                                      f"{MAX_START_STATE_VALUES:,} this package loads")
+        elif shape != expected[name]:
+            source = "'model.config.obs_dim'" if not name.startswith("model.") else "the model config in its metadata"
+            raise CheckpointError(f"{path}: tensor '{name}' has shape {list(shape)}, but {source} needs {list(expected[name])}")
+
+
+def _check_tensor_values(path: Path, tensors: dict[str, np.ndarray], observation_space: gym.Space) -> None:
+    """Values a dream would serve or divide by: finite everywhere, every normaliser std > 0, the
+    observed bounds ordered, every start state inside the observation space."""
+    for name, value in sorted(tensors.items()):
+        bad = ~np.isfinite(value)
+        if bad.any():
+            raise CheckpointError(f"{path}: tensor '{name}' holds NaN or infinite values (first at index "
+                                  f"{list(np.unravel_index(int(np.flatnonzero(bad)[0]), value.shape))})")
+        if name.endswith("norm.std") and not (value > 0).all():
+            raise CheckpointError(f"{path}: tensor '{name}' (a normaliser's std) holds {value[value <= 0].flat[0]!r}; "
+                                  "every entry must be > 0")
+    low, high = tensors["obs_low"], tensors["obs_high"]
+    if (low > high).any():
+        i = int(np.flatnonzero(low > high)[0])
+        raise CheckpointError(f"{path}: tensors 'obs_low'/'obs_high' disagree: at feature {i}, low {low[i]} > high {high[i]}")
+    outside = _outside_space(tensors["start_states"], observation_space)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise CheckpointError(f"{path}: tensor 'start_states', row {row}: {tensors['start_states'][row].tolist()} is outside "
+                              f"the observation space {observation_space}")
+
+
+def _outside_space(states: np.ndarray, space: gym.Space) -> np.ndarray:
+    """``[S] bool``: rows of the flat states ``[S, D]`` that ``space`` does not contain (as its dtype holds them)."""
+    if isinstance(space, gym.spaces.Discrete):
+        values = states[:, 0]
+        return (values != np.round(values)) | (values < space.start) | (values >= space.start + space.n)
+    if isinstance(space, gym.spaces.Box):
+        cast = states.astype(space.dtype)  # what the dream serves: float32 rounding counts as the space's
+        low, high = space.low.reshape(-1), space.high.reshape(-1)
+        return ((cast < low) | (cast > high)).any(axis=1)
+    return np.zeros(len(states), bool)

@@ -9,6 +9,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 PROPAGATIONS = ("random", "fixed", "mean")
+# Largest magnitude of a numeric knob. The core computes in float32 (max ~3.4e38), and a knob
+# multiplies sampled noise, stds and ranges that may themselves reach ~1e4, then gets squared in
+# the members' spread: sqrt(3.4e38) / 1e4 ~ 1e15 keeps every such product and square finite.
+# No useful setting comes near it (temperatures are ~1, penalties ~1, rewards ~1e3).
+KNOB_LIMIT = 1e15
+# Step counters are int64 arrays in the core; 2**62 leaves room to count past the limit.
+MAX_EPISODE_STEPS_LIMIT = 2**62
 
 
 @dataclass
@@ -35,6 +42,10 @@ class DreamSettings:
     bounds_margin: the support is the box of every logged observation, widened on each side by
         this fraction of its range (the model extrapolates a little way safely, and a support as
         tight as a random policy's logs would leave an agent no room to act).
+    uncertainty_info: fill ``info["disagreement"]`` every step. It costs a pass through every
+        member, where a plain step sends each dream through one, so ``None`` (the default) turns
+        it on for a single dream and off for batches (``NaN`` then); a halt or penalty that needs
+        the members' spread computes it whatever this says.
     """
 
     temperature: float = 1.0
@@ -45,6 +56,7 @@ class DreamSettings:
     halt_reward: float | None = None
     out_of_bounds: str = "halt"
     bounds_margin: float = 0.25
+    uncertainty_info: bool | None = None
 
     @classmethod
     def resolve(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> "DreamSettings":
@@ -75,13 +87,36 @@ class DreamSettings:
             _require_number("halt_threshold", self.halt_threshold, minimum=0.0)
         if self.halt_reward is not None:
             _require_number("halt_reward", self.halt_reward)
+        if self.uncertainty_info is not None and not isinstance(self.uncertainty_info, bool):
+            raise ValueError(f"uncertainty_info must be true, false or None, got {self.uncertainty_info!r}")
         if self.out_of_bounds not in ("halt", "clip"):
             raise ValueError(f"out_of_bounds must be 'halt' or 'clip', got {self.out_of_bounds!r}")
 
 
 def _require_number(name: str, value: Any, minimum: float | None = None) -> None:
-    """A finite real number (not a bool, not a string), at least ``minimum`` if given."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    """A finite real number (not a bool, not a string) of magnitude at most :data:`KNOB_LIMIT`,
+    at least ``minimum`` if given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if minimum is not None and value < minimum:
+    try:
+        number = float(value)  # a huge int (10**400) overflows here rather than in the core
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r:.80}")
+    if abs(number) > KNOB_LIMIT:
+        raise ValueError(f"{name} = {value:.3g} is beyond +-{KNOB_LIMIT:g}: the dream computes in float32 and would overflow")
+    if minimum is not None and number < minimum:
         raise ValueError(f"{name} must be >= {minimum:g}, got {value}")
+
+
+def check_max_episode_steps(value: Any, name: str = "max_episode_steps") -> int | None:
+    """``value`` as a step limit: ``None`` (no limit) or a whole number in ``[1, 2**62]``; a
+    ``ValueError`` naming ``name`` otherwise (the core counts steps in int64)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a positive whole number or None, got {value!r:.80}")
+    if not 1 <= value <= MAX_EPISODE_STEPS_LIMIT:
+        raise ValueError(f"{name} must be between 1 and 2**62, got {value:.3g}" if value > 0 else f"{name} must be >= 1, got {value}")
+    return int(value)

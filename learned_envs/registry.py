@@ -10,13 +10,15 @@ over silently, or ``gym.make`` of the real env would quietly run a dream.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-from learned_envs.checkpoint import read_metadata
+from learned_envs.checkpoint import CheckpointError, read_metadata
+from learned_envs.dream_settings import check_max_episode_steps
 from learned_envs.paths import shipped_checkpoint_dir, user_dream_dir
 
 ENTRY_POINT = "learned_envs.dreams.env:DreamEnv"
@@ -24,6 +26,16 @@ VECTOR_ENTRY_POINT = "learned_envs.dreams.vector:DreamVectorEnv"
 
 # id -> {"checkpoint", "origin", "metadata"} for every dream this package registered.
 _DREAMS: dict[str, dict[str, Any]] = {}
+
+# Gymnasium's ``Name-vN`` without a namespace: dream ids become file names (no '/'), and a ':'
+# would make ``gym.make`` import the module named before it.
+DREAM_ID = re.compile(r"^[A-Za-z0-9_.\-]+-v\d+$")
+
+
+def validate_dream_id(dream_id: Any) -> None:
+    """A ``ValueError`` unless ``dream_id`` looks like ``Name-v0`` (letters, digits, ``_.-``, then ``-v<N>``)."""
+    if not isinstance(dream_id, str) or not DREAM_ID.match(dream_id):
+        raise ValueError(f"dream id {dream_id!r:.80} must look like 'Name-v0' (letters, digits, '_', '.', '-', then -v<N>)")
 
 
 def register_dream(
@@ -42,6 +54,8 @@ def register_dream(
     Re-registering a dream id points it at the new file, quietly. An id already registered for
     anything that is not a dream raises ``ValueError`` unless ``force=True``.
     """
+    if ":" in env_id:
+        raise ValueError(f"cannot register a dream as {env_id!r}: gym.make would import the module named before the ':'")
     path = Path(checkpoint).resolve()
     existing = gym.registry.get(env_id)
     if existing is not None and existing.entry_point != ENTRY_POINT and not force:
@@ -53,6 +67,7 @@ def register_dream(
     meta = read_metadata(path)
     if max_episode_steps is None:
         max_episode_steps = meta["dream"].get("max_episode_steps")
+    max_episode_steps = check_max_episode_steps(max_episode_steps)
     if existing is not None:
         del gym.registry[env_id]  # gym.register would warn about overriding; this replacement is wanted
     gym.register(
@@ -72,7 +87,12 @@ def _register_folder(folder: Path, origin: str) -> None:
     for path in sorted(folder.glob("*.safetensors")):
         try:
             meta = read_metadata(path)
-            register_dream(meta["dream"].get("id") or path.stem, path, origin=origin)
+            dream_id = meta["dream"].get("id") or path.stem
+            try:
+                validate_dream_id(dream_id)
+            except ValueError as exc:  # an id from a file, so the file is what is wrong
+                raise CheckpointError(f"{path}: metadata key 'dream.id': {exc}") from None
+            register_dream(dream_id, path, origin=origin)
         except Exception as exc:  # noqa: BLE001
             # Deliberately broad: this runs inside `import learned_envs`, so anything a bad file
             # raises would break the import, every gym.make and every CLI command, not just the

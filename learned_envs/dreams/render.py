@@ -31,9 +31,18 @@ OBS_TO_STATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def renderable_source(env_id: str | None) -> bool:
+    """Whether ``env_id`` (from a checkpoint: untrusted) names an env already registered here.
+
+    Only such ids are ever built or looked up: ``gym.make("module:Env-v0")`` would import
+    ``module``, so an id with a ':' or one Gymnasium does not know yet never reaches it.
+    """
+    return isinstance(env_id, str) and ":" not in env_id and env_id in gym.registry
+
+
 def source_render_fps(env_id: str | None, default: int = 30) -> int:
     """The source env's ``metadata["render_fps"]``, read from its class without building it."""
-    if not env_id or env_id not in gym.registry:
+    if not renderable_source(env_id):
         return default
     entry = gym.spec(env_id).entry_point
     creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
@@ -44,10 +53,15 @@ class SourceRenderer:
     """Renders observations of ``env_id`` as RGB arrays ``[H, W, 3]`` uint8."""
 
     def __init__(self, env_id: str):
+        if not renderable_source(env_id):
+            raise NotImplementedError(
+                f"cannot render: the dream's source env id {env_id!r:.80} is not an environment registered in Gymnasium here "
+                "(ids with ':' are never used, since making them would import a module the checkpoint names)"
+            )
         self.env_id = env_id
         self.env = gym.make(env_id, render_mode="rgb_array")
         self.env.reset(seed=0)
-        self.to_state = OBS_TO_STATE.get(env_id.split(":")[-1].split("/")[-1].rsplit("-v", 1)[0], lambda o: o)
+        self.to_state = OBS_TO_STATE.get(env_id.split("/")[-1].rsplit("-v", 1)[0], lambda o: o)
         if not hasattr(self.env.unwrapped, "state"):
             self.env.close()
             raise NotImplementedError(f"{env_id}'s renderer cannot draw a given state (it has no 'state' attribute)")

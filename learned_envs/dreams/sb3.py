@@ -24,7 +24,9 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore, StepBatch
+from learned_envs.dream_settings import check_max_episode_steps
 from learned_envs.dreams.render import DreamFrames, source_render_fps
+from learned_envs.dreams.vector import require_started
 
 
 def sb3_infos(batch: StepBatch) -> list[dict[str, Any]]:
@@ -50,7 +52,9 @@ class DreamSB3VecEnv(VecEnv):
     """
 
     def __init__(self, checkpoint: Any, num_envs: int = 1, render_mode: str | None = None, **dream_kwargs: Any):
+        check_max_episode_steps(dream_kwargs.get("max_episode_steps"))
         self.core = DreamCore(checkpoint, num_envs=num_envs, **dream_kwargs)
+        self._started = np.zeros(num_envs, dtype=np.bool_)  # rows reset at least once
         # Before VecEnv.__init__, which reads it through get_attr (and warns when it is missing).
         self.render_mode = render_mode
         super().__init__(num_envs, self.core.observation_space, self.core.action_space)
@@ -82,6 +86,7 @@ class DreamSB3VecEnv(VecEnv):
             raise ValueError("set_options: give initial_observation to every sub-dream or to none")
         else:
             obs = self.core.reset_rows()
+        self._started[:] = True
         self._reset_seeds()
         self._reset_options()
         self.reset_infos = [{} for _ in range(self.num_envs)]
@@ -91,6 +96,7 @@ class DreamSB3VecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self) -> VecEnvStepReturn:
+        require_started(self._started, "DreamSB3VecEnv.step")
         batch = self.core.step(self._actions)
         dones = batch.terminated | batch.truncated
         infos = sb3_infos(batch)
@@ -145,6 +151,7 @@ class DreamSB3VecEnv(VecEnv):
         mask = np.zeros(self.num_envs, dtype=np.bool_)
         mask[rows] = True
         first = self.core.reset_rows(mask, (options or {}).get("initial_observation"))
+        self._started[mask] = True
         return [(obs, {}) for obs in first]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:

@@ -24,12 +24,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore
+from learned_envs.dream_settings import check_max_episode_steps
 from learned_envs.dreams.render import DreamFrames, source_render_fps
+
+
+def require_started(started: np.ndarray, face: str) -> None:
+    """Refuse a step while any row of ``started [N] bool`` has never been reset: its state is the
+    core's placeholder, not a state of the dream. Gymnasium's vector envs raise ``ResetNeeded`` here too."""
+    if not started.all():
+        rows = np.flatnonzero(~started)
+        which = "any dream" if len(rows) == len(started) else f"dreams {rows[:10].tolist()}"
+        raise ResetNeeded(f"{face}: cannot step before reset() has started {which}; call reset() first")
 
 
 def masked_info(info: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -74,6 +85,7 @@ class DreamVectorEnv(VectorEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
         self.autoreset_mode = AutoresetMode(autoreset_mode)
+        check_max_episode_steps(dream_kwargs.get("max_episode_steps"))
         self.core = DreamCore(checkpoint, num_envs=num_envs, **dream_kwargs)
         self.num_envs = num_envs
         self.render_mode = render_mode
@@ -87,6 +99,7 @@ class DreamVectorEnv(VectorEnv):
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode, "render_fps": fps}
         # Rows whose last step ended an episode (NEXT_STEP resets them on the next step).
         self._needs_reset = np.zeros(num_envs, dtype=np.bool_)
+        self._started = np.zeros(num_envs, dtype=np.bool_)  # rows reset at least once
         self._seeded = False
         self._frames = DreamFrames(self.source_env_id)
 
@@ -112,8 +125,11 @@ class DreamVectorEnv(VectorEnv):
         initial = self._initial_observations(options.get("initial_observation"), mask)
         if mask is None:
             self._needs_reset[:] = False
-            return self.core.reset_rows(None, initial), {}
+            obs = self.core.reset_rows(None, initial)
+            self._started[:] = True
+            return obs, {}
         self._needs_reset[mask] = False
+        self._started[mask] = True
         obs = self.core.observations()
         obs[mask] = self.core.reset_rows(mask, initial)
         return obs, {}
@@ -171,6 +187,7 @@ class DreamVectorEnv(VectorEnv):
         Returns observations ``[N, *obs_shape]``, rewards ``[N]`` float64, terminations and
         truncations ``[N]`` bool, and the info dict, autoreset according to ``autoreset_mode``.
         """
+        require_started(self._started, "DreamVectorEnv.step")
         if self.autoreset_mode == AutoresetMode.DISABLED and self._needs_reset.any():
             rows = np.flatnonzero(self._needs_reset).tolist()
             raise RuntimeError(f"autoreset_mode=DISABLED: dreams {rows} ended; reset them with reset(options={{'reset_mask': ...}}) first")
