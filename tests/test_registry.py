@@ -14,7 +14,7 @@ import gymnasium as gym
 import pytest
 
 import learned_envs
-from learned_envs.registry import ENTRY_POINT, _DREAMS
+from learned_envs.registry import _DREAMS, ENTRY_POINT
 from tests.test_checkpoint import _rewrite_metadata
 
 REAL_CARTPOLE = "gymnasium.envs.classic_control.cartpole:CartPoleEnv"

@@ -9,9 +9,9 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import batch_space
 
-from tests._determinism import DETERMINISTIC, pin_start_states
 import learned_envs  # noqa: F401  (registers the shipped dreams)
 from learned_envs.dreams.vector import DreamVectorEnv
+from tests._determinism import DETERMINISTIC, pin_start_states
 
 MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP]
 

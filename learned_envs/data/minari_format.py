@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -98,12 +98,14 @@ def load_minari(
         info = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(str(meta_path), None, f"not readable JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(str(meta_path), None, "JSON nested too deeply to read") from None
     if not isinstance(info, dict):
         raise DataError(str(meta_path), None, f"must hold a JSON object, not {type(info).__name__}")
     if info.get("data_format", "hdf5") != "hdf5":
         raise DataError(str(meta_path), "data_format", f"is {info['data_format']!r}; learned-envs reads Minari's hdf5 storage only")
 
-    source_env = _env_id(info.get("env_spec"))
+    source_env = _env_id(info.get("env_spec"), str(meta_path))
     stored = [read_space(info.get(name), str(meta_path), name) for name in SPACE_NAMES]
     if None in stored and source_env in gym.registry:
         env = gym.make(source_env)  # what minari itself does for a dataset without serialised spaces
@@ -128,6 +130,8 @@ def _read_episodes(data_path: Path, info: dict) -> tuple[dict[str, np.ndarray], 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "next_observations", *_STEP_FIELDS, "episode_ids")}
     with open_hdf5(data_path, source) as fh:
         ids = sorted(int(m.group(1)) for m in map(_EPISODE_RE.match, fh.keys()) if m)
+        if ids and ids[-1] >= 2**63:  # episode ids are int64 in Transitions
+            raise DataError(source, f"episode_{ids[-1]}", "episode number beyond int64")
         expected = info.get("total_episodes")
         if expected is not None and expected != len(ids):
             raise DataError(source, None, f"holds {len(ids)} episode groups, but metadata.json says total_episodes={expected}")
@@ -162,13 +166,22 @@ def _read_episodes(data_path: Path, info: dict) -> tuple[dict[str, np.ndarray], 
     return arrays, locate
 
 
-def _env_id(env_spec: str | None) -> str | None:
+def _env_id(env_spec: Any, source: str) -> str | None:
+    """The env id in metadata.json's ``env_spec`` (minari writes a JSON string; an object is read
+    as already decoded); ``None`` when absent or unreadable, a :class:`DataError` when not text."""
     if not env_spec:
         return None
-    try:
-        return json.loads(env_spec).get("id")
-    except (json.JSONDecodeError, AttributeError):
-        return None
+    if isinstance(env_spec, str):
+        try:
+            env_spec = json.loads(env_spec)
+        except (json.JSONDecodeError, RecursionError):
+            return None  # minari tolerates an unreadable spec too: the spaces then come from elsewhere
+    if not isinstance(env_spec, dict):
+        raise DataError(source, "env_spec", f"must be a JSON object or its JSON text, not {type(env_spec).__name__} {env_spec!r:.80}")
+    env_id = env_spec.get("id")
+    if env_id is not None and not isinstance(env_id, str):
+        raise DataError(source, "env_spec", f"its 'id' must be a string, not {env_id!r:.80}")
+    return env_id
 
 
 def minari_space_json(space: gym.Space) -> str:

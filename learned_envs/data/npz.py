@@ -46,7 +46,10 @@ def load_npz(
     """
     source = str(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare array (.npy) under an .npz name
+            raise DataError(source, None, f"holds a single {type(loaded).__name__} (a .npy file?), not an .npz archive of named arrays")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise DataError(source, None, "no such file") from None

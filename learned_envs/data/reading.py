@@ -93,6 +93,8 @@ def read_json(raw: Any, source: str, name: str) -> Any:
         return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(source, name, f"is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(source, name, "is JSON nested too deeply to read") from None
 
 
 def read_metadata_json(raw: Any, source: str, name: str = "metadata") -> dict[str, Any]:

@@ -74,6 +74,8 @@ def load_sb3_buffer(
             shape = getattr(value, "shape", type(value).__name__)
             raise DataError(source, name, f"has shape {shape}, expected ({size}, {n_envs}, ...) for buffer_size {size}, n_envs {n_envs}")
 
+    if not 0 <= pos <= size or (full and pos == size):
+        raise DataError(source, "pos", f"is {pos}, outside the buffer's {size} rows (buffer_size {size}, full={full})")
     order = (np.arange(size) + pos) % size if full else np.arange(pos)
     if len(order) == 0:
         raise DataError(source, "rewards", "no transitions: the buffer is empty")

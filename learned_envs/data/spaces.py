@@ -41,12 +41,16 @@ def space_from_json(spec: Any) -> gym.Space:
         raise ValueError(f"a {kind} space description needs {', '.join(required)}; missing {', '.join(missing)}")
     try:
         if kind == "Discrete":
-            return gym.spaces.Discrete(int(spec["n"]), start=int(spec.get("start", 0)))
+            n, start = spec["n"], spec.get("start", 0)
+            for key, value in (("n", n), ("start", start)):  # Infinity or 2.5 would become a wrong space, or an OverflowError
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or abs(int(value)) >= 2**63:
+                    raise ValueError(f"'{key}' must be a whole number within int64, not {value!r:.80}")
+            return gym.spaces.Discrete(int(n), start=int(start))
         dtype = np.dtype(spec["dtype"])
         low = np.array(spec["low"], dtype=np.float64).reshape(spec["shape"])
         high = np.array(spec["high"], dtype=np.float64).reshape(spec["shape"])
         return gym.spaces.Box(low.astype(dtype), high.astype(dtype), shape=tuple(spec["shape"]), dtype=dtype)
-    except (TypeError, ValueError, AssertionError) as exc:  # gymnasium asserts on e.g. Discrete(0)
+    except (TypeError, ValueError, AssertionError, OverflowError, RecursionError) as exc:  # gymnasium asserts on e.g. Discrete(0)
         raise ValueError(f"unreadable {kind} space description {spec!r} ({type(exc).__name__}: {exc})") from None
 
 

@@ -191,12 +191,16 @@ def as_transitions(
             if name == "actions" and discrete:
                 if value.dtype.kind == "f" and not np.all(value == np.round(value)):
                     raise DataError(source, name, "discrete actions must be whole numbers", _first(value != np.round(value)))
+                if value.dtype.kind in "fu" and (np.abs(value) >= 2.0**63).any():  # would wrap around in int64
+                    raise DataError(source, name, "discrete action beyond int64", _first(np.abs(value) >= 2.0**63))
                 value = value.astype(np.int64)
             else:
-                value = value.astype(np.float32)
+                value = _as_float32(value, source, name, n)
         out[name] = value
 
     _check_actions_in_space(out["actions"], action_space, source)
+    metadata = dict(metadata or {})
+    _check_provenance(metadata, source)
 
     episode_ids = arrays.get("episode_ids")
     if episode_ids is not None:
@@ -207,11 +211,47 @@ def as_transitions(
         observation_space=observation_space,
         action_space=action_space,
         episode_ids=episode_ids,
-        metadata=dict(metadata or {}),
+        metadata=metadata,
     )
     _check_partial_episodes(data, source)
     _check_continuity(data, source, atol)
     return data
+
+
+# Largest magnitude of a logged value. Fitting standardises every field in float32, summing
+# squares over up to ~1e8 rows: 1e8 * (1e15)^2 = 1e38 stays below float32's max (3.4e38). Beyond
+# it a fit would make inf/NaN weights; no real system logs such values (they are unit errors).
+MAX_ABS_VALUE = 1e15
+
+
+def _as_float32(value: np.ndarray, source: str, name: str, n: int) -> np.ndarray:
+    """``value [n, ...]`` as float32, or a :class:`DataError` at the first row whose value is
+    not finite, or too large to fit (checked after the cast: float64 values past float32's
+    range become inf there)."""
+    cast = value.astype(np.float32)
+    rows = cast.reshape(n, -1)
+    bad = ~np.isfinite(rows).all(axis=1)
+    if bad.any():
+        row = _first(bad)
+        what = "is NaN or infinite" if not np.isfinite(value.reshape(n, -1)[row]).all() else "is beyond float32's range (inf once cast)"
+        raise DataError(source, name, what, row)
+    bad = (np.abs(rows) > MAX_ABS_VALUE).any(axis=1)
+    if bad.any():
+        row = _first(bad)
+        raise DataError(source, name, f"value {float(np.abs(rows[row]).max()):.3g} is beyond +-{MAX_ABS_VALUE:g}, too large "
+                        "to fit a model on in float32 (rescale the data)", row)
+    return cast
+
+
+def _check_provenance(metadata: dict[str, Any], source: str) -> None:
+    """Provenance that later code relies on: the source env id is a string (it becomes a
+    Gymnasium id and a checkpoint field), the behaviour policy a JSON object."""
+    env_id = metadata.get("source_env_id")
+    if env_id is not None and not isinstance(env_id, str):
+        raise DataError(source, "metadata source_env_id", f"must be a string (a Gymnasium env id), not {type(env_id).__name__} {env_id!r:.80}")
+    policy = metadata.get("behaviour_policy")
+    if policy is not None and not isinstance(policy, dict):
+        raise DataError(source, "metadata behaviour_policy", f"must be a JSON object, not {type(policy).__name__} {policy!r:.80}")
 
 
 def check_episode_ids(source: str, ids: Any, n: int) -> np.ndarray:
@@ -313,6 +353,8 @@ def concatenate(parts: list[Transitions], source: str = "merged data", labels: l
     if not parts:
         raise DataError(source, None, "nothing to merge: give at least one dataset")
     first = parts[0]
+    for i, part in enumerate(parts):
+        _check_provenance(part.metadata, f"{source} (part {i})")
     for i, part in enumerate(parts[1:], start=1):
         for name in ("observation_space", "action_space"):
             if getattr(part, name) != getattr(first, name):

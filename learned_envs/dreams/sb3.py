@@ -22,9 +22,9 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from learned_envs.dream_settings import check_max_episode_steps
 from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore, StepBatch
-from learned_envs.dream_settings import check_max_episode_steps
 from learned_envs.dreams.render import DreamFrames, source_render_fps
 from learned_envs.dreams.vector import require_started
 

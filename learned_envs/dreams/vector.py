@@ -28,9 +28,9 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from learned_envs.dream_settings import check_max_episode_steps
 from learned_envs.dreams.autoreset import restart_rows
 from learned_envs.dreams.core import DreamCore
-from learned_envs.dream_settings import check_max_episode_steps
 from learned_envs.dreams.render import DreamFrames, source_render_fps
 
 
