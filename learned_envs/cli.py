@@ -1,4 +1,4 @@
-"""``learned-envs``: a thin command-line face over the Python API.
+"""learned-envs: world models fitted on logged data, served as Gymnasium environments (dreams).
 
     learned-envs collect ENV_ID --steps N --out FILE [--format npz|minari|hdf5|sb3] [--policy random|AGENT.zip] [--epsilon E] [--seed S]
     learned-envs merge DATA [DATA ...] --out FILE
@@ -51,6 +51,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     knobs = _single_values(args.dream_kwarg, "--dream-kwarg")
+    _check_algo_fits(args.algo, args.env_id)
     if learned_envs.registry.gym.spec(args.env_id).entry_point == learned_envs.registry.ENTRY_POINT:
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, **knobs)
     elif knobs:
@@ -61,10 +62,37 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {args.algo} agent trained {args.steps} steps in {args.env_id} to {args.out}")
 
 
+# SB3 algorithms by the action spaces they can act in.
+ALGOS = {"PPO": "any", "A2C": "any", "DQN": "Discrete", "SAC": "Box", "TD3": "Box", "DDPG": "Box"}
+
+
+def _check_algo_fits(algo: str, env_id: str) -> None:
+    """A ``ValueError`` naming ``--algo`` when ``algo`` cannot act in ``env_id``'s action space
+    (SB3 itself ends in a bare ``AssertionError`` deep inside the model's constructor)."""
+    from learned_envs.registry import ENTRY_POINT
+
+    needs = ALGOS[algo]
+    if needs == "any":
+        return
+    spec = gym.spec(env_id)
+    if spec.entry_point == ENTRY_POINT:  # a dream: its header says, no weights loaded
+        from learned_envs.checkpoint import read_metadata
+        from learned_envs.data.spaces import space_from_json
+
+        space = space_from_json(read_metadata(spec.kwargs["checkpoint"])["action_space"])
+    else:
+        env = gym.make(env_id)
+        space, _ = env.action_space, env.close()
+    if type(space).__name__ != needs:
+        kind = "a continuous (Box)" if needs == "Box" else "a discrete (Discrete)"
+        raise ValueError(f"--algo {algo} needs {kind} action space, but {env_id} has {space}; "
+                         f"use {'PPO, A2C or DQN' if needs == 'Box' else 'PPO, A2C, SAC, TD3 or DDPG'}")
+
+
 def _single_values(items: list[str] | None, flag: str) -> dict:
     """``["out_of_bounds=clip"]`` -> ``{"out_of_bounds": "clip"}``: dream knobs, one value each."""
     knobs = {}
-    for key, values in parse_sweep(items or []).items():
+    for key, values in parse_sweep(items or [], flag).items():
         if len(values) != 1:
             raise ValueError(f"{flag} {key}: one value, not {values}")
         knobs[key] = values[0]
@@ -141,8 +169,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"real transitions the dream was fitted on: {n_real}")
 
 
-def parse_sweep(items: list[str]) -> dict[str, list]:
-    """``["temperature=0,0.5,1", "propagation=random,mean"]`` -> ``{"temperature": [0.0, 0.5, 1.0], ...}``."""
+def parse_sweep(items: list[str], flag: str = "--sweep") -> dict[str, list]:
+    """``["temperature=0,0.5,1", "propagation=random,mean"]`` -> ``{"temperature": [0.0, 0.5, 1.0], ...}``;
+    errors name ``flag``, the option the items came from."""
     from dataclasses import fields
 
     from learned_envs.dream_settings import DreamSettings
@@ -153,9 +182,9 @@ def parse_sweep(items: list[str]) -> dict[str, list]:
         key, sep, values = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key or not values.strip():
-            raise ValueError(f"--sweep {item!r}: expected KNOB=V1,V2,... (e.g. temperature=0,0.5,1,1.5)")
+            raise ValueError(f"{flag} {item!r}: expected KNOB=V1,V2,... (e.g. temperature=0,0.5,1,1.5)")
         if key not in known:
-            raise ValueError(f"--sweep {item!r}: unknown dream knob {key!r}; known: {', '.join(sorted(known))}")
+            raise ValueError(f"{flag} {item!r}: unknown dream knob {key!r}; known: {', '.join(sorted(known))}")
         sweep[key] = [_sweep_value(v) for v in values.split(",")]
     return sweep
 
@@ -164,6 +193,8 @@ def _sweep_value(text: str):
     text = text.strip()
     if text.lower() in ("none", "null"):
         return None
+    if text.lower() in ("true", "false"):  # uncertainty_info and other switches
+        return text.lower() == "true"
     try:
         return float(text)
     except ValueError:
@@ -174,7 +205,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from learned_envs.evaluation import evaluate, transfer
-    from learned_envs.evaluation.sources import resolve
+    from learned_envs.evaluation.sources import RecordedDataUnavailable, resolve
 
     torch.set_num_threads(1)  # small networks: a second thread costs more in sync than it saves
     sweep = parse_sweep(args.sweep or [])
@@ -184,7 +215,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     out = args.out or f"runs/eval_{source.name}"
     try:
         evaluate(args.dream, args.data, out, horizon=args.horizon, seed=args.seed, video=not args.no_video)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, RecordedDataUnavailable) as exc:
         if args.data is not None or not args.transfer:
             raise
         print(f"skipping the fidelity report: {exc}")
@@ -194,19 +225,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from learned_envs.version import __version__
+
     parser = argparse.ArgumentParser(prog="learned-envs", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("collect", help="log transitions from a Gymnasium env")
-    p.add_argument("env_id")
-    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("env_id", metavar="ENV_ID", help="Gymnasium id of the env to log, e.g. CartPole-v1")
+    p.add_argument("--steps", type=_positive_int, required=True, help="transitions to log")
     p.add_argument("--out", required=True, help="where to write: FILE.npz, FILE.hdf5 (D4RL-style), FILE.pkl (SB3 replay buffer), "
                    "a Minari dataset folder or minari:DATASET_ID (under $MINARI_DATASETS_PATH)")
     p.add_argument("--format", choices=["npz", "minari", "hdf5", "sb3"], help="data format (default: the one --out names)")
     p.add_argument("--policy", default="random", help="'random' or the path of a saved SB3 agent (.zip; trusted files only)")
     p.add_argument("--algo", default="auto", help="SB3 algorithm of --policy (default: read from the zip)")
     p.add_argument("--epsilon", type=float, default=0.0, help="share of uniformly random actions mixed into --policy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the env resets and the random actions (default 0)")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("merge", help="join logs of one system (e.g. from several behaviour policies) into one dataset")
@@ -235,15 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("list", help="show every registered dream")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (every field, for scripts)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train an SB3 agent (rl-zoo hyperparameters) in a dream or a real env and save it")
-    p.add_argument("env_id", metavar="ENV_OR_DREAM_ID")
-    p.add_argument("--algo", default="PPO", help="SB3 algorithm: PPO, A2C, DQN (discrete), SAC (continuous), ...")
-    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("env_id", metavar="ENV_OR_DREAM_ID", help="a registered dream (see `learned-envs list`) or a real Gymnasium env id")
+    p.add_argument("--algo", default="PPO", type=str.upper, choices=list(ALGOS),
+                   help="SB3 algorithm: PPO or A2C (any), DQN (discrete actions), SAC, TD3 or DDPG (continuous actions); default PPO")
+    p.add_argument("--steps", type=_positive_int, required=True, help="environment steps to train for")
     p.add_argument("--out", required=True, help="agent zip to write (load it with the SB3 class, or collect --policy)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the agent and its envs (default 0)")
     p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE", help="dream knob for this run (e.g. temperature=0.5); repeatable")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
     p.set_defaults(func=cmd_train)
@@ -257,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="how far to trust a dream: fidelity on held-out data, dream-to-real transfer")
     p.add_argument("dream", metavar="CHECKPOINT_OR_DREAM_ID", help="a checkpoint file or a registered dream id")
-    p.add_argument("--data", help="held-out logged transitions (.npz), ideally from another policy "
-                   "(default: the fit's holdout episodes, if the training file is still where the checkpoint says)")
+    p.add_argument("--data", help="held-out logged transitions in any format fit reads, ideally from another policy (default: the "
+                   "fit's holdout episodes, if the training data is still where the checkpoint says, unchanged and not a pickle)")
     p.add_argument("--out", help="report folder (default runs/eval_<name>)")
     p.add_argument("--horizon", type=int, default=100, help="longest open-loop rollout k (default 100)")
     p.add_argument("--no-video", action="store_true", help="skip the real | dream GIF")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the rollouts (default 0)")
     t = p.add_argument_group("dream-to-real transfer (trains agents: minutes)")
     t.add_argument("--transfer", metavar="ALGO", help="SB3 algorithm to train only in the dream, e.g. PPO")
     t.add_argument("--steps", type=int, default=100_000, help="training steps per agent (default 100000)")
@@ -274,13 +309,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into a usage error)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_positive_int.__name__ = "positive whole number"  # what argparse's "invalid ... value" message calls it
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a bad input or usage is one ``learned-envs CMD: error: ...`` line and exit 2."""
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
     except (DataError, CheckpointError, FileNotFoundError, ValueError, gym.error.Error) as exc:
         print(f"learned-envs {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        # A command's own usage message (`raise SystemExit("learned-envs fit: give --out ...")`): a usage error, exit 2 like argparse's.
+        message = exc.code.removeprefix(f"learned-envs {args.command}: ").removeprefix("error: ")
+        print(f"learned-envs {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

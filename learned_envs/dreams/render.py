@@ -7,6 +7,7 @@ the identity.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import gymnasium as gym
@@ -29,6 +30,17 @@ OBS_TO_STATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Pendulum": _pendulum_state,
     "Acrobot": _acrobot_state,
 }
+
+
+def quiet_headless_sdl() -> None:
+    """Keep SDL (pygame, under the source envs' renderers) from printing ``error: XDG_RUNTIME_DIR
+    is invalid`` on machines without a session: drawing to an array needs no audio and no
+    display, so SDL's dummy drivers serve. Settings the user made are left alone."""
+    if os.environ.get("XDG_RUNTIME_DIR") and os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
+        return  # a desktop session: SDL finds what it needs
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 def renderable_source(env_id: str | None) -> bool:
@@ -59,6 +71,7 @@ class SourceRenderer:
                 "(ids with ':' are never used, since making them would import a module the checkpoint names)"
             )
         self.env_id = env_id
+        quiet_headless_sdl()  # before the renderer imports pygame
         self.env = gym.make(env_id, render_mode="rgb_array")
         self.env.reset(seed=0)
         self.to_state = OBS_TO_STATE.get(env_id.split("/")[-1].rsplit("-v", 1)[0], lambda o: o)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,6 +13,10 @@ import numpy as np
 
 from learned_envs.checkpoint import read_metadata
 from learned_envs.data.transitions import Transitions
+
+
+class RecordedDataUnavailable(ValueError):
+    """The dataset a checkpoint records is not one an evaluation may read by itself: pass ``--data``."""
 
 
 @dataclass
@@ -67,8 +70,8 @@ def ensure_registered(source: DreamSource) -> str:
 def load_eval_data(source: DreamSource, data: Transitions | str | os.PathLike | None) -> tuple[Transitions, str]:
     """The held-out transitions, and a line saying where they came from.
 
-    With ``data=None``, the fit's own holdout episodes of the training file recorded in the
-    checkpoint (when that file still exists and its sha256 matches).
+    With ``data=None``, the fit's own holdout episodes of the dataset recorded in the checkpoint,
+    read only when :func:`recorded_dataset` vouches for it.
     """
     from learned_envs import data as data_io
 
@@ -77,16 +80,8 @@ def load_eval_data(source: DreamSource, data: Transitions | str | os.PathLike | 
         return data, "given transitions"
     if data is not None:
         return data_io.load(data, *spaces), str(data)
-    dataset = source.metadata.get("dataset", {})
-    train_path, digest = dataset.get("path"), dataset.get("sha256")
+    train_path = recorded_dataset(source)
     holdout = source.metadata.get("fit", {}).get("holdout_episodes") or []
-    if not train_path or not Path(train_path).is_file():
-        raise FileNotFoundError(
-            f"{source.path}: no held-out data given (--data FILE) and the training file {train_path!r} "
-            "recorded in the checkpoint is not here to take its holdout episodes from"
-        )
-    if digest and _sha256(Path(train_path)) != digest:
-        raise ValueError(f"{train_path}: differs from the file the checkpoint was fitted on (sha256 mismatch); pass --data FILE")
     if not holdout:
         raise ValueError(f"{source.path}: the fit recorded no holdout episodes; pass --data FILE")
     full = data_io.load(train_path, *spaces)
@@ -94,15 +89,37 @@ def load_eval_data(source: DreamSource, data: Transitions | str | os.PathLike | 
     return full.select(rows), f"{train_path} (the fit's {len(holdout)} holdout episodes)"
 
 
+def recorded_dataset(source: DreamSource) -> str:
+    """The dataset the checkpoint says it was fitted on, if it is safe and right to read it.
+
+    The checkpoint is untrusted, so its ``dataset.path`` is read only when it names a format
+    that cannot run code (not a pickled SB3 buffer), the data is here, and its bytes match the
+    recorded ``dataset.sha256`` (a null digest vouches for nothing). Otherwise a
+    ``FileNotFoundError`` (nothing there) or :class:`RecordedDataUnavailable`, each saying to pass ``--data``.
+    """
+    from learned_envs import data as data_io
+
+    dataset = source.metadata.get("dataset", {})
+    train_path, digest = dataset.get("path"), dataset.get("sha256")
+    where = f"{source.path}: no held-out data given (--data FILE), and the training data {train_path!r:.200} recorded in the checkpoint"
+    if not isinstance(train_path, str) or not train_path:
+        raise FileNotFoundError(f"{where} is not a path; pass --data FILE")
+    fmt = data_io.format_of(train_path)
+    if fmt not in ("npz", "hdf5", "minari"):
+        kind = "is a pickle (an SB3 replay buffer), which is read only when named by the user" if fmt == "sb3" else "is in no known format"
+        raise RecordedDataUnavailable(f"{where} {kind}; pass --data FILE")
+    if not isinstance(digest, str):
+        raise RecordedDataUnavailable(f"{where} has no recorded sha256 to check it against; pass --data FILE")
+    try:
+        actual = data_io.source_sha256(train_path)
+    except OSError:
+        raise FileNotFoundError(f"{where} is not here to take its holdout episodes from; pass --data FILE") from None
+    if actual != digest:
+        raise RecordedDataUnavailable(f"{where} differs from the data the checkpoint was fitted on (sha256 mismatch); pass --data FILE")
+    return train_path
+
+
 def _space(metadata: dict[str, Any], key: str):
     from learned_envs.data.spaces import space_from_json
 
     return space_from_json(metadata[key]) if key in metadata else None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
