@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import struct
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from learned_envs.checkpoint import CheckpointError, _metadata_digest, load_checkpoint, read_metadata, save_checkpoint, write_tensors
+from learned_envs.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint, write_tensors
+from tests.helpers import rewrite_metadata
 
 
 def test_round_trip_same_predictions(small_checkpoint):
@@ -57,30 +56,8 @@ def test_corrupted_tensor_bytes(small_checkpoint, tmp_path):
         load_checkpoint(bad)
 
 
-def _rewrite_metadata(src, dst, edit, digest="keep"):
-    """Copy ``src`` to ``dst`` with its metadata edited in place by ``edit`` (or replaced by what
-    ``edit`` returns), tensor bytes untouched. ``digest``: ``"keep"`` the stored metadata digest
-    (an edit by hand), ``"drop"`` it (a file saved before the digest existed), or ``"restamp"`` it
-    (a writer that got the metadata wrong)."""
-    raw = src.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    meta = json.loads(header["__metadata__"]["learned_envs"])
-    replaced = edit(meta)
-    meta = meta if replaced is None else replaced
-    if digest != "keep" and isinstance(meta, dict):
-        meta.pop("metadata_sha256", None)
-        if digest == "restamp":
-            meta["metadata_sha256"] = _metadata_digest(meta)
-    header["__metadata__"]["learned_envs"] = json.dumps(meta)
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    dst.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])
-    return dst
-
-
 def test_wrong_format_version(small_checkpoint, tmp_path):
-    bad = _rewrite_metadata(small_checkpoint, tmp_path / "v99.safetensors", lambda m: m.update(format_version=99))
+    bad = rewrite_metadata(small_checkpoint, tmp_path / "v99.safetensors", lambda m: m.update(format_version=99))
     # The version is checked before the metadata digest: a future format may digest differently.
     with pytest.raises(CheckpointError, match="v99.safetensors: checkpoint format version 99"):
         load_checkpoint(bad)
@@ -89,20 +66,20 @@ def test_wrong_format_version(small_checkpoint, tmp_path):
 def test_edited_metadata_is_detected(small_checkpoint, tmp_path):
     """The metadata digest catches an edit the tensor digest cannot see, even a well-formed one."""
     assert read_metadata(small_checkpoint)["metadata_sha256"]
-    bad = _rewrite_metadata(small_checkpoint, tmp_path / "edited.safetensors", lambda m: m["dream"].update(temperature=0.5))
+    bad = rewrite_metadata(small_checkpoint, tmp_path / "edited.safetensors", lambda m: m["dream"].update(temperature=0.5))
     with pytest.raises(CheckpointError, match="edited.safetensors: metadata was edited after saving"):
         read_metadata(bad)
     with pytest.raises(CheckpointError, match="metadata was edited"):
         load_checkpoint(bad)
     # A malformed edit names the key first, and still says the metadata was edited.
-    shape5 = _rewrite_metadata(small_checkpoint, tmp_path / "shape5.safetensors", lambda m: m["observation_space"].update(_box(5)))
+    shape5 = rewrite_metadata(small_checkpoint, tmp_path / "shape5.safetensors", lambda m: m["observation_space"].update(_box(5)))
     with pytest.raises(CheckpointError, match=r"shape5.safetensors: .*'observation_space' \(5 values.*'model.config.obs_dim' = 4.*edited after saving"):
         load_checkpoint(shape5)
 
 
 def test_checkpoint_without_metadata_digest_still_loads(small_checkpoint, tmp_path):
     """Files saved before the metadata digest existed load as before, their tensors still verified."""
-    old = _rewrite_metadata(small_checkpoint, tmp_path / "old.safetensors", lambda m: None, digest="drop")
+    old = rewrite_metadata(small_checkpoint, tmp_path / "old.safetensors", lambda m: None, digest="drop")
     assert "metadata_sha256" not in read_metadata(old)
     assert load_checkpoint(old).model is not None
     raw = bytearray(old.read_bytes())
@@ -144,7 +121,7 @@ MALFORMED = [
 def test_malformed_metadata_names_the_key(small_checkpoint, tmp_path, case, edit, message, digest):
     """Metadata of the wrong shape is a CheckpointError naming the file and the key, never a raw
     KeyError, TypeError or AttributeError; with or without a (matching) metadata digest."""
-    bad = _rewrite_metadata(small_checkpoint, tmp_path / f"{case}.safetensors", edit, digest=digest)
+    bad = rewrite_metadata(small_checkpoint, tmp_path / f"{case}.safetensors", edit, digest=digest)
     with pytest.raises(CheckpointError, match=f"{case}.safetensors: .*{message}"):
         load_checkpoint(bad)
 

@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from learned_envs.data import DataError, load, save
 from learned_envs.data.collecting import collect
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    return collect("CartPole-v1", 120, seed=3, progress=False)
-
-
-def _write_raw(path, data, **changes):
-    """Write ``data`` as a transitions npz with some arrays replaced (bypassing validation)."""
-    from learned_envs.data.spaces import space_to_json
-
-    arrays = {
-        "observations": data.observations,
-        "actions": data.actions,
-        "rewards": data.rewards,
-        "next_observations": data.next_observations,
-        "terminations": data.terminations,
-        "truncations": data.truncations,
-        "observation_space": np.array(json.dumps(space_to_json(data.observation_space))),
-        "action_space": np.array(json.dumps(space_to_json(data.action_space))),
-    }
-    for key, value in changes.items():
-        if value is None:
-            arrays.pop(key)
-        else:
-            arrays[key] = value
-    np.savez(path, **arrays)
-    return path
+from tests.helpers import TINY_FIT, good, write_raw_npz  # noqa: F401  (good is a fixture)
 
 
 def test_collect_records_behaviour_and_episode_structure(good):
@@ -59,7 +30,7 @@ def test_npz_round_trip_is_exact(good, tmp_path):
 
 
 def _bad(good, tmp_path, **changes):
-    path = _write_raw(tmp_path / "bad.npz", good, **changes)
+    path = write_raw_npz(tmp_path / "bad.npz", good, **changes)
     with pytest.raises(DataError) as err:
         load(path)
     return str(err.value)
@@ -138,7 +109,7 @@ def test_not_an_npz(tmp_path):
 
 
 def test_spaces_inferred_and_said_so(good, tmp_path):
-    path = _write_raw(tmp_path / "nospaces.npz", good, observation_space=None, action_space=None)
+    path = write_raw_npz(tmp_path / "nospaces.npz", good, observation_space=None, action_space=None)
     data = load(path)
     assert data.action_space == gym.spaces.Discrete(2)
     assert set(data.metadata["spaces_inferred"]) == {"observation_space", "action_space"}
@@ -146,8 +117,6 @@ def test_spaces_inferred_and_said_so(good, tmp_path):
 
 # --------------------------------------------------------------------------- fit, as data's consumer
 
-# A fit that only has to run, not to be good: a second or so.
-TINY_FIT = dict(hidden_size=16, num_layers=1, ensemble_size=2, num_elites=1, max_epochs=3, min_updates=0, patience=1)
 
 
 def _without_source_env(data):

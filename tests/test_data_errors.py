@@ -8,7 +8,7 @@ import pytest
 
 from learned_envs.data import DataError, as_transitions, load
 from learned_envs.data.transitions import FIELDS
-from tests.test_data import _write_raw, good  # noqa: F401  (good is a fixture)
+from tests.helpers import env_spaces, good, write_d4rl, write_raw_npz  # noqa: F401  (good is a fixture)
 
 # (stored text, what the message must say) for a field holding JSON.
 BAD_SPACES = {
@@ -37,7 +37,7 @@ CASE_IDS = [f"{field}-{name}" for field in ("observation_space", "action_space")
 
 @pytest.mark.parametrize("field, text, pattern", _cases(), ids=CASE_IDS)
 def test_npz_bad_json_names_file_and_field(good, tmp_path, field, text, pattern):  # noqa: F811
-    path = _write_raw(tmp_path / "bad.npz", good, **{field: np.array(text)})
+    path = write_raw_npz(tmp_path / "bad.npz", good, **{field: np.array(text)})
     with pytest.raises(DataError, match=rf"bad\.npz: field '{field}': {pattern}"):
         load(path)
 
@@ -45,9 +45,8 @@ def test_npz_bad_json_names_file_and_field(good, tmp_path, field, text, pattern)
 @pytest.mark.parametrize("field, text, pattern", _cases(), ids=CASE_IDS)
 def test_hdf5_bad_json_attribute_names_file_and_attribute(good, tmp_path, field, text, pattern):  # noqa: F811
     h5py = pytest.importorskip("h5py")
-    from tests.test_readers import _write_d4rl
 
-    path = _write_d4rl(tmp_path / "bad.hdf5", good)
+    path = write_d4rl(tmp_path / "bad.hdf5", good)
     with h5py.File(path, "a") as fh:
         fh.attrs[field] = text
     with pytest.raises(DataError, match=rf"bad\.hdf5: field 'attribute {field}': {pattern}"):
@@ -78,23 +77,22 @@ ID_FAULTS = ["nan", "fraction", "interleaved", "text"]
 def test_npz_bad_episode_ids_name_file_and_first_row(good, tmp_path, kind):  # noqa: F811
     ids, pattern = _ids_case(good, kind)
     with pytest.raises(DataError, match=rf"bad\.npz: {pattern}"):
-        load(_write_raw(tmp_path / "bad.npz", good, episode_ids=ids))
+        load(write_raw_npz(tmp_path / "bad.npz", good, episode_ids=ids))
 
 
 @pytest.mark.parametrize("kind", ID_FAULTS[:-1])  # HDF5 text columns are refused on reading, as any field's
 def test_hdf5_bad_episode_ids_are_caught_before_rows_are_paired(good, tmp_path, kind):  # noqa: F811
     # Without next_observations the reader renumbers episodes from the ids: they must be checked first.
     pytest.importorskip("h5py")
-    from tests.test_readers import _spaces, _write_d4rl
 
     ids, pattern = _ids_case(good, kind)
-    path = _write_d4rl(tmp_path / "bad.hdf5", good, drop=("next_observations",), episode_ids=ids)
+    path = write_d4rl(tmp_path / "bad.hdf5", good, drop=("next_observations",), episode_ids=ids)
     with pytest.raises(DataError, match=rf"bad\.hdf5: {pattern}"):
-        load(path, *_spaces("CartPole-v1"))
+        load(path, *env_spaces("CartPole-v1"))
 
 
 def test_whole_float_episode_ids_are_accepted(good, tmp_path):  # noqa: F811
-    back = load(_write_raw(tmp_path / "ok.npz", good, episode_ids=good.episode_index().astype(np.float32)))
+    back = load(write_raw_npz(tmp_path / "ok.npz", good, episode_ids=good.episode_index().astype(np.float32)))
     assert back.episode_ids.dtype == np.int64
     np.testing.assert_array_equal(back.episode_index(), good.episode_index())
 

@@ -18,6 +18,7 @@ import pytest
 
 from learned_envs.data import DataError, DataWarning, load, save
 from learned_envs.data.collecting import collect
+from tests.helpers import TINY_FIT, env_spaces, write_d4rl
 
 h5py = pytest.importorskip("h5py")
 
@@ -280,7 +281,6 @@ def test_wrapped_sb3_buffer_marks_partial_episodes_for_every_format(tmp_path):
 def test_fit_leaves_partial_episodes_out_of_the_start_states(tmp_path):
     from learned_envs.checkpoint import load_checkpoint
     from learned_envs.fitting import FitConfig, fit
-    from tests.test_data import TINY_FIT
 
     data = load(_wrapped_buffer(tmp_path))
     ckpt = load_checkpoint(fit(data, tmp_path / "m.safetensors", config=FitConfig(**TINY_FIT), progress=False))
@@ -295,23 +295,11 @@ def test_fit_leaves_partial_episodes_out_of_the_start_states(tmp_path):
 # --------------------------------------------------------------------------- D4RL-style HDF5
 
 
-def _write_d4rl(path, data, drop=(), **changes):
-    """A D4RL-style file with some columns replaced or dropped, bypassing validation."""
-    columns = {"observations": data.observations, "actions": data.actions, "rewards": data.rewards,
-               "terminals": data.terminations, "timeouts": data.truncations, "next_observations": data.next_observations}
-    columns.update(changes)
-    with h5py.File(path, "w") as fh:
-        for name, value in columns.items():
-            if name not in drop:
-                fh.create_dataset(name, data=value)
-    return path
-
-
 def test_d4rl_without_next_observations_never_pairs_across_episodes(logged, tmp_path):
     data = logged["CartPole-v1"]
-    path = _write_d4rl(tmp_path / "plain.hdf5", data, drop=("next_observations",))
+    path = write_d4rl(tmp_path / "plain.hdf5", data, drop=("next_observations",))
     with pytest.warns(DataWarning, match=r"dropped \d+ rows"):
-        back = load(path, *_spaces("CartPole-v1"))
+        back = load(path, *env_spaces("CartPole-v1"))
     keep = ~data.episode_ends  # each episode's last row has no next observation in the file
     assert back.metadata["dropped_rows"]["count"] == data.num_episodes == len(data) - len(back)
     np.testing.assert_array_equal(back.next_observations, data.next_observations[keep])
@@ -320,11 +308,6 @@ def test_d4rl_without_next_observations_never_pairs_across_episodes(logged, tmp_
     lengths = np.diff(np.concatenate([[0], np.flatnonzero(data.episode_ends) + 1]))
     assert back.num_episodes == (lengths > 1).sum()  # a one-row episode has nothing left
     assert "spaces_inferred" not in back.metadata
-
-
-def _spaces(env_id):
-    env = gym.make(env_id)
-    return env.observation_space, env.action_space
 
 
 @pytest.mark.parametrize(
@@ -355,7 +338,7 @@ def test_d4rl_bad_files_are_named(logged, tmp_path, change, pattern):
         kwargs[name] = value
     assert not data.episode_ends[10], "the continuity case needs row 10 inside an episode"
     with pytest.raises(DataError, match=pattern):
-        load(_write_d4rl(tmp_path / "bad.hdf5", data, **kwargs))
+        load(write_d4rl(tmp_path / "bad.hdf5", data, **kwargs))
 
 
 def test_hdf5_that_is_not_hdf5_or_not_d4rl(logged, tmp_path):
@@ -372,7 +355,7 @@ def test_hdf5_that_is_not_hdf5_or_not_d4rl(logged, tmp_path):
 
 
 def test_d4rl_without_spaces_infers_them_and_says_so(logged, tmp_path):
-    back = load(_write_d4rl(tmp_path / "nospace.hdf5", logged["CartPole-v1"]))
+    back = load(write_d4rl(tmp_path / "nospace.hdf5", logged["CartPole-v1"]))
     assert back.action_space == gym.spaces.Discrete(2)
     assert back.metadata["spaces_inferred"] == ["observation_space", "action_space"]
 

@@ -15,7 +15,7 @@ import pytest
 
 import learned_envs
 from learned_envs.registry import _DREAMS, ENTRY_POINT
-from tests.test_checkpoint import _rewrite_metadata
+from tests.helpers import rewrite_metadata
 
 REAL_CARTPOLE = "gymnasium.envs.classic_control.cartpole:CartPoleEnv"
 
@@ -32,9 +32,9 @@ def test_bad_user_checkpoints_do_not_break_the_import(small_checkpoint, tmp_path
         "unknown_family": lambda m: m["model"].update(family="transformer"),
     }
     for name, edit in bad.items():
-        _rewrite_metadata(small_checkpoint, dreams / f"{name}.safetensors", edit, digest="restamp")
+        rewrite_metadata(small_checkpoint, dreams / f"{name}.safetensors", edit, digest="restamp")
     # A well-formed dream that claims a real env's id.
-    _rewrite_metadata(small_checkpoint, dreams / "shadow.safetensors", lambda m: m["dream"].update(id="CartPole-v1"), digest="restamp")
+    rewrite_metadata(small_checkpoint, dreams / "shadow.safetensors", lambda m: m["dream"].update(id="CartPole-v1"), digest="restamp")
     (dreams / "junk.safetensors").write_bytes(b"not a safetensors file")
     env = {**os.environ, "LEARNED_ENVS_HOME": str(tmp_path)}
 
