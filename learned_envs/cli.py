@@ -100,19 +100,24 @@ def _single_values(items: list[str] | None, flag: str) -> dict:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from learned_envs.fitting import fit
+    import dataclasses
+
+    from learned_envs.fitting import FitConfig, fit
 
     if args.out is None and args.id is None:
-        raise SystemExit("learned-envs fit: give --out FILE, --id DREAM_ID, or both")
-    from learned_envs.fitting import FitConfig
-
-    sizes = {k: v for k, v in (("ensemble_size", args.ensemble_size), ("num_elites", args.elites), ("hidden_size", args.hidden_size),
-                                ("num_layers", args.layers), ("device", args.device)) if v is not None}
-    if args.max_epochs is not None:
-        sizes.update(max_epochs=args.max_epochs, min_updates=0)  # an explicit cap is the cap
+        raise ValueError("give --out FILE, --id DREAM_ID, or both")
+    config = FitConfig()
+    sizes = {k: v for k, v in (("ensemble_size", args.ensemble_size), ("hidden_size", args.hidden_size),
+                                ("num_layers", args.layers)) if v is not None}
+    options = {k: v for k, v in (("num_elites", args.elites), ("device", args.device), ("threads", args.threads),
+                                  ("max_updates", args.max_updates), ("max_seconds", args.max_seconds),
+                                  ("batch_size", args.batch_size)) if v is not None}
+    if args.max_updates is not None:
+        options.update(min_updates=min(config.min_updates, args.max_updates))  # an explicit cap is the cap
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, **sizes), **options)
     defaults = _single_values(args.dream_default, "--dream-default")
-    path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed,
-               max_episode_steps=args.max_episode_steps, config=FitConfig(**sizes), dream_defaults=defaults)
+    path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed, init=args.init,
+               max_episode_steps=args.max_episode_steps, config=config, dream_defaults=defaults)
     from learned_envs.checkpoint import read_metadata
 
     meta = read_metadata(path)
@@ -259,13 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
                    help="store a knob default in the dream (e.g. out_of_bounds=clip, halt_reward=-100); repeatable")
-    size = p.add_argument_group("model size (defaults suit thousands of transitions)")
+    p.add_argument("--init", metavar="DREAM", help="warm start: a checkpoint file or registered dream id whose weights and "
+                   "normalisers the fit starts from (a refit after new data; seconds, not minutes)")
+    size = p.add_argument_group("model size (defaults: PETS/MBPO's 7 x 4 x 200 ensemble)")
     size.add_argument("--ensemble-size", type=int, help="members trained (default 7)")
     size.add_argument("--elites", type=int, help="members kept, by holdout error (default 5)")
     size.add_argument("--hidden-size", type=int, help="units per hidden layer (default 200)")
     size.add_argument("--layers", type=int, help="hidden layers (default 4)")
-    size.add_argument("--max-epochs", type=int, help="cap on training epochs (default: early stopping decides)")
-    size.add_argument("--device", help="torch device to fit on (default cpu)")
+    budget = p.add_argument_group("budget (defaults scale with the data; early stopping usually ends the fit first)")
+    budget.add_argument("--max-updates", type=int, help="cap on gradient updates of the dynamics")
+    budget.add_argument("--max-seconds", type=float, help="cap on the fit's wall time; the best weights so far are kept")
+    budget.add_argument("--batch-size", type=int, help="rows per member per update (default: scaled to the data, at most 256)")
+    budget.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a machine of 2 cores or fewer, else half the cores)")
+    budget.add_argument("--device", help="torch device to fit on: cpu (default), cuda, cuda:1, ...")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("list", help="show every registered dream")

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from learned_envs.models import EnsembleConfig
+
 torch.set_num_threads(1)
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 # A fit small enough for CI (seconds), big enough to be a real ensemble with elites.
-SMALL_FIT = dict(hidden_size=64, num_layers=2, ensemble_size=3, num_elites=2, max_epochs=20, min_updates=150, patience=5)
+SMALL_FIT = dict(model=EnsembleConfig(hidden_size=64, num_layers=2, ensemble_size=3), num_elites=2, max_updates=400,
+                 min_updates=150, eval_every=25, patience=100, termination_max_updates=400)
 
 
 @pytest.fixture(autouse=True)

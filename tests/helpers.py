@@ -14,9 +14,11 @@ import pytest
 from learned_envs.checkpoint import _metadata_digest
 from learned_envs.data.collecting import collect
 from learned_envs.data.spaces import space_to_json
+from learned_envs.models import EnsembleConfig
 
 # A fit that only has to run, not to be good: a second or so.
-TINY_FIT = dict(hidden_size=16, num_layers=1, ensemble_size=2, num_elites=1, max_epochs=3, min_updates=0, patience=1)
+TINY_FIT = dict(model=EnsembleConfig(hidden_size=16, num_layers=1, ensemble_size=2), num_elites=1, max_updates=30,
+                min_updates=0, eval_every=10, patience=10, termination_max_updates=30)
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_temperature_zero_mean_is_deterministic_across_seeds(ckpt):
 def test_propagation_mean_is_the_ensemble_average(ckpt):
     core, batch = _step(ckpt, propagation="mean", temperature=0.0)
     expected = ckpt.model.predict(torch.zeros(N, 4), torch.arange(N) % 2, temperature=0.0, members="mean")
-    np.testing.assert_allclose(batch.observations, expected["next_state"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(batch.observations, expected.next_state.numpy(), atol=1e-6)
 
 
 def test_propagation_fixed_keeps_one_member_per_episode(ckpt):
@@ -68,7 +68,7 @@ def test_propagation_fixed_keeps_one_member_per_episode(ckpt):
     state = core.state.clone()
     batch = core.step(np.zeros(N, np.int64))
     expected = ckpt.model.predict(state, torch.zeros(N, dtype=torch.long), temperature=0.0, members=members)
-    np.testing.assert_allclose(batch.observations, expected["next_state"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(batch.observations, expected.next_state.numpy(), atol=1e-6)
     assert torch.equal(core.members, members)  # unchanged within the episode
     core.reset_rows()
     assert not torch.equal(core.members, members)  # redrawn at reset
@@ -92,7 +92,7 @@ def test_uncertainty_penalty_only_changes_reward(ckpt):
     np.testing.assert_array_equal(plain.terminated, penal.terminated)
     assert (penal.info["penalty"] > 0).all() and (plain.info["penalty"] == 0).all()
     np.testing.assert_allclose(plain.rewards - penal.rewards, penal.info["penalty"], rtol=1e-5)
-    std = ckpt.model.predict(torch.zeros(N, 4), torch.arange(N) % 2, temperature=0.0)["model_std"].max(0).values
+    std = ckpt.model.predict(torch.zeros(N, 4), torch.arange(N) % 2, temperature=0.0, uncertainty=True).model_std
     np.testing.assert_allclose(penal.info["penalty"], 2.0 * std.numpy(), rtol=1e-5)
 
 

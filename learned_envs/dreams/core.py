@@ -78,9 +78,9 @@ class DreamCore:
         self.model = checkpoint.model.to(self.device)
         self.observation_space: gym.spaces.Box = checkpoint.observation_space
         self.action_space: gym.Space = checkpoint.action_space
+        self.num_envs = num_envs
         self.settings = DreamSettings.resolve(checkpoint.metadata.get("dream", {}), settings)
         self.max_episode_steps = max_episode_steps
-        self.num_envs = num_envs
         self.obs_shape = self.observation_space.shape
         self.obs_dtype = self.observation_space.dtype
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
@@ -96,8 +96,9 @@ class DreamCore:
         self.host_rng = np.random.default_rng(0)  # replaced by seed(); until then as fixed as torch's default
         # [S, D] logged episode starts, kept on the host: resets are decided there, without a device round trip.
         self.start_states: np.ndarray = checkpoint.start_states.detach().cpu().numpy()
-        self.state = torch.zeros(num_envs, self.obs_low.shape[0], device=self.device)
-        self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        # [N, S] model states (the observation itself for state-space families); set by reset_rows.
+        self.state = self.model.encode(torch.zeros(num_envs, self.obs_low.shape[0], device=self.device))
+        self.elapsed = np.zeros(num_envs, dtype=np.int64)  # steps since reset, on the host (truncation is decided there)
         self.members = torch.zeros(num_envs, dtype=torch.long, device=self.device)
 
     @property
@@ -117,6 +118,8 @@ class DreamCore:
         value.validate()
         # Derived once here, not on every step.
         self._halt_threshold = self._resolve_halt_threshold(value)
+        wanted = value.uncertainty_info if value.uncertainty_info is not None else self.num_envs == 1
+        self._uncertainty = bool(wanted or value.uncertainty_penalty > 0 or self._halt_threshold is not None)
         self.obs_low, self.obs_high = (b.to(self.device) for b in self.checkpoint.bounds(value.bounds_margin))
         self._settings = value
 
@@ -159,17 +162,17 @@ class DreamCore:
         else:
             starts = self.start_states[self.host_rng.integers(self.start_states.shape[0], size=count)]
         rows_t = torch.as_tensor(index, device=self.device)
-        self.state[rows_t] = torch.as_tensor(starts.reshape(count, -1), dtype=self.state.dtype, device=self.device)
-        self.elapsed[rows_t] = 0
+        self.state[rows_t] = self.model.encode(torch.as_tensor(starts.reshape(count, -1), dtype=self.state.dtype, device=self.device))
+        self.elapsed[index] = 0
         if self.settings.propagation == "fixed":
-            members = self.host_rng.integers(self.model.ensemble_size, size=count)
+            members = self.host_rng.integers(self.model.num_members, size=count)
             self.members[rows_t] = torch.as_tensor(members, device=self.device)
         return starts.astype(self.obs_dtype, copy=True).reshape(count, *self.obs_shape)
 
     def _checked_initial_observations(self, initial: np.ndarray, count: int) -> np.ndarray:
         """``initial`` as ``[count, D]``, each row inside the observation space (every face's check)."""
         space = self.observation_space
-        obs = np.asarray(initial, dtype=np.float64).reshape(-1, self.state.shape[1])
+        obs = np.asarray(initial, dtype=np.float64).reshape(-1, self.obs_low.shape[0])
         if obs.shape[0] == 1:
             obs = np.repeat(obs, count, axis=0)
         elif obs.shape[0] != count:
@@ -184,7 +187,7 @@ class DreamCore:
     def observations(self) -> np.ndarray:
         """Current observations ``[N, *obs_shape]`` as numpy in the space's dtype."""
         # A copy: on CPU .numpy() shares memory with the state that the next step overwrites.
-        return np.array(self.state.cpu().numpy(), dtype=self.obs_dtype, copy=True).reshape(-1, *self.obs_shape)
+        return np.array(self.model.decode(self.state).cpu().numpy(), dtype=self.obs_dtype, copy=True).reshape(-1, *self.obs_shape)
 
     # -- stepping --------------------------------------------------------------------------
     def _action_tensor(self, actions: Any) -> torch.Tensor:
@@ -224,48 +227,47 @@ class DreamCore:
             members = "mean"  # temperature 0 samples nothing per step, the member draw included
         penalised = s.uncertainty_penalty > 0
         out = self.model.predict(self.state, self._action_tensor(actions), generator=self.generator,
-                                 temperature=s.temperature, members=members, with_std=penalised)
-        raw = out["next_state"]
+                                 temperature=s.temperature, members=members, uncertainty=self._uncertainty)
+        raw = self.model.decode(out.next_state)
         nxt = torch.clamp(raw, self.obs_low, self.obs_high)
-        clipped = (nxt != raw).sum(-1)
-        self.state = nxt
+        self.state = self.model.encode(nxt)
         self.elapsed += 1
 
-        reward = out["reward"]
-        penalty = s.uncertainty_penalty * out["model_std"].max(0).values if penalised else torch.zeros_like(reward)
-        left_bounds = clipped > 0 if s.out_of_bounds == "halt" else torch.zeros_like(clipped, dtype=torch.bool)
-        if self._halt_threshold is not None:
-            halted = out["disagreement"] > self._halt_threshold
-        else:
-            halted = torch.zeros_like(left_bounds)
-        if s.halt_reward is not None:
-            # MOReL's halt: its reward replaces the model's, penalty and all.
-            penalty = torch.where(halted, torch.zeros_like(penalty), penalty)
-            reward = torch.where(halted, torch.full_like(reward, float(s.halt_reward)), reward - penalty)
-        else:
+        # One device->host crossing per step: everything the knobs need, packed in one tensor;
+        # the knobs themselves are a few [N] operations on the host.
+        columns = [nxt, out.reward[:, None], out.termination_prob[:, None], (nxt != raw).sum(-1, keepdim=True)]
+        if out.disagreement is not None:
+            columns += [out.disagreement[:, None], out.model_std[:, None]]
+        packed = torch.cat(columns, dim=1).cpu().numpy()
+        d = nxt.shape[1]
+        reward = packed[:, d].astype(np.float64)
+        clipped = packed[:, d + 2].astype(np.int64)
+        disagreement = packed[:, d + 3] if out.disagreement is not None else np.full(self.num_envs, np.nan, np.float32)
+        penalty = (s.uncertainty_penalty * packed[:, d + 4]).astype(np.float32) if penalised else np.zeros(self.num_envs, np.float32)
+        left_bounds = clipped > 0 if s.out_of_bounds == "halt" else np.zeros(self.num_envs, np.bool_)
+        halted = disagreement > self._halt_threshold if self._halt_threshold is not None else np.zeros(self.num_envs, np.bool_)
+        if penalised:
             reward = reward - penalty
-        terminated = (out["termination_prob"] > 0.5) | halted | left_bounds
+        if s.halt_reward is not None and halted.any():
+            # MOReL's halt: its reward replaces the model's, penalty and all.
+            penalty = np.where(halted, np.float32(0), penalty)
+            reward = np.where(halted, float(s.halt_reward), reward)
+        terminated = (packed[:, d + 1] > 0.5) | halted | left_bounds
         if self.max_episode_steps is not None:
             # As Gymnasium's TimeLimit: a terminating last step is truncated too (both flags set).
             truncated = self.elapsed >= self.max_episode_steps
         else:
-            truncated = torch.zeros_like(terminated)
-
-        # One device->host crossing per step: pack everything into a single float tensor.
-        flags = torch.stack([terminated, truncated, halted, left_bounds], dim=1).float()
-        values = torch.stack([reward, out["disagreement"], penalty, clipped.float()], dim=1)
-        packed = torch.cat([nxt, values, flags], dim=1).cpu().numpy()
-        d = nxt.shape[1]
+            truncated = np.zeros(self.num_envs, np.bool_)
         return StepBatch(
             observations=np.ascontiguousarray(packed[:, :d], dtype=self.obs_dtype).reshape(-1, *self.obs_shape),
-            rewards=packed[:, d].astype(np.float64),
-            terminated=packed[:, d + 4] > 0.5,
-            truncated=packed[:, d + 5] > 0.5,
+            rewards=reward,
+            terminated=terminated,
+            truncated=truncated,
             info={
-                "disagreement": packed[:, d + 1].copy(),
-                "penalty": packed[:, d + 2].copy(),
-                "clipped_dims": packed[:, d + 3].astype(np.int64),
-                "halted": packed[:, d + 6] > 0.5,
-                "left_bounds": packed[:, d + 7] > 0.5,
+                "disagreement": disagreement.copy() if out.disagreement is not None else disagreement,
+                "penalty": penalty,
+                "clipped_dims": clipped,
+                "halted": halted,
+                "left_bounds": left_bounds,
             },
         )

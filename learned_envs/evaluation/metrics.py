@@ -29,8 +29,12 @@ def data_std(data: Transitions) -> np.ndarray:
     return np.maximum(obs.std(axis=0), 1e-6)
 
 
-def _predict_mean(model, state: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
-    return model.predict(state, action, temperature=0.0, members="mean")
+def _predict_mean(model, state: torch.Tensor, action: torch.Tensor):
+    """The ensemble-mean :class:`~learned_envs.models.base.Prediction` from observations ``state``,
+    with ``next_state`` decoded back to observations."""
+    out = model.predict(model.encode(state), action, temperature=0.0, members="mean", uncertainty=True)
+    out.next_state = model.decode(out.next_state)
+    return out
 
 
 def _as_tensors(data: Transitions, rows: np.ndarray | slice, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,9 +92,9 @@ def one_step_metrics(model, data: Transitions, std: np.ndarray) -> dict[str, Any
         nxt = torch.as_tensor(data.next_observations[lo : lo + CHUNK].reshape(len(obs), -1), dtype=torch.float32, device=device)
         with torch.no_grad():
             term_prob.append(torch.sigmoid(model.termination_logit(nxt)).cpu().numpy())
-        preds.append(out["next_state"].cpu().numpy())
-        rewards.append(out["reward"].cpu().numpy())
-        disagreement.append(out["disagreement"].cpu().numpy())
+        preds.append(out.next_state.cpu().numpy())
+        rewards.append(out.reward.cpu().numpy())
+        disagreement.append(out.disagreement.cpu().numpy())
     pred = np.concatenate(preds).astype(np.float64)
     real = data.next_observations.reshape(n, -1).astype(np.float64)
     err = (pred - real) / std
@@ -205,7 +209,7 @@ def open_loop_curve(
                 bar.update(horizon - k)
                 break
             act = torch.as_tensor(data.actions[rows + k - 1], device=device)
-            state = _predict_mean(model, state, act)["next_state"]
+            state = _predict_mean(model, state, act).next_state
             if clip:
                 state = torch.maximum(torch.minimum(state, high), low)
             err = (state.cpu().numpy().astype(np.float64) - flat_next[rows + k - 1]) / std
@@ -233,7 +237,7 @@ def replay_episode(model, data: Transitions, first: int, length: int) -> tuple[n
     dream = [state.cpu().numpy()[0]]
     for t in range(first, first + length):
         act = torch.as_tensor(data.actions[t : t + 1], device=device)
-        state = _predict_mean(model, state, act)["next_state"]
+        state = _predict_mean(model, state, act).next_state
         dream.append(state.cpu().numpy()[0])
     return real, np.stack(dream)
 

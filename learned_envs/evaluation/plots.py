@@ -160,32 +160,21 @@ class _quiet:
 
 
 def plot_learning_curves(path: Path, history: dict[str, list[float]]) -> Path | None:
-    """The fit's curves per epoch: dynamics (train NLL, holdout MSE) and termination (BCE)."""
-    panels = [
-        ("dynamics", [("train_nll", "train NLL (left)")], [("holdout_mse", "holdout MSE, normalised targets (right, log)")]),
-        ("termination classifier", [("termination_train_bce", "train BCE"), ("termination_holdout_bce", "holdout BCE")], []),
-    ]
-    panels = [p for p in panels if any(history.get(key) for key, _ in p[1] + p[2])]
-    if not panels:
+    """The fit's curves against gradient updates, one panel per stage the trainer ran (for the
+    ensemble: dynamics, termination): train loss (left) and holdout score (right, log)."""
+    stages = [key[: -len("_update")] for key in history if key.endswith("_update") and history[key]]
+    if not stages:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, left, right) in zip(axes[0], panels):
-        lines = []
-        for i, (key, label) in enumerate(left):
-            values = history.get(key) or []
-            lines += ax.plot(np.arange(1, len(values) + 1), values, color=f"C{i}", label=label)
-        if right:
-            ax2 = ax.twinx()
-            for i, (key, label) in enumerate(right, start=len(left)):
-                values = history.get(key) or []
-                lines += ax2.plot(np.arange(1, len(values) + 1), values, color=f"C{i}", label=label)
-            ax2.set_yscale("log")
-            ax2.set_ylabel(right[0][1].split(" (")[0], fontsize=9)
-        if left:
-            ax.set_ylabel(left[0][1].split(" (")[0] if len(left) == 1 else "binary cross-entropy", fontsize=9)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.2 * len(stages), 3.6), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        updates = history[f"{stage}_update"]
+        lines = ax.plot(updates, history[f"{stage}_train_loss"], color="C0", label="train loss (left)")
+        ax2 = ax.twinx()
+        lines += ax2.plot(updates, history[f"{stage}_holdout"], color="C1", label="holdout score (right, log)")
+        ax2.set_yscale("symlog" if min(history[f"{stage}_holdout"]) <= 0 else "log")
+        ax.set_title(stage, fontsize=10)
+        ax.set_xlabel("gradient update")
         ax.grid(True, alpha=0.25)
         ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8)
     fig.suptitle("Learning curves of the fit (from the checkpoint's metadata)", fontsize=11)

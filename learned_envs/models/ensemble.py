@@ -1,4 +1,4 @@
-"""Probabilistic MLP ensemble world model (the PETS / MBPO family).
+"""Probabilistic MLP ensemble world model (the PETS / MBPO family), the first :class:`WorldModel`.
 
 E members share one set of batched weights ``[E, in, out]``, so a forward call over all members
 and any batch size B is a handful of ``baddbmm`` calls. Each member outputs a Gaussian over the
@@ -6,36 +6,46 @@ normalised target ``[Δobs, reward]``; a separate classifier reads the *next* ob
 gives the probability that the episode terminates there (Gymnasium envs decide termination from
 the state they reach).
 
+Stepping sends each row through one member (a random member per row, as mbrl-lib's
+``random_model`` propagation: rows are scattered over E equal slices, one per member), so a step
+costs one member's forward per row; asking for uncertainty (disagreement, MOPO's std) runs every
+member on every row.
+
 Tensor shapes: B = batch, E = members, D = flat observation size, A = action features
 (one-hot width for Discrete, flat size for Box), T = D + 1 targets.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learned_envs.models.base import Batch, ModelConfig, Prediction, WorldModel, register_family
 from learned_envs.models.normalizer import Normalizer
+
+DYNAMICS, TERMINATION = "dynamics", "termination"
 
 
 @dataclass
-class EnsembleConfig:
-    """Everything needed to rebuild the network; stored in the checkpoint's metadata."""
+class EnsembleConfig(ModelConfig):
+    """Everything needed to rebuild the network; stored in the checkpoint's metadata.
 
-    obs_dim: int
-    action_dim: int
-    discrete_actions: bool
+    ``obs_dim``, ``action_dim`` and ``discrete_actions`` default to 0/False: ``fit`` fills
+    them from the data, so a config can name only the sizes.
+    """
+
+    obs_dim: int = 0
+    action_dim: int = 0
+    discrete_actions: bool = False
     ensemble_size: int = 7
     hidden_size: int = 200
     num_layers: int = 4
     termination_hidden_size: int = 64
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class EnsembleLinear(nn.Module):
@@ -52,11 +62,32 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
-class EnsembleWorldModel(nn.Module):
-    """The WorldModel of DESIGN.md for state-space observations.
+def bound_logvar(logvar: torch.Tensor, max_logvar: torch.Tensor, min_logvar: torch.Tensor) -> torch.Tensor:
+    """Soft bounds (PETS): smooth everywhere, so the NLL cannot push the variance to 0 or infinity."""
+    logvar = max_logvar - F.softplus(max_logvar - logvar)
+    return min_logvar + F.softplus(logvar - min_logvar)
 
-    ``encode``/``decode`` are the identity here; ``predict`` steps a batch of states.
+
+@register_family
+class EnsembleWorldModel(WorldModel):
+    """State-space ensemble: ``encode``/``decode`` are the identity; ``predict`` steps a batch of states.
+
+    Fitting stages: ``"dynamics"`` (E members, Gaussian NLL on their own bootstraps, soft-bounded
+    log-variance) then ``"termination"`` (one classifier, class-weighted BCE on next observations).
     """
+
+    family: ClassVar[str] = "ensemble"
+    Config: ClassVar[type[ModelConfig]] = EnsembleConfig
+    # An untrusted checkpoint's sizes stay below these (a 1024x16 ensemble of 64 members is
+    # already far past anything fit builds), so building the model can never exhaust memory.
+    size_limits: ClassVar[dict[str, int]] = {
+        "obs_dim": 100_000, "action_dim": 100_000, "ensemble_size": 64, "hidden_size": 4096,
+        "num_layers": 16, "termination_hidden_size": 4096,
+    }
+    stages: ClassVar[tuple[str, ...]] = (DYNAMICS, TERMINATION)
+
+    # Weight of PETS's penalty on the log-variance bounds, which keeps them from drifting apart.
+    LOGVAR_BOUND_WEIGHT: ClassVar[float] = 0.01
 
     def __init__(self, config: EnsembleConfig):
         super().__init__()
@@ -77,12 +108,35 @@ class EnsembleWorldModel(nn.Module):
             nn.SiLU(),
             nn.Linear(c.termination_hidden_size, 1),
         )
+        self._positive_weight = 1.0  # termination BCE weight of terminal rows, set by prepare()
+        self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
+
+    @classmethod
+    def tensor_shapes(cls, config: ModelConfig) -> dict[str, tuple[int, ...]]:
+        c = config
+        assert isinstance(c, EnsembleConfig)
+        E, H, in_dim, out_dim = c.ensemble_size, c.hidden_size, c.obs_dim + c.action_dim, c.obs_dim + 1
+        shapes: dict[str, tuple[int, ...]] = {
+            "input_norm.mean": (in_dim,), "input_norm.std": (in_dim,),
+            "target_norm.mean": (out_dim,), "target_norm.std": (out_dim,),
+        }
+        sizes = [in_dim] + [H] * c.num_layers
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            shapes[f"hidden.{i}.weight"], shapes[f"hidden.{i}.bias"] = (E, a, b), (E, 1, b)
+        shapes["head.weight"], shapes["head.bias"] = (E, H, 2 * out_dim), (E, 1, 2 * out_dim)
+        shapes["max_logvar"] = shapes["min_logvar"] = (E, 1, out_dim)
+        th = c.termination_hidden_size
+        for i, (a, b) in zip((0, 2, 4), ((c.obs_dim, th), (th, th), (th, 1))):
+            shapes[f"termination.{i}.weight"], shapes[f"termination.{i}.bias"] = (b, a), (b,)
+        return shapes
 
     @property
-    def ensemble_size(self) -> int:
+    def num_members(self) -> int:
         return self.head.weight.shape[0]
 
-    # -- WorldModel protocol -------------------------------------------------------------
+    ensemble_size = num_members
+
+    # -- serving -------------------------------------------------------------------------
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """``[B, D] -> [B, D]``: state-space models use the observation as the state."""
         return obs
@@ -91,42 +145,30 @@ class EnsembleWorldModel(nn.Module):
         return state
 
     def action_features(self, action: torch.Tensor) -> torch.Tensor:
-        """``[B]`` indices (Discrete) or ``[B, A]`` floats (Box) -> ``[B, A]`` floats."""
+        """``[*B]`` indices (Discrete) or ``[*B, A]`` floats (Box) -> ``[*B, A]`` floats."""
         if self.config.discrete_actions:
-            return F.one_hot(action.long().reshape(-1), self.config.action_dim).to(self.head.weight.dtype)
-        return action.reshape(action.shape[0], -1).to(self.head.weight.dtype)
+            return F.one_hot(action.long(), self.config.action_dim).to(self.head.weight.dtype)
+        return action.to(self.head.weight.dtype)
 
-    def distribution(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every member's Gaussian over normalised targets: mean and log-variance, each ``[E, B, T]``."""
-        mean, raw_logvar = self._raw_members(state, action)
-        return mean, self._bound_logvar(raw_logvar, self.max_logvar, self.min_logvar)
+    def _inputs(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Normalised network inputs ``[*B, D + A]``."""
+        return self.input_norm.normalize(torch.cat([state, self.action_features(action)], dim=-1))
 
-    def _raw_members(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means and unbounded log-variances ``[E, B, T]`` of every member for ``[B]`` rows."""
-        x = self.input_norm.normalize(torch.cat([state, self.action_features(action)], dim=-1))
-        return self._members(x.unsqueeze(0).expand(self.ensemble_size, -1, -1))
-
-    def _members(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[E, B, in]`` normalised inputs -> means and unbounded log-variances ``[E, B, T]``."""
+    def _members(self, h: torch.Tensor, member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[E, B, in]`` normalised inputs -> means and soft-bounded log-variances ``[E, B, T]``;
+        with ``member``, ``[B, in] -> [B, T]`` through that member alone (its weights are views,
+        so a single dream's step is a chain of plain matrix products)."""
+        pick = (lambda t: t) if member is None else (lambda t: t[member])
+        matmul = torch.baddbmm if member is None else torch.addmm
         for layer in self.hidden:
-            h = F.silu(layer(h))
-        mean, raw_logvar = self.head(h).chunk(2, dim=-1)
-        return mean, raw_logvar
-
-    @staticmethod
-    def _bound_logvar(logvar: torch.Tensor, max_logvar: torch.Tensor, min_logvar: torch.Tensor) -> torch.Tensor:
-        # Soft bounds (PETS): smooth everywhere, so the NLL cannot push the variance to 0 or infinity.
-        logvar = max_logvar - F.softplus(max_logvar - logvar)
-        return min_logvar + F.softplus(logvar - min_logvar)
-
-    def _forward_members(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[E, B, in]`` normalised inputs -> mean, soft-bounded log-variance ``[E, B, T]`` (training)."""
-        mean, raw_logvar = self._members(h)
-        return mean, self._bound_logvar(raw_logvar, self.max_logvar, self.min_logvar)
+            h = F.silu(matmul(pick(layer.bias), h, pick(layer.weight)))
+        mean, raw_logvar = matmul(pick(self.head.bias), h, pick(self.head.weight)).chunk(2, dim=-1)
+        return mean, bound_logvar(raw_logvar, pick(self.max_logvar), pick(self.min_logvar))
 
     def termination_logit(self, next_state: torch.Tensor) -> torch.Tensor:
-        """``[B, D] -> [B]`` logit that the episode ends in ``next_state``."""
-        obs_norm = (next_state - self.input_norm.mean[: self.config.obs_dim]) / self.input_norm.std[: self.config.obs_dim]
+        """``[*B, D] -> [*B]`` logit that the episode ends in ``next_state``."""
+        d = self.config.obs_dim
+        obs_norm = (next_state - self.input_norm.mean[:d]) / self.input_norm.std[:d]
         return self.termination(obs_norm).squeeze(-1)
 
     @torch.inference_mode()
@@ -138,56 +180,142 @@ class EnsembleWorldModel(nn.Module):
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
         members: torch.Tensor | str | None = None,
-        with_std: bool = True,
-    ) -> dict[str, torch.Tensor]:
-        """Step a batch of states.
+        uncertainty: bool = False,
+    ) -> Prediction:
+        """Step ``state [B, D]`` with ``action [B]`` / ``[B, A]`` (see :meth:`WorldModel.predict`).
 
-        Args:
-            state: ``[B, D]``. action: ``[B]`` (Discrete) or ``[B, A]`` (Box).
-            generator: source of every random draw (member choice and noise).
-            temperature: scales the sampled noise; 0 gives the chosen member's mean.
-            members: ``[B]`` member index per row; ``None`` draws one per row at random;
-                ``"mean"`` uses the average over members (mean and variance).
-            with_std: also return ``model_std`` (skipped on the dream's hot path when no
-                penalty needs it).
-
-        Returns a dict of ``next_state [B, D]``, ``reward [B]``, ``termination_prob [B]``,
-        ``disagreement [B]`` (norm of the std between members' predicted Δobs, in data std
-        units) and, with ``with_std``, ``model_std [E, B]`` (each member's predicted std norm).
+        ``disagreement [B]`` is the norm of the std between members' predicted Δobs and
+        ``model_std [B]`` the largest member's predicted std norm, both in data std units.
         """
-        mean, raw_logvar = self._raw_members(state, action)
+        x = self._inputs(state, action)
         batch, d = state.shape[0], self.config.obs_dim
-        if isinstance(members, str):
-            if members != "mean":
-                raise ValueError(f"members must be a tensor, None or 'mean', not {members!r}")
-            mu = mean.mean(0)
-            if temperature > 0:
-                var = self._bound_logvar(raw_logvar, self.max_logvar, self.min_logvar).exp().mean(0)
-                mu = mu + temperature * var.sqrt() * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        if members is None and not uncertainty:
+            mean, logvar = self._one_member_per_row(x, generator)
+            disagreement = model_std = None
         else:
-            if members is None:
-                members = torch.randint(self.ensemble_size, (batch,), device=state.device, generator=generator)
-            rows = torch.arange(batch, device=state.device)
-            mu = mean[members, rows]
-            if temperature > 0:  # bound only the chosen members' log-variances: [B, T], not [E, B, T]
-                logvar = self._bound_logvar(raw_logvar[members, rows], self.max_logvar[members, 0], self.min_logvar[members, 0])
-                noise = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
-                mu = mu + temperature * torch.exp(0.5 * logvar) * noise
-        target = self.target_norm.denormalize(mu)
+            all_mean, all_logvar = self._members(x.unsqueeze(0).expand(self.num_members, -1, -1))
+            disagreement = all_mean[:, :, :d].std(0, unbiased=False).norm(dim=-1)
+            model_std = torch.exp(0.5 * all_logvar[:, :, :d]).norm(dim=-1).max(0).values
+            if isinstance(members, str):
+                if members != "mean":
+                    raise ValueError(f"members must be a tensor, None or 'mean', not {members!r}")
+                mean, logvar = all_mean.mean(0), all_logvar.exp().mean(0).log()
+            else:
+                if members is None:
+                    members = torch.randint(self.num_members, (batch,), device=state.device, generator=generator)
+                rows = torch.arange(batch, device=state.device)
+                mean, logvar = all_mean[members, rows], all_logvar[members, rows]
+        if temperature > 0:
+            noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+            mean = mean + temperature * torch.exp(0.5 * logvar) * noise
+        target = self.target_norm.denormalize(mean)
         next_state = state + target[:, :d]
-        out = {
-            "next_state": next_state,
-            "reward": target[:, d],
-            "termination_prob": torch.sigmoid(self.termination_logit(next_state)),
-            "disagreement": mean[:, :, :d].std(0, unbiased=False).norm(dim=-1),
-        }
-        if with_std:
-            logvar = self._bound_logvar(raw_logvar[:, :, :d], self.max_logvar[:, :, :d], self.min_logvar[:, :, :d])
-            out["model_std"] = torch.exp(0.5 * logvar).norm(dim=-1)
-        return out
+        return Prediction(
+            next_state=next_state,
+            reward=target[:, d],
+            termination_prob=torch.sigmoid(self.termination_logit(next_state)),
+            disagreement=disagreement,
+            model_std=model_std,
+        )
+
+    def _one_member_per_row(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance ``[B, T]`` with each of the B rows sent through one random member.
+
+        The rows land in random slots of an ``[E, k]`` grid (k = ceil(B / E)), one slice per
+        member, so every row's member is uniform and the forward costs k rows per member.
+        """
+        batch, E = x.shape[0], self.num_members
+        if batch == 1:
+            return self._members(x, member=int(torch.randint(E, (1,), generator=generator, device=x.device)))
+        k = -(-batch // E)
+        slots = torch.randperm(E * k, device=x.device, generator=generator)[:batch]
+        grid = x.new_zeros(E * k, x.shape[1])
+        grid[slots] = x
+        mean, logvar = self._members(grid.view(E, k, -1))
+        return mean.reshape(E * k, -1)[slots], logvar.reshape(E * k, -1)[slots]
+
+    # -- fitting -------------------------------------------------------------------------
+    def prepare(self, train: Batch, *, keep_normalizers: bool = False) -> None:
+        """Normalisers from the training rows; the terminal rows' BCE weight (negatives / positives)."""
+        if not keep_normalizers:
+            self.input_norm.fit(torch.cat([train.obs, self.action_features(train.action)], dim=-1))
+            self.target_norm.fit(self._targets(train))
+        positives = float(train.terminated.sum())
+        self._positive_weight = (len(train) - positives) / positives if positives else 1.0
+        if not positives:
+            # Data with no terminal row: never terminate (a large negative bias), and nothing to train.
+            with torch.no_grad():
+                for p in self.termination.parameters():
+                    p.zero_()
+                self.termination[-1].bias.fill_(-20.0)
+
+    def fit_stages(self, train: Batch) -> tuple[str, ...]:
+        """The stages worth training on ``train``: termination only if the data has terminal rows."""
+        return self.stages if bool(train.terminated.any()) else (DYNAMICS,)
+
+    def _targets(self, batch: Batch) -> torch.Tensor:
+        """``[*B, T]``: Δobs and reward."""
+        return torch.cat([batch.next_obs - batch.obs, batch.reward.unsqueeze(-1)], dim=-1)
+
+    def stage_parameters(self, stage: str) -> Iterator[nn.Parameter]:
+        if stage == TERMINATION:
+            return self.termination.parameters()
+        return (p for name, p in self.named_parameters() if not name.startswith("termination"))
+
+    def stage_members(self, stage: str) -> int:
+        return self.num_members if stage == DYNAMICS else 1
+
+    def loss(self, batch: Batch, stage: str) -> torch.Tensor:
+        """Dynamics: ``[E]`` Gaussian NLL per member plus the log-variance bound term
+        (``batch`` fields ``[E, b, ...]``). Termination: ``[1]`` weighted BCE (fields ``[1, b, ...]``)."""
+        if stage == TERMINATION:
+            weight = torch.tensor(self._positive_weight, device=batch.obs.device)
+            loss = F.binary_cross_entropy_with_logits(self.termination_logit(batch.next_obs), batch.terminated, pos_weight=weight)
+            return loss.reshape(1)
+        mean, logvar = self._members(self._inputs(batch.obs, batch.action))
+        target = self.target_norm.normalize(self._targets(batch))
+        nll = ((mean - target) ** 2 * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
+        bound = self.LOGVAR_BOUND_WEIGHT * (self.max_logvar.sum(dim=(1, 2)) - self.min_logvar.sum(dim=(1, 2)))
+        return nll + bound
+
+    @torch.no_grad()
+    def score(self, holdout: Batch, stage: str) -> torch.Tensor:
+        """Dynamics: ``[E]`` holdout MSE of each member's mean (normalised targets).
+        Termination: ``[1]`` weighted BCE."""
+        if stage == TERMINATION:
+            return self.loss(holdout, stage)
+        x = self._inputs(holdout.obs, holdout.action)
+        mean, _ = self._members(x.unsqueeze(0).expand(self.num_members, -1, -1))
+        return ((mean - self.target_norm.normalize(self._targets(holdout))) ** 2).mean(dim=(1, 2))
+
+    def _stage_tensors(self, stage: str) -> dict[str, torch.Tensor]:
+        """The stage's parameters by name; dynamics ones all have the member dimension first."""
+        prefix = "termination."
+        return {name: p for name, p in self.named_parameters() if name.startswith(prefix) == (stage == TERMINATION)}
+
+    @torch.no_grad()
+    def snapshot(self, stage: str, members: torch.Tensor) -> None:
+        current = self._stage_tensors(stage)
+        saved = self._snapshots.setdefault(stage, {name: p.detach().clone() for name, p in current.items()})
+        if stage == TERMINATION:
+            if bool(members.any()):
+                for name, p in current.items():
+                    saved[name].copy_(p)
+            return
+        index = members.nonzero().squeeze(-1).to(self.head.weight.device)
+        for name, p in current.items():
+            saved[name][index] = p[index]
+
+    @torch.no_grad()
+    def restore(self, stage: str) -> None:
+        saved = self._snapshots.pop(stage, None)
+        if saved is None:
+            return
+        for name, p in self._stage_tensors(stage).items():
+            p.copy_(saved[name])
 
     def keep_members(self, index: torch.Tensor) -> None:
-        """Drop every member not in ``index`` (e.g. keep the elites) in place."""
+        """Drop every member not in ``index [K]`` (e.g. keep the elites) in place."""
         with torch.no_grad():
             for module in [*self.hidden, self.head]:
                 module.weight = nn.Parameter(module.weight[index].clone())
@@ -195,3 +323,12 @@ class EnsembleWorldModel(nn.Module):
             self.max_logvar = nn.Parameter(self.max_logvar[index].clone())
             self.min_logvar = nn.Parameter(self.min_logvar[index].clone())
         self.config.ensemble_size = int(len(index))
+        self._snapshots.pop(DYNAMICS, None)
+
+
+def default_model_config(rows: int) -> EnsembleConfig:
+    """The ensemble's sizes for ``rows`` logged transitions: PETS/MBPO's 7 x 4 x 200 from
+    tens of thousands of rows, a narrower net below (same depth), which fits as well there
+    and steps faster."""
+    hidden = 200 if rows >= 20_000 else max(64, min(200, 32 * math.ceil(math.sqrt(rows) / 16)))
+    return EnsembleConfig(hidden_size=hidden)

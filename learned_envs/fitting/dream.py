@@ -1,0 +1,217 @@
+"""From logged data to a dream file: ``learned-envs fit``.
+
+:func:`fit` checks the data and options, trains the world model (:mod:`.trainer`), works out
+what the dream needs beside it (start states, support, time limit, the disagreement scale of
+``halt_threshold="auto"``), writes one checkpoint, and loads it back before it replaces any
+existing file: a fit never leaves behind a dream its own loader would refuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from learned_envs.data.transitions import Transitions
+from learned_envs.dream_settings import DreamSettings
+from learned_envs.fitting.config import FitConfig, FitError
+from learned_envs.fitting.split import to_batch
+from learned_envs.fitting.trainer import FitResult, fit_world_model, model_config_for
+from learned_envs.models.base import WorldModel
+
+
+@torch.no_grad()
+def max_disagreement(model: WorldModel, data: Transitions, batch: int = 4096) -> float:
+    """The largest member disagreement over the logged (state, action) pairs: the scale of
+    ``halt_threshold="auto"``."""
+    device = next(model.parameters()).device
+    largest = 0.0
+    for lo in range(0, len(data), batch):
+        rows = to_batch(data.select(np.arange(lo, min(lo + batch, len(data)))), device)
+        out = model.predict(model.encode(rows.obs), rows.action, temperature=0.0, members="mean", uncertainty=True)
+        largest = max(largest, float(out.disagreement.max()))
+    return largest
+
+
+def observed_bounds(data: Transitions) -> tuple[np.ndarray, np.ndarray]:
+    """``[D]`` low/high over every logged observation and next observation (the dream's support
+    before its ``bounds_margin``)."""
+    n = len(data)
+    flat_obs, flat_next = data.observations.reshape(n, -1), data.next_observations.reshape(n, -1)
+    low = np.minimum(flat_obs.min(0), flat_next.min(0))
+    high = np.maximum(flat_obs.max(0), flat_next.max(0))
+    return low.astype(np.float32), high.astype(np.float32)
+
+
+def start_states(data: Transitions, progress: bool) -> np.ndarray:
+    """The dream's start-state pool: the first observation of every episode that starts in the
+    data. Episodes that began before it (``metadata["partial_episodes"]``, e.g. the oldest of a
+    wrapped replay buffer) start mid-way, so they train the dynamics but give no start state."""
+    starts = data.episode_starts(include_partial=False)
+    left_out = data.num_episodes - len(starts)
+    if len(starts) == 0:
+        warnings.warn(f"every one of the {data.num_episodes} episodes began before the data, so the dream starts from "
+                      "their first logged (mid-episode) states; log from a reset to give it real start states", stacklevel=3)
+        return data.episode_starts()
+    if left_out:
+        _say(f"left {left_out} episodes that began before the data out of the start states ({len(starts)} remain)", progress)
+    return starts
+
+
+def fit(
+    data: Transitions | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    dream_id: str | None = None,
+    source_env: str | None = None,
+    seed: int = 0,
+    config: FitConfig | None = None,
+    max_episode_steps: int | None = None,
+    dream_defaults: dict[str, Any] | None = None,
+    init: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fit a dream to logged data and write its checkpoint; the function behind ``learned-envs fit``.
+
+    ``data`` is a :class:`Transitions` or a path any reader accepts. With ``dream_id``, the
+    checkpoint also goes to the user's dream folder, so ``dream_id`` is registered at the next
+    ``import learned_envs``. ``dream_defaults`` sets the dream's stored knob defaults
+    (:class:`DreamSettings`, e.g. ``{"out_of_bounds": "clip"}``). ``init`` (a checkpoint file or
+    a registered dream id) warm-starts from that dream's weights and normalisers, for a refit
+    after new data arrives. Returns the path written.
+
+    Everything that could make a broken dream is refused before any training (:class:`FitError`,
+    ``ValueError``), and the written file is loaded back before it replaces an existing one.
+    """
+    from learned_envs import data as data_io
+    from learned_envs.checkpoint import build_metadata
+    from learned_envs.paths import user_dream_dir
+    from learned_envs.registry import validate_dream_id
+
+    if out is None and dream_id is None:
+        raise ValueError("fit needs an output file (out=...) or a dream id (dream_id=...)")
+    if dream_id is not None:
+        validate_dream_id(dream_id)
+    targets = [Path(out)] if out is not None else []
+    if dream_id is not None:
+        targets.append(user_dream_dir() / f"{dream_id}.safetensors")
+    for target in targets:
+        if target.is_dir():
+            raise FitError(f"--out {target} is a directory; give the checkpoint's file name (e.g. {target / 'dream.safetensors'})")
+    settings = DreamSettings.resolve({}, dream_defaults or {})  # fail on a bad knob before fitting
+    config = dataclasses.replace(config or FitConfig(), seed=seed)
+    config.validate()
+    data_path = None
+    if not isinstance(data, Transitions):
+        data_path = Path(data)
+        spaces = _spaces_of(source_env) if source_env else (None, None)
+        data = data_io.load(data_path, *spaces)
+    source_env = source_env or data.metadata.get("source_env_id")
+    if source_env is not None and not isinstance(source_env, str):
+        raise FitError(f"the data's source_env_id should be a Gymnasium id string, not {source_env!r:.80}; pass --source-env")
+    initial = _warm_start_model(init, data, config) if init is not None else None
+    result = fit_world_model(data, config, progress=progress, init=initial)
+    result.metrics["max_train_disagreement"] = max_disagreement(result.model, data)
+
+    max_episode_steps = _time_limit(source_env, max_episode_steps, progress)
+    low, high = observed_bounds(data)
+    starts = start_states(data, progress).reshape(-1, low.shape[0])
+    metadata = build_metadata(
+        model_config=result.model.config.to_json(),
+        model_family=result.model.family,
+        observation_space=data.observation_space,
+        action_space=data.action_space,
+        source_env_id=source_env,
+        dream={"id": dream_id, "max_episode_steps": max_episode_steps, **dataclasses.asdict(settings)},
+        dataset={
+            # Absolute, so `evaluate` without --data finds the file from any folder.
+            "path": data_io.resolved_source(data_path or data.metadata.get("path")),
+            "sha256": data_io.source_sha256(data_path) if data_path else None,
+            "transitions": len(data),
+            "episodes": data.num_episodes,
+            "behaviour_policy": data.metadata.get("behaviour_policy"),
+            "spaces_inferred": data.metadata.get("spaces_inferred", []),
+        },
+        fit={"history": result.history, "metrics": result.metrics, "holdout_episodes": result.holdout_episodes,
+             "init": str(init) if init is not None else None},
+    )
+    for target in targets:
+        write_checked(target, result, starts, low, high, metadata)
+    return targets[0]
+
+
+def write_checked(target: Path, result: FitResult, starts: np.ndarray, low: np.ndarray, high: np.ndarray,
+                  metadata: dict[str, Any]) -> None:
+    """Write the checkpoint beside ``target``, load it back (the loader's every check), and only
+    then move it over ``target``: a fit never replaces a good file with one that does not load."""
+    from learned_envs.checkpoint import load_checkpoint, save_checkpoint
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".fitting", dir=target.parent)
+    os.close(fd)
+    try:
+        save_checkpoint(tmp, result.model, starts, low, high, metadata)
+        load_checkpoint(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _warm_start_model(init: str | os.PathLike, data: Transitions, config: FitConfig) -> WorldModel:
+    """The model of dream ``init`` (a file or a registered id), checked to fit ``data``'s spaces."""
+    from learned_envs.checkpoint import load_checkpoint
+    from learned_envs.data.spaces import space_to_json
+
+    path = Path(init)
+    if not path.is_file() and str(init) in gym.registry:
+        path = Path(gym.spec(str(init)).kwargs.get("checkpoint", init))
+    checkpoint = load_checkpoint(path, device=config.device)
+    for name in ("observation_space", "action_space"):
+        if space_to_json(getattr(data, name)) != checkpoint.metadata[name]:
+            raise FitError(f"--init {init}: that dream's {name.replace('_', ' ')} {getattr(checkpoint, name)} is not the data's "
+                           f"{getattr(data, name)}")
+    model = checkpoint.model
+    wanted = model_config_for(data, config)
+    if type(wanted) is not type(model.config):
+        raise FitError(f"--init {init}: a {model.family!r} model, but the fit asks for {type(wanted).__name__}")
+    return model
+
+
+def _say(message: str, progress: bool) -> None:
+    """A note from ``fit`` on what it inferred: on stderr beside the progress bars, and only with them."""
+    if progress:
+        tqdm.write(f"fit: {message}", file=sys.stderr)
+
+
+def _time_limit(source_env: str | None, given: int | None, progress: bool, default: int = 1000) -> int:
+    """The dream's time limit: ``given``, else the source env's, else ``default``. Without a
+    registered source env, says so: the limit was defaulted and the dream has no renderer."""
+    registered = bool(source_env) and source_env in gym.registry
+    missing = None if registered else (f"source env {source_env!r} is not registered here" if source_env
+                                       else "no source env (give source_env=, or data that records it)")
+    if missing:
+        _say(f"{missing}: the dream will have no renderer (render() draws with the source env's own)", progress)
+    limit = given if given is not None else gym.spec(source_env).max_episode_steps if registered else None
+    if limit is not None:
+        return int(limit)
+    why = missing or f"{source_env} has no time limit"
+    _say(f"{why}: the dream's time limit defaulted to {default} steps (set max_episode_steps= to change it)", progress)
+    return default
+
+
+def _spaces_of(env_id: str) -> tuple[gym.Space, gym.Space]:
+    env = gym.make(env_id)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()

@@ -1,0 +1,219 @@
+"""The WorldModel protocol, the one early-stopping loop, warm starts, and fits that refuse to write broken dreams."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from learned_envs.checkpoint import load_checkpoint, read_metadata
+from learned_envs.data import load
+from learned_envs.data.transitions import Transitions
+from learned_envs.fitting import FitConfig, FitError, fit, fit_world_model, split_by_episode, to_batch
+from learned_envs.models import EnsembleConfig, EnsembleWorldModel, WorldModel, model_family
+from learned_envs.models.base import Batch, family_of_config
+from tests.conftest import SMALL_FIT
+from tests.helpers import TINY_FIT
+
+
+def _model(members: int = 3) -> EnsembleWorldModel:
+    return EnsembleWorldModel(EnsembleConfig(obs_dim=4, action_dim=2, discrete_actions=True, ensemble_size=members,
+                                             hidden_size=16, num_layers=2))
+
+
+# -- the protocol --------------------------------------------------------------------------------
+def test_ensemble_is_a_registered_world_model_with_exact_tensor_shapes():
+    model = _model()
+    assert isinstance(model, WorldModel)
+    assert model_family("ensemble") is EnsembleWorldModel and family_of_config(model.config) is EnsembleWorldModel
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == EnsembleWorldModel.tensor_shapes(model.config)
+    with pytest.raises(KeyError, match="unknown model family 'os:system'"):
+        model_family("os:system")
+
+
+def test_config_from_json_refuses_sizes_before_anything_is_built():
+    good = _model().config.to_json()
+    assert EnsembleWorldModel.config_from_json(good) == _model().config
+    for key, value, message in (("num_layers", 200_000, "above this family's limit"), ("hidden_size", 0, "positive whole number"),
+                                ("hidden_size", 1.5, "positive whole number"), ("bogus", 1, "unknown key")):
+        with pytest.raises(ValueError, match=message):
+            EnsembleWorldModel.config_from_json({**good, key: value})
+
+
+def test_snapshot_and_restore_are_per_member():
+    model = _model(members=3)
+    before = model.head.weight.detach().clone()
+    model.snapshot("dynamics", torch.tensor([True, True, True]))
+    with torch.no_grad():
+        for p in model.stage_parameters("dynamics"):
+            p.add_(1.0)
+    model.snapshot("dynamics", torch.tensor([False, True, False]))  # member 1's new weights are its best
+    model.restore("dynamics")
+    torch.testing.assert_close(model.head.weight[0], before[0])
+    torch.testing.assert_close(model.head.weight[1], before[1] + 1.0)
+    torch.testing.assert_close(model.head.weight[2], before[2])
+
+
+def test_each_row_goes_through_one_uniformly_drawn_member():
+    """A plain step sends every row through one member: with identical inputs, every output is
+    exactly one member's mean, and every member is drawn about equally often."""
+    model = _model(members=3).eval()
+    state, action = torch.zeros(3000, 4), torch.zeros(3000, dtype=torch.long)
+    out = model.predict(state, action, generator=torch.Generator().manual_seed(0), temperature=0.0)
+    assert out.disagreement is None and out.model_std is None  # not asked for: not computed
+    per_member = torch.stack([model.predict(state[:1], action[:1], temperature=0.0, members=torch.tensor([m])).next_state[0]
+                              for m in range(3)])
+    match = (out.next_state[:, None, :] - per_member[None]).abs().amax(-1) < 1e-6  # [3000, 3]
+    assert match.sum(1).eq(1).all()
+    counts = match.sum(0).tolist()
+    assert min(counts) > 900, counts
+    single = model.predict(state[:1], action[:1], generator=torch.Generator().manual_seed(1), temperature=0.0).next_state
+    assert ((single - per_member).abs().amax(-1) < 1e-6).sum() == 1
+
+
+def test_uncertainty_only_when_asked():
+    model = _model().eval()
+    out = model.predict(torch.randn(5, 4), torch.zeros(5, dtype=torch.long), uncertainty=True)
+    assert out.disagreement.shape == (5,) and out.model_std.shape == (5,)
+    assert (out.disagreement >= 0).all() and (out.model_std > 0).all()
+
+
+# -- splits --------------------------------------------------------------------------------------
+def test_single_episode_holds_out_its_tail(cartpole_npz):
+    data = load(cartpole_npz)
+    one = data.select(data.episode_index() == 0)
+    train, hold = split_by_episode(one, 0.2, np.random.default_rng(0))
+    assert hold.sum() == round(len(one) * 0.2) and hold[-1] and not hold[0]
+    assert np.flatnonzero(hold).min() > np.flatnonzero(train).max()
+
+
+# -- the trainer ---------------------------------------------------------------------------------
+def test_early_stopping_stops_before_the_cap(cartpole_npz):
+    data = load(cartpole_npz)
+    config = FitConfig(**{**SMALL_FIT, "max_updates": 20_000, "min_updates": 0, "patience": 50, "eval_every": 25})
+    result = fit_world_model(data, config, progress=False)
+    updates = result.history["dynamics_updates"][0]
+    assert updates < 20_000
+    # It stopped because nothing improved for `patience` updates, and kept the best weights.
+    assert updates - max(u for u, s in zip(result.history["dynamics_update"], result.history["dynamics_holdout"])
+                         if s <= min(result.history["dynamics_holdout"])) >= 50
+
+
+def test_fit_leaves_threads_and_global_rng_alone(cartpole_npz):
+    data = load(cartpole_npz)
+    threads = torch.get_num_threads()
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    fit_world_model(data, FitConfig(**{**TINY_FIT, "threads": 2}), progress=False)
+    assert torch.get_num_threads() == threads
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_warm_start_keeps_normalisers_and_starts_from_the_weights(cartpole_npz, small_checkpoint, tmp_path):
+    data = load(cartpole_npz)
+    base = load_checkpoint(small_checkpoint).model
+    out = fit(data, tmp_path / "warm.safetensors", init=small_checkpoint,
+              config=FitConfig(**{**SMALL_FIT, "max_updates": 50, "min_updates": 0}), progress=False)
+    warm = load_checkpoint(out)
+    torch.testing.assert_close(warm.model.input_norm.mean, base.input_norm.mean)
+    assert warm.metadata["fit"]["metrics"]["warm_start"] and warm.metadata["fit"]["init"] == str(small_checkpoint)
+    # From trained weights, its first holdout score is already near the base's; a fresh model's is not.
+    first_warm = warm.metadata["fit"]["history"]["dynamics_holdout"][0]
+    cold = fit_world_model(data, FitConfig(**{**SMALL_FIT, "max_updates": 50, "min_updates": 0}), progress=False)
+    assert first_warm < cold.history["dynamics_holdout"][0] / 5
+
+
+def test_warm_start_refuses_a_dream_of_other_spaces(small_checkpoint, tmp_path):
+    from learned_envs.data.collecting import collect
+
+    pendulum = collect("Pendulum-v1", 60, out=tmp_path / "p.npz", seed=0, progress=False)
+    with pytest.raises(FitError, match="observation space"):
+        fit(pendulum, tmp_path / "x.safetensors", init=small_checkpoint, config=FitConfig(**TINY_FIT), progress=False)
+
+
+# -- fits that would write a broken dream are refused, before anything is written ---------------
+@pytest.mark.parametrize("change, message", [
+    (dict(num_elites=0), "num_elites"),
+    (dict(max_updates=0), "max_updates"),
+    (dict(model=EnsembleConfig(hidden_size=0)), "model.hidden_size"),
+    (dict(model=EnsembleConfig(num_layers=0)), "model.num_layers"),
+    (dict(model=EnsembleConfig(ensemble_size=2), num_elites=3), "exceeds the ensemble size"),
+    (dict(learning_rate=float("nan")), "learning_rate"),
+])
+def test_bad_options_are_refused_and_leave_the_old_file(cartpole_npz, small_checkpoint, tmp_path, change, message):
+    target = tmp_path / "dream.safetensors"
+    target.write_bytes(small_checkpoint.read_bytes())
+    with pytest.raises(FitError, match=message):
+        fit(cartpole_npz, target, config=dataclasses.replace(FitConfig(**TINY_FIT), **change), progress=False)
+    assert target.read_bytes() == small_checkpoint.read_bytes()
+
+
+def test_out_pointing_at_a_directory_is_refused_before_fitting(cartpole_npz, tmp_path):
+    with pytest.raises(FitError, match="is a directory"):
+        fit(cartpole_npz, tmp_path, config=FitConfig(**TINY_FIT), progress=False)
+
+
+def test_one_transition_and_one_long_episode_fit(tmp_path):
+    from learned_envs.data.collecting import collect
+
+    data = collect("Pendulum-v1", 120, out=tmp_path / "p.npz", seed=0, progress=False)
+    one_row = data.select(np.arange(len(data)) == 0)
+    ckpt = load_checkpoint(fit(one_row, tmp_path / "one.safetensors", config=FitConfig(**TINY_FIT), progress=False))
+    assert "training rows" in ckpt.metadata["fit"]["metrics"]["holdout"]
+    long = data.select(data.episode_index() == 0)  # 120 rows of one episode cut by no terminal
+    ckpt = load_checkpoint(fit(long, tmp_path / "long.safetensors", config=FitConfig(**TINY_FIT), progress=False))
+    assert ckpt.metadata["fit"]["metrics"]["holdout"] == "the held-out tail of the single episode"
+    assert ckpt.metadata["fit"]["metrics"]["holdout_rows"] == 24
+
+
+def test_divergence_is_an_error_not_a_nan_dream(tmp_path):
+    import gymnasium as gym
+
+    rows = 64
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(rows, 4)).astype(np.float32)
+    data = Transitions(observations=obs, actions=rng.integers(0, 2, rows), rewards=np.full(rows, 1e15),
+                       next_observations=obs + 0.01, terminations=np.zeros(rows, bool), truncations=np.r_[np.zeros(rows - 1, bool), True],
+                       observation_space=gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), action_space=gym.spaces.Discrete(2))
+    target = tmp_path / "d.safetensors"
+    try:
+        out = fit(data, target, config=FitConfig(**TINY_FIT), progress=False)
+    except FitError:
+        assert not target.exists()
+    else:  # if it learned after all, what it wrote must load and be finite
+        ckpt = load_checkpoint(out)
+        assert all(torch.isfinite(v).all() for v in ckpt.model.state_dict().values())
+
+
+# -- the command line ------------------------------------------------------------------------------
+def test_cli_fit_threads_budget_and_warm_start(cartpole_npz, small_checkpoint, tmp_path):
+    out = tmp_path / "cli.safetensors"
+    cmd = [sys.executable, "-m", "learned_envs.cli", "fit", str(cartpole_npz), "--out", str(out), "--hidden-size", "16",
+           "--layers", "1", "--ensemble-size", "2", "--elites", "1", "--max-updates", "40", "--threads", "1",
+           "--init", str(small_checkpoint)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # --init wins over the size flags: the warm start keeps its own network (and says nothing is contradictory)
+    assert done.returncode == 0, done.stderr
+    meta = read_metadata(out)
+    assert meta["fit"]["metrics"]["warm_start"] and meta["fit"]["metrics"]["fit_config"]["threads"] == 1
+    assert meta["fit"]["history"]["dynamics_updates"] == [40]
+    bad = subprocess.run([*cmd[:4], str(cartpole_npz), "--out", str(tmp_path / "b.safetensors"), "--elites", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "num_elites" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "b.safetensors").exists()
+    json.dumps(meta)  # the header is plain JSON (no Infinity)
+
+
+def test_batch_tensors_match_the_data(cartpole_npz):
+    data = load(cartpole_npz)
+    batch = to_batch(data, "cpu")
+    assert isinstance(batch, Batch) and len(batch) == len(data)
+    np.testing.assert_array_equal(batch.action.numpy(), data.actions)
+    sub = batch.index(torch.tensor([[0, 1], [2, 3]]))
+    assert sub.obs.shape == (2, 2, 4)
