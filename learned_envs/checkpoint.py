@@ -32,7 +32,8 @@ from learned_envs.dream_settings import DreamSettings, check_max_episode_steps
 from learned_envs.version import __version__
 
 FORMAT_NAME = "learned-envs-checkpoint"
-FORMAT_VERSION = 1
+# 2: the ensemble's termination head carries its data support (support_low/support_high).
+FORMAT_VERSION = 2
 METADATA_KEY = "learned_envs"
 METADATA_DIGEST_KEY = "metadata_sha256"
 TENSOR_DIGEST_KEY = "tensor_sha256"
@@ -237,6 +238,7 @@ def _check_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r:.80}, but this learned-envs ({__version__}) reads version {FORMAT_VERSION}"
+            + (" (an older file: refit it from its data with `learned-envs fit`, or its recipe)" if isinstance(version, int) and version < FORMAT_VERSION else "")
         )
     stored = meta.get(METADATA_DIGEST_KEY)
     try:
@@ -469,7 +471,7 @@ def _check_tensor_values(path: Path, tensors: dict[str, np.ndarray], observation
             raise CheckpointError(f"{path}: tensor '{name}' holds NaN or infinite values (first at index "
                                   f"{list(np.unravel_index(int(np.flatnonzero(bad)[0]), value.shape))})")
         if name.endswith("norm.std") and not (value > 0).all():
-            raise CheckpointError(f"{path}: tensor '{name}' (a normaliser's std) holds {value[value <= 0].flat[0]!r}; "
+            raise CheckpointError(f"{path}: tensor '{name}' (a normaliser's std) holds {float(value[value <= 0].flat[0])}; "
                                   "every entry must be > 0")
     low, high = tensors["obs_low"], tensors["obs_high"]
     if (low > high).any():

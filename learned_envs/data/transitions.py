@@ -228,7 +228,8 @@ def _as_float32(value: np.ndarray, source: str, name: str, n: int) -> np.ndarray
     """``value [n, ...]`` as float32, or a :class:`DataError` at the first row whose value is
     not finite, or too large to fit (checked after the cast: float64 values past float32's
     range become inf there)."""
-    cast = value.astype(np.float32)
+    with np.errstate(over="ignore"):  # overflow is what the check below reports
+        cast = value.astype(np.float32)
     rows = cast.reshape(n, -1)
     bad = ~np.isfinite(rows).all(axis=1)
     if bad.any():
