@@ -286,6 +286,18 @@ def test_npy_file_named_npz(tmp_path):
         load(path)
 
 
+def test_corrupted_compressed_npz(good, tmp_path):
+    import struct
+
+    raw = bytearray(save(good, tmp_path / "good.npz").read_bytes())
+    name = raw.index(b"observations.npy")  # in the member's local header, which starts 30 bytes before it
+    extra = struct.unpack("<H", raw[name - 2 : name])[0]
+    raw[name + len(b"observations.npy") + extra] |= 0b110  # deflate block type 3, which does not exist: a zlib.error, not a CRC error
+    (tmp_path / "flipped.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="flipped.npz: not a readable .npz file"):
+        load(tmp_path / "flipped.npz")
+
+
 def test_sb3_position_outside_the_buffer(good, tmp_path):
     path = save(good, tmp_path / "buffer.pkl")
     buffer = pickle.loads(path.read_bytes())

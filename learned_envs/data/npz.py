@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import gymnasium as gym
@@ -51,9 +52,11 @@ def load_npz(
             raise DataError(source, None, f"holds a single {type(loaded).__name__} (a .npy file?), not an .npz archive of named arrays")
         with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(source, None, "no such file") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:  # zlib: a corrupted compressed member
         raise DataError(source, None, f"not a readable .npz file ({exc})") from None
 
     metadata = read_metadata_json(arrays.pop("metadata", None), source)
