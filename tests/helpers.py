@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +27,19 @@ TINY_FIT = dict(model=EnsembleConfig(hidden_size=16, num_layers=1, ensemble_size
 def good():
     """120 random-policy CartPole-v1 transitions (import this fixture where it is used)."""
     return collect("CartPole-v1", 120, seed=3, progress=False)
+
+
+@contextlib.contextmanager
+def only_expected_checker_warnings() -> Iterator[None]:
+    """Run the env checkers with every warning an error except the ones a dream is expected to
+    raise: infinite observation bounds, which the source envs' own spaces have (CartPole), and
+    pygame's own deprecation notices when a frame is drawn. An observation outside the space, a
+    wrong dtype or a non-determinism warning fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=r".*A Box observation space (minimum|maximum) value is -?infinity")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="pygame.*")
+        yield
 
 
 def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:

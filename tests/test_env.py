@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import learned_envs
+from tests.helpers import only_expected_checker_warnings
 
 
 def _rollout(env, seed, actions):
@@ -32,8 +32,7 @@ def test_both_env_checkers(small_dream_id):
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
     env_id = small_dream_id
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # CartPole's own space has infinite bounds; the checkers warn
+    with only_expected_checker_warnings():
         gym_check(gym.make(env_id, render_mode="rgb_array").unwrapped)
         sb3_check(gym.make(env_id).unwrapped, warn=False)
 

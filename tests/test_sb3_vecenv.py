@@ -180,8 +180,13 @@ def test_algorithms_learn(small_dream_id, algo):
     venv = make_vec_env(small_dream_id, n_envs=4, seed=0, max_episode_steps=50)
     extra = {"learning_starts": 50, "buffer_size": 1000} if algo is DQN else {"n_steps": 16}
     model = algo("MlpPolicy", venv, seed=0, device="cpu", **extra)
+    before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(400)
     assert model.num_timesteps >= 400 and len(model.ep_info_buffer) > 0
+    # It learned from the dream's transitions (gradient steps moved the weights), and acts in its space.
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+    actions, _ = model.predict(venv.reset(), deterministic=True)
+    assert all(venv.action_space.contains(a) for a in actions)
 
 
 def test_ppo_trains_on_eight_dreams(small_dream_id):
@@ -202,5 +207,11 @@ def test_sac_learns_on_a_continuous_dream():
 
     venv = make_vec_env("Dream-Pendulum-v0", n_envs=2, seed=0, max_episode_steps=50)
     model = SAC("MlpPolicy", venv, learning_starts=50, buffer_size=1000, batch_size=64, seed=0, device="cpu")
+    actor_before = [p.detach().clone() for p in model.actor.parameters()]
     model.learn(300)
     assert model.num_timesteps >= 300 and len(model.ep_info_buffer) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, model.actor.parameters())), "the actor was trained"
+    # Its replay buffer holds the dream's transitions, finite and inside the Box observation space.
+    stored = model.replay_buffer.observations[: model.replay_buffer.pos].reshape(-1, *venv.observation_space.shape)
+    assert len(stored) > 0 and np.isfinite(stored).all()
+    assert ((stored >= venv.observation_space.low) & (stored <= venv.observation_space.high)).all()

@@ -3,7 +3,6 @@ source env's renderer drawing dream states, and a vector entry point."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,6 +12,7 @@ import pytest
 import learned_envs
 from learned_envs.checkpoint import read_metadata
 from learned_envs.dreams.vector import DreamVectorEnv
+from tests.helpers import only_expected_checker_warnings
 
 SHIPPED = {
     "Dream-CartPole-v0": "CartPole-v1",
@@ -46,8 +46,7 @@ def test_both_env_checkers(dream_id):
     from gymnasium.utils.env_checker import check_env as gym_check
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # some source spaces have infinite bounds; the checkers warn
+    with only_expected_checker_warnings():
         gym_check(gym.make(dream_id, render_mode="rgb_array").unwrapped)
         sb3_check(gym.make(dream_id).unwrapped, warn=False)
 
