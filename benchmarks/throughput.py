@@ -13,11 +13,17 @@ Steps/s counts environment steps: N per vector step (a NEXT_STEP reset step coun
 - (c) sb3:     ``DreamSB3VecEnv`` (``learned_envs.sb3.make_vec_env(..., monitor=False)``).
 - (d) dummy:   SB3 ``DummyVecEnv`` over N ``gym.make`` single dreams (the peer approach).
 - (e) real:    ``gym.make_vec(source_env, N)`` with the source env's own vector entry point.
+- (f) mbrl:    mbrl-lib 0.2.0's ``ModelEnv`` (the peer) over a ``GaussianMLP`` ensemble of the dream's
+  sizes (members = the dream's elites, same width and depth), sampling, ``random_model``
+  propagation, at the next multiple of its members >= N (it needs equal slices), with a
+  termination function that returns False (the peer learns none). Skipped without mbrl-lib:
+  ``pip install --no-deps mbrl==0.2.0 hydra-core "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" termcolor pyyaml``.
 
 Then peak memory while 4096 dreams step ``--memory-steps`` vector steps (RSS read from
 /proc/self/status at start, middle and end, and the CUDA allocator's peak on a GPU), and PPO's wall
-time for ``--ppo-steps`` steps in the dream (``train_in_dream``) and in the real env
-(``train_in_real``), with the same zoo hyperparameters.
+time for ``--ppo-steps`` steps in the dream (``train_in_dream``, the batched SB3 face), in the
+dream through SB3's own ``make_vec_env`` (a ``DummyVecEnv`` over ``gym.make`` single dreams, the
+path SB3 users take) and in the real env (``train_in_real``), with the same zoo hyperparameters.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import learned_envs
 from learned_envs.checkpoint import read_metadata
 from learned_envs.dreams.core import DreamCore, resolve_device
 
-SIZES = [1, 16, 64, 256, 4096]
+SIZES = [1, 16, 64, 256, 1024, 4096]
 DUMMY_MAX_N = 256  # DummyVecEnv over 4096 Python envs takes minutes to build and to time
 
 
@@ -142,6 +148,40 @@ def real_step(env_id: str, n: int) -> Callable[[np.ndarray], Any]:
     return envs.step
 
 
+def mbrl_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any] | None:
+    """(f): mbrl-lib's ``ModelEnv`` over an ensemble of the dream's sizes, or None without mbrl-lib."""
+    try:
+        import mbrl.models as models
+        import omegaconf
+    except ImportError:
+        return None
+    meta = read_metadata(gym.spec(dream_id).kwargs["checkpoint"])
+    c = meta["model"]["config"]
+    members = c["ensemble_size"]
+    ensemble = models.GaussianMLP(
+        in_size=c["obs_dim"] + c["action_dim"], out_size=c["obs_dim"] + 1, device=str(resolve_device(device)),
+        num_layers=c["num_layers"], ensemble_size=members, hid_size=c["hidden_size"], deterministic=False,
+        propagation_method="random_model", learn_logvar_bounds=False,
+        activation_fn_cfg=omegaconf.OmegaConf.create({"_target_": "torch.nn.SiLU"}))
+    dynamics = models.OneDTransitionRewardModel(ensemble, target_is_delta=True, normalize=True, learned_rewards=True, num_elites=members)
+    source = gym.make(meta["source_env_id"])
+    env = models.ModelEnv(source, dynamics, termination_fn=lambda a, o: torch.zeros(len(o), 1, dtype=torch.bool, device=o.device),
+                          generator=torch.Generator(device=resolve_device(device)).manual_seed(0))
+    rows = -(-n // members) * members
+    state = {"s": env.reset(np.zeros((rows, c["obs_dim"]), dtype=np.float32))}
+    discrete = bool(c["discrete_actions"])
+
+    def step(actions: np.ndarray) -> Any:
+        act = np.resize(np.asarray(actions), rows) if discrete else np.resize(np.asarray(actions, np.float32), (rows, c["action_dim"]))
+        if discrete:  # the peer takes Box actions: one-hot, as the dream's model sees them
+            act = np.eye(c["action_dim"], dtype=np.float32)[act]
+        obs, reward, done, state["s"] = env.step(act, state["s"], sample=True)
+        return obs
+
+    step.rows = rows  # type: ignore[attr-defined]
+    return step
+
+
 def throughput(dream_id: str, source_env: str | None, sizes: list[int], seconds: float, device: str) -> list[dict[str, Any]]:
     """One row per N: steps/s of (a)-(e) and the ratios."""
     space = gym.make(dream_id).action_space
@@ -156,9 +196,12 @@ def throughput(dream_id: str, source_env: str | None, sizes: list[int], seconds:
                 continue
             row[name] = time_steps(cycling(build(dream_id, n, device), batches), n, seconds, dev)
         row["real"] = time_steps(cycling(real_step(source_env, n), batches), n, seconds, torch.device("cpu")) if source_env else None
+        peer = mbrl_step(dream_id, n, device)
+        row["mbrl_rows"] = getattr(peer, "rows", None)
+        row["mbrl"] = time_steps(cycling(peer, batches), peer.rows, seconds, dev) if peer is not None else None
         ratio = lambda a, b: None if row[a] is None or row[b] is None else row[a] / row[b]  # noqa: E731
         row.update({"vector/forward": ratio("vector", "forward"), "sb3/forward": ratio("sb3", "forward"),
-                    "sb3/dummy": ratio("sb3", "dummy"), "vector/real": ratio("vector", "real")})
+                    "sb3/dummy": ratio("sb3", "dummy"), "vector/real": ratio("vector", "real"), "vector/mbrl": ratio("vector", "mbrl")})
         rows.append(row)
         print(f"  N={n}: " + ", ".join(f"{k}={v:.3g}" for k, v in row.items() if k != "N" and v is not None), file=sys.stderr)
     return rows
@@ -192,11 +235,20 @@ def ppo_wall_times(dream_id: str, source_env: str | None, steps: int) -> dict[st
     start = time.perf_counter()
     train_in_dream(dream_id, steps, progress=False)
     out["dream_seconds"] = round(time.perf_counter() - start, 1)
+    # SB3's own make_vec_env: a DummyVecEnv of gym.make dreams, stepped one by one.
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from learned_envs.training import _learn
+
+    start = time.perf_counter()
+    _learn("PPO", source_env, lambda n: make_vec_env(dream_id, n_envs=n, seed=0), steps, 0, None)
+    out["dream_sb3_make_vec_env_seconds"] = round(time.perf_counter() - start, 1)
     if source_env:
         start = time.perf_counter()
         train_in_real(source_env, steps, progress=False)
         out["real_seconds"] = round(time.perf_counter() - start, 1)
         out["dream/real"] = round(out["dream_seconds"] / out["real_seconds"], 2)
+        out["dream_sb3_make_vec_env/real"] = round(out["dream_sb3_make_vec_env_seconds"] / out["real_seconds"], 2)
     return out
 
 
@@ -208,11 +260,11 @@ def fmt(value: float | None, ratio: bool = False) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    head = ["N", "(a) forward", "(b) vector", "(c) sb3", "(d) dummy", "(e) real", "b/a", "c/a", "c/d", "b/e"]
+    head = ["N", "(a) forward", "(b) vector", "(c) sb3", "(d) dummy", "(e) real", "(f) mbrl-lib", "b/a", "c/a", "c/d", "b/e", "b/f"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["throughput"]:
-        cells = [str(r["N"])] + [fmt(r[k]) for k in ("forward", "vector", "sb3", "dummy", "real")]
-        cells += [fmt(r[k], ratio=True) for k in ("vector/forward", "sb3/forward", "sb3/dummy", "vector/real")]
+        cells = [str(r["N"])] + [fmt(r[k]) for k in ("forward", "vector", "sb3", "dummy", "real", "mbrl")]
+        cells += [fmt(r[k], ratio=True) for k in ("vector/forward", "sb3/forward", "sb3/dummy", "vector/real", "vector/mbrl")]
         lines.append("| " + " | ".join(cells) + " |")
     m = result.get("memory")
     if m:
@@ -223,7 +275,9 @@ def markdown(result: dict[str, Any]) -> str:
         )
     p = result.get("ppo")
     if p:
-        lines.append(f"\nPPO, {p['steps']:,} steps: dream {p['dream_seconds']} s, real {p.get('real_seconds', '-')} s (dream/real {p.get('dream/real', '-')})")
+        lines.append(f"\nPPO, {p['steps']:,} steps: dream {p['dream_seconds']} s, through SB3's make_vec_env over gym.make dreams "
+                     f"{p['dream_sb3_make_vec_env_seconds']} s, real {p.get('real_seconds', '-')} s (dream/real {p.get('dream/real', '-')}, "
+                     f"SB3 make_vec_env dream/real {p.get('dream_sb3_make_vec_env/real', '-')})")
     return "\n".join(lines)
 
 

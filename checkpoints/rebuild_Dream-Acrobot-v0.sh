@@ -8,6 +8,7 @@
 # The dream learns dynamics, reward, termination (the goal) and start states from the logs.
 # out_of_bounds=clip: every Acrobot reward is -1 until the goal, so a dream that ended episodes
 # on leaving the data's bounds would pay the agent to leave them.
+# The logs it fits on are kept in checkpoints/data/ (evaluate finds them there).
 # Run from anywhere after `pip install .`:  bash checkpoints/rebuild_Dream-Acrobot-v0.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,5 +20,7 @@ learned-envs collect Acrobot-v1 --steps 1000 --policy random --seed 1 --out "$wo
 learned-envs collect Acrobot-v1 --steps 2000 --policy "$work/dqn_30000.zip" --epsilon 0.3 --seed 2 --out "$work/2_dqn_eps0.3.npz"
 learned-envs collect Acrobot-v1 --steps 1000 --policy "$work/dqn_30000.zip" --epsilon 0.1 --seed 3 --out "$work/3_dqn_eps0.1.npz"
 learned-envs merge "$work"/[0-9]_*.npz --out "$work/acrobot_mixed_4000.npz"
-learned-envs fit "$work/acrobot_mixed_4000.npz" --source-env Acrobot-v1 --seed 0 \
+mkdir -p "$here/data"
+cp "$work/acrobot_mixed_4000.npz" "$here/data/acrobot_mixed_4000.npz"
+learned-envs fit "$here/data/acrobot_mixed_4000.npz" --source-env Acrobot-v1 --seed 0 \
   --dream-default out_of_bounds=clip --out "$here/Dream-Acrobot-v0.safetensors"

@@ -10,6 +10,7 @@
 # The dream learns dynamics, reward, termination (the goal) and start states from the logs.
 # out_of_bounds=clip: every reward is -1 until the goal, so a dream that ended episodes on
 # leaving the data's bounds would pay the agent to leave them.
+# The logs it fits on are kept in checkpoints/data/ (evaluate finds them there).
 # Run from anywhere after `pip install .`:  bash checkpoints/rebuild_Dream-MountainCar-v0.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,5 +22,7 @@ learned-envs collect MountainCar-v0 --steps 1000 --policy random --seed 1 --out 
 learned-envs collect MountainCar-v0 --steps 2000 --policy "$work/dqn_120000.zip" --epsilon 0.2 --seed 2 --out "$work/2_dqn_eps0.2.npz"
 learned-envs collect MountainCar-v0 --steps 1000 --policy "$work/dqn_120000.zip" --epsilon 0.0 --seed 3 --out "$work/3_dqn_eps0.0.npz"
 learned-envs merge "$work"/[0-9]_*.npz --out "$work/mountaincar_mixed_4000.npz"
-learned-envs fit "$work/mountaincar_mixed_4000.npz" --source-env MountainCar-v0 --seed 0 \
+mkdir -p "$here/data"
+cp "$work/mountaincar_mixed_4000.npz" "$here/data/mountaincar_mixed_4000.npz"
+learned-envs fit "$here/data/mountaincar_mixed_4000.npz" --source-env MountainCar-v0 --seed 0 \
   --dream-default out_of_bounds=clip --out "$here/Dream-MountainCar-v0.safetensors"

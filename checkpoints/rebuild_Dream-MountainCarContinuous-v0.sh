@@ -11,6 +11,7 @@
 # states from the logs.
 # out_of_bounds=clip: every reward is negative until the goal, so a dream that ended episodes
 # on leaving the data's bounds would pay the agent to leave them.
+# The logs it fits on are kept in checkpoints/data/ (evaluate finds them there).
 # Run from anywhere after `pip install .`:  bash checkpoints/rebuild_Dream-MountainCarContinuous-v0.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,5 +23,7 @@ learned-envs collect MountainCarContinuous-v0 --steps 1000 --policy random --see
 learned-envs collect MountainCarContinuous-v0 --steps 2000 --policy "$work/sac_50000.zip" --epsilon 0.2 --seed 2 --out "$work/2_sac_eps0.2.npz"
 learned-envs collect MountainCarContinuous-v0 --steps 1000 --policy "$work/sac_50000.zip" --epsilon 0.0 --seed 3 --out "$work/3_sac_eps0.0.npz"
 learned-envs merge "$work"/[0-9]_*.npz --out "$work/mountaincarcontinuous_mixed_4000.npz"
-learned-envs fit "$work/mountaincarcontinuous_mixed_4000.npz" --source-env MountainCarContinuous-v0 --seed 0 \
+mkdir -p "$here/data"
+cp "$work/mountaincarcontinuous_mixed_4000.npz" "$here/data/mountaincarcontinuous_mixed_4000.npz"
+learned-envs fit "$here/data/mountaincarcontinuous_mixed_4000.npz" --source-env MountainCarContinuous-v0 --seed 0 \
   --dream-default out_of_bounds=clip --out "$here/Dream-MountainCarContinuous-v0.safetensors"

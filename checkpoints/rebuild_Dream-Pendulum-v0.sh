@@ -8,6 +8,7 @@
 # The dream learns dynamics, reward and start states from the logs; nothing Pendulum-specific.
 # out_of_bounds=clip: every Pendulum reward is negative, so a dream that ended episodes on
 # leaving the data's bounds would pay the agent to leave them.
+# The logs it fits on are kept in checkpoints/data/ (evaluate finds them there).
 # Run from anywhere after `pip install .`:  bash checkpoints/rebuild_Dream-Pendulum-v0.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,5 +20,7 @@ learned-envs collect Pendulum-v1 --steps 1000 --policy random --seed 1 --out "$w
 learned-envs collect Pendulum-v1 --steps 1000 --policy "$work/sac_6000.zip" --epsilon 0.5 --seed 2 --out "$work/2_sac_eps0.5.npz"
 learned-envs collect Pendulum-v1 --steps 1000 --policy "$work/sac_6000.zip" --epsilon 0.1 --seed 3 --out "$work/3_sac_eps0.1.npz"
 learned-envs merge "$work"/[0-9]_*.npz --out "$work/pendulum_mixed_3000.npz"
-learned-envs fit "$work/pendulum_mixed_3000.npz" --source-env Pendulum-v1 --seed 0 \
+mkdir -p "$here/data"
+cp "$work/pendulum_mixed_3000.npz" "$here/data/pendulum_mixed_3000.npz"
+learned-envs fit "$here/data/pendulum_mixed_3000.npz" --source-env Pendulum-v1 --seed 0 \
   --dream-default out_of_bounds=clip --out "$here/Dream-Pendulum-v0.safetensors"

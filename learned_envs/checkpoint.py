@@ -335,7 +335,7 @@ def _check_dream_settings(path: Path, dream: dict[str, Any]) -> None:
     try:
         check_max_episode_steps(dream.get("max_episode_steps"))
     except ValueError as exc:
-        raise CheckpointError(f"{path}: metadata key 'dream.{exc}'") from None
+        raise CheckpointError(f"{path}: metadata key 'dream.max_episode_steps': {exc}") from None
     for field in fields(DreamSettings):
         if dream.get(field.name) is None:
             continue  # absent or None: the knob's default
@@ -458,7 +458,7 @@ def _check_tensor_layout(path: Path, found: dict[str, tuple[str, tuple[int, ...]
                 raise CheckpointError(f"{path}: tensor 'start_states' holds {math.prod(shape):,} values, above the "
                                       f"{MAX_START_STATE_VALUES:,} this package loads")
         elif shape != expected[name]:
-            source = "'model.config.obs_dim'" if not name.startswith("model.") else "the model config in its metadata"
+            source = f"'model.config.obs_dim' = {obs_dim}" if not name.startswith("model.") else "the model config in its metadata"
             raise CheckpointError(f"{path}: tensor '{name}' has shape {list(shape)}, but {source} needs {list(expected[name])}")
 
 

@@ -112,9 +112,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
     options = {k: v for k, v in (("num_elites", args.elites), ("device", args.device), ("threads", args.threads),
                                   ("max_updates", args.max_updates), ("max_seconds", args.max_seconds),
                                   ("batch_size", args.batch_size)) if v is not None}
-    if args.max_updates is not None:
-        options.update(min_updates=min(config.min_updates, args.max_updates))  # an explicit cap is the cap
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, **sizes), **options)
+    from learned_envs.models import EnsembleConfig
+
+    config = dataclasses.replace(config, model=EnsembleConfig(**sizes) if sizes else None, **options)
     defaults = _single_values(args.dream_default, "--dream-default")
     path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed, init=args.init,
                max_episode_steps=args.max_episode_steps, config=config, dream_defaults=defaults)
@@ -266,11 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store a knob default in the dream (e.g. out_of_bounds=clip, halt_reward=-100); repeatable")
     p.add_argument("--init", metavar="DREAM", help="warm start: a checkpoint file or registered dream id whose weights and "
                    "normalisers the fit starts from (a refit after new data; seconds, not minutes)")
-    size = p.add_argument_group("model size (defaults: PETS/MBPO's 7 x 4 x 200 ensemble)")
-    size.add_argument("--ensemble-size", type=int, help="members trained (default 7)")
+    size = p.add_argument_group("model size (default: sized for the data, 7 members x 3 layers x 128 units below 20,000 rows, "
+                                "PETS/MBPO's 7 x 4 x 200 above; a size given here fixes the network, the rest at 7 x 4 x 200)")
+    size.add_argument("--ensemble-size", type=int, help="members trained")
     size.add_argument("--elites", type=int, help="members kept, by holdout error (default 5)")
-    size.add_argument("--hidden-size", type=int, help="units per hidden layer (default 200)")
-    size.add_argument("--layers", type=int, help="hidden layers (default 4)")
+    size.add_argument("--hidden-size", type=int, help="units per hidden layer")
+    size.add_argument("--layers", type=int, help="hidden layers")
     budget = p.add_argument_group("budget (defaults scale with the data; early stopping usually ends the fit first)")
     budget.add_argument("--max-updates", type=int, help="cap on gradient updates of the dynamics")
     budget.add_argument("--max-seconds", type=float, help="cap on the fit's wall time; the best weights so far are kept")

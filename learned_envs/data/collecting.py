@@ -67,6 +67,35 @@ def make_behaviour_policy(
     return act, {"kind": "sb3", "path": str(policy), "algo": type(agent).__name__, "epsilon": float(epsilon)}
 
 
+def rollout(env: gym.Env, act: Callable[[np.ndarray], Any], steps: int, seed: int, behaviour: dict[str, Any],
+            desc: str | None = None) -> Transitions:
+    """``steps`` transitions of ``env`` under ``act(obs) -> action``, from ``env.reset(seed=seed)``,
+    episodes kept apart; the last one, cut by the budget, is marked truncated."""
+    obs_shape = env.observation_space.shape
+    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminations", "truncations", "episode_ids")}
+    obs, _ = env.reset(seed=seed)
+    episode = 0
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=desc is None):
+        action = act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for key, value in zip(rows, (obs, action, reward, next_obs, terminated, truncated, episode)):
+            rows[key].append(value)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            episode += 1
+        else:
+            obs = next_obs
+    # The last episode is cut by the step budget, not by the env: mark it truncated.
+    rows["truncations"][-1] = True
+
+    arrays = {k: np.asarray(v) for k, v in rows.items()}
+    arrays["observations"] = arrays["observations"].reshape(steps, *obs_shape)
+    arrays["next_observations"] = arrays["next_observations"].reshape(steps, *obs_shape)
+    env_id = env.spec.id if env.spec is not None else None
+    metadata = {"source_env_id": env_id, "behaviour_policy": behaviour, "seed": seed, "collected_steps": steps}
+    return as_transitions(arrays, env.observation_space, env.action_space, f"collect({env_id})", metadata)
+
+
 def collect(
     env_id: str,
     steps: int,
@@ -95,30 +124,8 @@ def collect(
     rng = np.random.default_rng(seed)
     env.action_space.seed(int(rng.integers(2**31)))
     act, behaviour = make_behaviour_policy(env, policy, epsilon, rng, algo)
-
-    obs_shape = env.observation_space.shape
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminations", "truncations", "episode_ids")}
-    obs, _ = env.reset(seed=seed)
-    episode = 0
-    for _ in tqdm(range(steps), desc=f"collect {env_id}", unit="step", disable=not progress):
-        action = act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        for key, value in zip(rows, (obs, action, reward, next_obs, terminated, truncated, episode)):
-            rows[key].append(value)
-        if terminated or truncated:
-            obs, _ = env.reset()
-            episode += 1
-        else:
-            obs = next_obs
+    data = rollout(env, act, steps, seed, behaviour, desc=f"collect {env_id}" if progress else None)
     env.close()
-    # The last episode is cut by the step budget, not by the env: mark it truncated.
-    rows["truncations"][-1] = True
-
-    arrays = {k: np.asarray(v) for k, v in rows.items()}
-    arrays["observations"] = arrays["observations"].reshape(steps, *obs_shape)
-    arrays["next_observations"] = arrays["next_observations"].reshape(steps, *obs_shape)
-    metadata = {"source_env_id": env_id, "behaviour_policy": behaviour, "seed": seed, "collected_steps": steps}
-    data = as_transitions(arrays, env.observation_space, env.action_space, f"collect({env_id})", metadata)
     if out is not None:
         from learned_envs.data import save
 

@@ -10,11 +10,11 @@ import dataclasses
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from learned_envs.models.base import ModelConfig
-from learned_envs.models.ensemble import EnsembleConfig
+from learned_envs.models.ensemble import default_model_config
 
 
 class FitError(ValueError):
@@ -34,20 +34,22 @@ class FitConfig:
     """Options of :func:`learned_envs.fitting.fit_world_model`.
 
     model: the family's config; its type picks the family (``EnsembleConfig`` -> ``"ensemble"``).
-        ``obs_dim``/``action_dim``/``discrete_actions`` are filled in from the data.
+        ``obs_dim``/``action_dim``/``discrete_actions`` are filled in from the data. ``None``:
+        the ensemble sized for the data (:func:`~learned_envs.models.ensemble.default_model_config`).
     num_elites: ensemble members kept, those with the lowest holdout error.
-    batch_size: rows per member per update; ``None``: ``clip(train_rows / 32, 32, 256)`` rounded
+    batch_size: rows per member per update; ``None``: ``clip(train_rows / 8, 32, 256)`` rounded
         to a power of two (small data takes small, cheap steps).
     learning_rate: ``None``: ``1e-3 * sqrt(batch_size / 256)`` (the square-root rule, anchored at
         MBPO's 1e-3 for 256).
     max_updates: cap on gradient updates of the dynamics; ``None``: enough for 40 passes over
         the data, between 2,000 and 20,000.
-    min_updates: early stopping may not stop before this many updates.
+    min_updates: early stopping may not stop before this many updates (``None``: 500; 0 for a
+        warm start, whose weights are already trained).
     max_seconds: wall-clock cap on the whole fit (``None``: none); the best weights so far are kept.
     eval_every: updates between holdout evaluations; ``None``: about one pass over the data,
         between 25 and 250.
     patience: updates without a holdout improvement (relative ``improvement``) before stopping;
-        ``None``: ``8 * eval_every``.
+        ``None``: ``8 * eval_every`` (``3 * eval_every`` for a warm start: a refit in seconds).
     lr_decays: times the learning rate may be cut by ``lr_decay_factor`` when ``patience / 2``
         updates pass without improvement (each cut restarts the patience count) before the
         stage stops: large steps early, fine ones at the end.
@@ -57,18 +59,18 @@ class FitConfig:
     threads: torch CPU threads during the fit (``None``: :func:`default_threads`).
     """
 
-    model: ModelConfig = field(default_factory=EnsembleConfig)
+    model: ModelConfig | None = None
     num_elites: int = 5
     batch_size: int | None = None
     learning_rate: float | None = None
     weight_decay: float = 5e-5
     max_updates: int | None = None
-    min_updates: int = 500
+    min_updates: int | None = None
     max_seconds: float | None = None
     eval_every: int | None = None
     patience: int | None = None
     improvement: float = 1e-3
-    lr_decays: int = 0
+    lr_decays: int = 2
     lr_decay_factor: float = 0.3
     holdout_fraction: float = 0.2
     holdout_rows: int = 4096
@@ -81,8 +83,8 @@ class FitConfig:
 
     def validate(self) -> None:
         """Raise :class:`FitError` naming the first option that could not make a working dream."""
-        whole = {"num_elites": 1, "min_updates": 0, "holdout_rows": 1, "termination_max_updates": 1, "lr_decays": 0}
-        optional_whole = {"batch_size": 1, "max_updates": 1, "eval_every": 1, "patience": 1, "threads": 1}
+        whole = {"num_elites": 1, "holdout_rows": 1, "termination_max_updates": 1, "lr_decays": 0}
+        optional_whole = {"batch_size": 1, "max_updates": 1, "min_updates": 0, "eval_every": 1, "patience": 1, "threads": 1}
         for name, low in whole.items():
             _whole(name, getattr(self, name), low)
         for name, low in optional_whole.items():
@@ -102,6 +104,8 @@ class FitConfig:
             raise FitError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
         if self.holdout_fraction >= 1:
             raise FitError(f"holdout_fraction must be below 1 (something must be left to train on), got {self.holdout_fraction}")
+        if self.model is None:
+            return
         if not isinstance(self.model, ModelConfig):
             raise FitError(f"model must be a model config (e.g. EnsembleConfig), got {type(self.model).__name__}")
         for f in dataclasses.fields(self.model):
@@ -112,21 +116,23 @@ class FitConfig:
         if members is not None and self.num_elites > members:
             raise FitError(f"num_elites ({self.num_elites}) exceeds the ensemble size ({members})")
 
-    def resolved(self, train_rows: int) -> "FitConfig":
-        """A copy with every ``None`` budget set for ``train_rows`` training rows."""
-        batch = self.batch_size or int(2 ** round(math.log2(min(256, max(32, train_rows / 32)))))
+    def resolved(self, train_rows: int, warm_start: bool = False) -> "FitConfig":
+        """A copy with every ``None`` budget set for ``train_rows`` training rows (and a warm start)."""
+        batch = self.batch_size or int(2 ** round(math.log2(min(256, max(32, train_rows / 8)))))
         lr = self.learning_rate or 1e-3 * math.sqrt(batch / 256)
         per_pass = max(1, math.ceil(train_rows / batch))
         max_updates = self.max_updates or int(min(20_000, max(2_000, 40 * per_pass)))
         eval_every = self.eval_every or int(min(250, max(25, per_pass)))
-        patience = self.patience or 8 * eval_every
+        patience = self.patience or (3 if warm_start else 8) * eval_every
+        min_updates = self.min_updates if self.min_updates is not None else (0 if warm_start else 500)
         threads = self.threads or default_threads()
-        return dataclasses.replace(self, batch_size=batch, learning_rate=lr, max_updates=max_updates,
+        model = self.model if self.model is not None else default_model_config(train_rows)
+        return dataclasses.replace(self, model=model, batch_size=batch, learning_rate=lr, max_updates=max_updates, min_updates=min(min_updates, max_updates),
                                    eval_every=eval_every, patience=patience, threads=threads)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["model"] = self.model.to_json()
+        out["model"] = self.model.to_json() if self.model is not None else None
         return out
 
 

@@ -25,7 +25,7 @@ from learned_envs.data.transitions import Transitions
 from learned_envs.dream_settings import DreamSettings
 from learned_envs.fitting.config import FitConfig, FitError
 from learned_envs.fitting.split import to_batch
-from learned_envs.fitting.trainer import FitResult, fit_world_model, model_config_for
+from learned_envs.fitting.trainer import FitResult, fit_world_model
 from learned_envs.models.base import WorldModel
 
 
@@ -181,9 +181,8 @@ def _warm_start_model(init: str | os.PathLike, data: Transitions, config: FitCon
             raise FitError(f"--init {init}: that dream's {name.replace('_', ' ')} {getattr(checkpoint, name)} is not the data's "
                            f"{getattr(data, name)}")
     model = checkpoint.model
-    wanted = model_config_for(data, config)
-    if type(wanted) is not type(model.config):
-        raise FitError(f"--init {init}: a {model.family!r} model, but the fit asks for {type(wanted).__name__}")
+    if config.model is not None and type(config.model) is not type(model.config):
+        raise FitError(f"--init {init}: a {model.family!r} model, but the fit asks for {type(config.model).__name__}")
     return model
 
 

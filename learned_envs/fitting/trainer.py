@@ -96,7 +96,7 @@ def _fit_seeded(data: Transitions, config: FitConfig, progress: bool, init: Worl
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
     train_mask, hold_mask = split_by_episode(data, config.holdout_fraction, rng)
-    cfg = config.resolved(int(train_mask.sum()))
+    cfg = config.resolved(int(train_mask.sum()), warm_start=init is not None)
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     every = to_batch(data, device)

@@ -1,0 +1,238 @@
+"""The DayDreamer loop: learn online by alternating real experience, refits and training in the dream.
+
+    learned-envs loop Pendulum-v1 --agent SAC --real-steps 3000 --out runs/loop_pendulum
+
+1. ``initial_steps`` uniformly random real steps, then a first fit;
+2. each iteration: ``steps_per_iteration`` real steps with the current agent (its own
+   exploration: SAC/PPO sample their policy, DQN its epsilon), appended with episode boundaries
+   kept (an iteration's last episode is cut as a truncation); a refit warm-started from the
+   previous dream; the same SB3 agent trained further, only in the dream (episodes start from
+   logged real starts); the agent scored over ``eval_episodes`` real episodes;
+3. until ``real_steps`` real transitions are spent.
+
+Everything lives in ``out``: ``real.npz`` (every real transition the loop trained on, and no
+other), ``dream.safetensors``, ``agent.zip``, ``curve.json`` (real return against real steps, per
+iteration) and ``curve.png``. Each phase of an iteration is recorded in ``state.json`` after its
+files are written, so a loop killed at any point and started again with the same command goes
+on from the last finished phase: real transitions already written are neither lost nor
+collected twice. Evaluation episodes are measurement, not training data: they are counted in
+``curve.json`` (``eval_steps``) but never enter ``real.npz``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from learned_envs.atomic import atomic_path
+
+OFF_POLICY = ("SAC", "TD3", "DDPG", "DQN")
+
+
+@dataclass
+class LoopConfig:
+    """Knobs of :func:`run_loop`. ``None`` means scaled to ``real_steps`` (the same rule for every env)."""
+
+    env_id: str
+    agent: str = "SAC"
+    real_steps: int = 3000
+    seed: int = 0
+    initial_steps: int | None = None  # None: a fifth of real_steps, at most 1,000
+    iterations: int = 10  # the rest of the budget in this many equal slices
+    agent_steps_per_iteration: int | None = None  # None: 5,000 off-policy, 25,000 on-policy (PPO/A2C)
+    eval_episodes: int = 5
+    dream_kwargs: dict[str, Any] = field(default_factory=dict)
+    fit_threads: int | None = None
+
+    def resolved(self) -> "LoopConfig":
+        initial = self.initial_steps if self.initial_steps is not None else min(1000, max(1, self.real_steps // 5))
+        agent_steps = self.agent_steps_per_iteration or (5000 if self.agent.upper() in OFF_POLICY else 25_000)
+        return dataclasses.replace(self, agent=self.agent.upper(), initial_steps=min(initial, self.real_steps),
+                                   agent_steps_per_iteration=agent_steps)
+
+    def validate(self) -> None:
+        if self.real_steps < 2:
+            raise ValueError(f"real_steps must be at least 2, got {self.real_steps}")
+        if self.iterations < 1 or self.eval_episodes < 1:
+            raise ValueError("iterations and eval_episodes must be at least 1")
+        if self.initial_steps is not None and not 1 <= self.initial_steps <= self.real_steps:
+            raise ValueError(f"initial_steps must be in [1, real_steps], got {self.initial_steps}")
+
+
+class LoopState:
+    """``state.json``: where the loop stands, written atomically after each finished phase."""
+
+    def __init__(self, out: Path, config: LoopConfig):
+        self.path = out / "state.json"
+        self.data: dict[str, Any] = {"config": _jsonable(dataclasses.asdict(config)), "iteration": 0, "phase": "start",
+                                     "real_steps": 0, "curve": []}
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved.get("config") != self.data["config"]:
+                raise ValueError(f"{out} holds a loop with other settings ({saved.get('config')}); use another --out or the same options")
+            self.data = saved
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def advance(self, **changes: Any) -> None:
+        self.data.update(changes)
+        with atomic_path(self.path) as tmp:
+            Path(tmp).write_text(json.dumps(self.data, indent=2))
+
+
+def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the loop in ``out``; returns the curve ``[{real_steps, return, ...}]`` and paths."""
+    from learned_envs.data import concatenate, load, save
+
+    config.validate()
+    cfg = config.resolved()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = LoopState(out, config)
+    real_path, dream_path, agent_path = out / "real.npz", out / "dream.safetensors", out / "agent.zip"
+    env = gym.make(cfg.env_id)
+    slice_steps = max(1, -(-(cfg.real_steps - cfg.initial_steps) // cfg.iterations))
+    bar = tqdm(total=cfg.real_steps, initial=state["real_steps"], desc=f"loop {cfg.env_id}", unit="real step", disable=not progress)
+    agent = None
+    while True:
+        phase, iteration = state["phase"], state["iteration"]
+        if phase in ("start", "evaluated"):
+            spent = state["real_steps"]
+            if spent >= cfg.real_steps:
+                break
+            steps = cfg.initial_steps if spent == 0 else min(slice_steps, cfg.real_steps - spent)
+            if spent > 0 and agent is None:
+                agent = _load_agent(cfg, agent_path, dream_path)
+            new = _collect(env, agent, steps, seed=cfg.seed * 100_003 + iteration)
+            data = concatenate([load(real_path), new], source=str(real_path)) if spent else new
+            save(data, real_path)
+            bar.update(steps)
+            state.advance(phase="collected", real_steps=spent + steps)
+        elif phase == "collected":
+            _refit(cfg, real_path, dream_path, warm=dream_path.exists(), progress=progress)
+            state.advance(phase="fitted")
+        elif phase == "fitted":
+            agent = _train(cfg, agent, agent_path, dream_path, progress)
+            state.advance(phase="trained")
+        elif phase == "trained":
+            if agent is None:
+                agent = _load_agent(cfg, agent_path, dream_path)
+            mean, std, eval_steps = _evaluate(agent, cfg.env_id, cfg.eval_episodes, seed=10_000 + 1000 * cfg.seed + iteration)
+            point = {"iteration": iteration, "real_steps": state["real_steps"], "return": mean, "return_std": std,
+                     "eval_episodes": cfg.eval_episodes, "eval_steps": eval_steps}
+            state.advance(phase="evaluated", iteration=iteration + 1, curve=[*state["curve"], point])
+            _write_curve(out, cfg, state["curve"])
+            bar.set_postfix(real_return=f"{mean:.1f}")
+    bar.close()
+    env.close()
+    return {"curve": state["curve"], "real": str(real_path), "dream": str(dream_path), "agent": str(agent_path)}
+
+
+def _collect(env: gym.Env, agent, steps: int, seed: int):
+    """``steps`` real transitions: uniform random without an agent, else the agent's exploring policy."""
+    from learned_envs.data.collecting import rollout
+
+    if agent is None:
+        env.action_space.seed(seed)
+        return rollout(env, lambda obs: env.action_space.sample(), steps, seed, {"kind": "random"})
+    return rollout(env, lambda obs: agent.predict(obs, deterministic=False)[0], steps, seed,
+                   {"kind": "sb3", "algo": type(agent).__name__, "exploring": True, "online_loop": True})
+
+
+def _refit(cfg: LoopConfig, real_path: Path, dream_path: Path, warm: bool, progress: bool) -> None:
+    from learned_envs.fitting import FitConfig, fit
+
+    fit(real_path, dream_path, source_env=cfg.env_id, seed=cfg.seed, init=dream_path if warm else None,
+        config=FitConfig(threads=cfg.fit_threads), dream_defaults=cfg.dream_kwargs, progress=False)
+
+
+def _dream_venv(cfg: LoopConfig, dream_path: Path, n_envs: int):
+    """The SB3 VecEnv of the newest dream (registered as ``Loop-<Env>-v0`` for this process)."""
+    import re
+
+    from learned_envs.registry import register_dream
+    from learned_envs.sb3 import make_vec_env
+
+    name = re.sub(r"[^A-Za-z0-9_.]", "", cfg.env_id.split("/")[-1].split(":")[-1].rsplit("-v", 1)[0]) or "Env"
+    dream_id = f"Loop-{name}-v0"
+    register_dream(dream_id, dream_path)
+    return make_vec_env(dream_id, n_envs=n_envs, seed=cfg.seed)
+
+
+def _train(cfg: LoopConfig, agent, agent_path: Path, dream_path: Path, progress: bool):
+    """The same agent, trained ``agent_steps_per_iteration`` more steps in the newest dream."""
+    import stable_baselines3 as sb3
+
+    from learned_envs.training import ProgressBar, hyperparameters
+
+    params = hyperparameters(cfg.agent, cfg.env_id)
+    n_envs, policy = params.pop("n_envs"), params.pop("policy")
+    venv = _dream_venv(cfg, dream_path, n_envs)
+    if agent is None and agent_path.exists():
+        agent = getattr(sb3, cfg.agent).load(agent_path, env=venv, device="cpu")
+    elif agent is None:
+        agent = getattr(sb3, cfg.agent)(policy, venv, seed=cfg.seed, verbose=0, device="cpu", **params)
+    else:
+        agent.set_env(venv)
+    steps = cfg.agent_steps_per_iteration
+    agent.learn(steps, reset_num_timesteps=False, callback=ProgressBar(steps, f"{cfg.agent} in the dream") if progress else None)
+    with atomic_path(agent_path) as tmp, open(tmp, "wb") as fh:
+        agent.save(fh)
+    return agent
+
+
+def _load_agent(cfg: LoopConfig, agent_path: Path, dream_path: Path):
+    import stable_baselines3 as sb3
+
+    if not agent_path.exists():
+        return None
+    return getattr(sb3, cfg.agent).load(agent_path, device="cpu")
+
+
+def _evaluate(agent, env_id: str, episodes: int, seed: int) -> tuple[float, float, int]:
+    """Mean and std of the deterministic agent's real return, and the real steps the scoring took."""
+    env = gym.make(env_id)
+    returns, steps = [], 0
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(agent.predict(obs, deterministic=True)[0])
+            total, done, steps = total + float(reward), terminated or truncated, steps + 1
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns)), float(np.std(returns)), steps
+
+
+def _write_curve(out: Path, cfg: LoopConfig, curve: list[dict[str, Any]]) -> None:
+    with atomic_path(out / "curve.json") as tmp:
+        Path(tmp).write_text(json.dumps({"env_id": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed, "curve": curve}, indent=2))
+    from learned_envs.evaluation.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    x = [p["real_steps"] for p in curve]
+    y = np.array([p["return"] for p in curve])
+    s = np.array([p["return_std"] for p in curve])
+    ax.plot(x, y, marker="o", label=f"{cfg.agent}, trained only in the dream")
+    ax.fill_between(x, y - s, y + s, alpha=0.2)
+    ax.set_xlabel("real steps spent")
+    ax.set_ylabel(f"real return ({cfg.eval_episodes} episodes)")
+    ax.set_title(f"learned-envs loop {cfg.env_id} (seed {cfg.seed})", fontsize=10)
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out / "curve.png")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
