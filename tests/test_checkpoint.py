@@ -24,7 +24,7 @@ def test_round_trip_same_predictions(small_checkpoint):
     for key in ("format_version", "model", "observation_space", "action_space", "source_env_id", "dream", "dataset", "fit", "package_version", "created"):
         assert key in meta
     assert len(meta["dataset"]["sha256"]) == 64 and meta["dataset"]["transitions"] == 800
-    assert meta["fit"]["history"]["holdout_mse"] and meta["model"]["config"]["ensemble_size"] == SMALL_FIT["num_elites"]
+    assert meta["fit"]["history"]["dynamics_holdout"] and meta["model"]["config"]["ensemble_size"] == SMALL_FIT["num_elites"]
 
     # Refitting with the same seed reproduces the weights, so the saved model equals the fitted one.
     data = load(meta["dataset"]["path"])
@@ -33,8 +33,8 @@ def test_round_trip_same_predictions(small_checkpoint):
     act = torch.as_tensor(data.actions[:64])
     a = ckpt.model.predict(obs, act, temperature=0.0, members="mean")
     b = fresh.predict(obs, act, temperature=0.0, members="mean")
-    for key in ("next_state", "reward", "termination_prob", "disagreement"):
-        torch.testing.assert_close(a[key], b[key])
+    for key in ("next_state", "reward", "termination_prob"):
+        torch.testing.assert_close(getattr(a, key), getattr(b, key))
     # And the start-state pool is the logged episode starts.
     np.testing.assert_array_equal(ckpt.start_states.numpy(), data.episode_starts())
 
@@ -100,17 +100,17 @@ MALFORMED = [
     ("null_dream", lambda m: m.update(dream=None), "metadata key 'dream' should be a JSON object, not null"),
     ("config_as_list", lambda m: m["model"].update(config=[4, 2]), "metadata key 'model.config' should be a JSON object"),
     ("text_obs_dim", lambda m: m["model"]["config"].update(obs_dim="4"), "metadata key 'model.config.obs_dim' should be a JSON whole number"),
-    ("extra_config_key", lambda m: m["model"]["config"].update(dropout_layers=2), r"metadata key 'model.config' has unknown key\(s\) \['dropout_layers'\]"),
+    ("extra_config_key", lambda m: m["model"]["config"].update(dropout_layers=2), r"metadata key 'model.config': unknown key\(s\) \['dropout_layers'\]"),
     ("fractional_size", lambda m: m["model"]["config"].update(hidden_size=0.5), "metadata key 'model.config.hidden_size' should be a positive whole number"),
     ("zero_hidden", lambda m: m["model"]["config"].update(hidden_size=0), "metadata key 'model.config.hidden_size' should be a positive"),
-    ("unknown_family", lambda m: m["model"].update(family="transformer"), "metadata key 'model.family' is 'transformer'"),
+    ("unknown_family", lambda m: m["model"].update(family="transformer"), "metadata key 'model.family': unknown model family 'transformer'"),
     ("obs_shape_5", lambda m: m["observation_space"].update(_box(5)), r"'observation_space' \(5 values per observation\) does not fit 'model.config.obs_dim' = 4"),
     ("three_actions", lambda m: m["action_space"].update(n=3), r"'action_space' \(3 action features\) does not fit 'model.config.action_dim' = 2"),
     ("box_actions", lambda m: m.update(action_space=_box(2)), r"'action_space' \(a Box space\) does not fit 'model.config.discrete_actions'"),
     ("space_as_text", lambda m: m.update(observation_space="Box(4)"), "metadata key 'observation_space' should be a JSON object"),
     ("space_no_bounds", lambda m: m.update(observation_space={"type": "Box", "shape": [4]}), "metadata key 'observation_space' is not a valid space"),
     ("bad_knob", lambda m: m["dream"].update(temperature="hot"), "metadata key 'dream.temperature' is not a valid setting"),
-    ("zero_steps", lambda m: m["dream"].update(max_episode_steps=0), "metadata key 'dream.max_episode_steps' should be positive"),
+    ("zero_steps", lambda m: m["dream"].update(max_episode_steps=0), "metadata key 'dream.max_episode_steps': max_episode_steps must be >= 1"),
     ("metrics_as_list", lambda m: m["fit"].update(metrics=[]), "metadata key 'fit.metrics' should be a JSON object, not array"),
     ("no_tensor_digest", lambda m: {k: v for k, v in m.items() if k != "tensor_sha256"}, "metadata key 'tensor_sha256' is missing"),
 ]

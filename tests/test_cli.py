@@ -26,7 +26,7 @@ def test_collect_fit_list_make(tmp_path):
     assert "wrote 300 transitions" in out.stdout
     assert "collect CartPole-v1" in out.stderr  # the progress bar
     out = run("fit", str(data), "--id", "Test-Cli-v0", "--seed", "1", "--hidden-size", "32", "--layers", "2",
-              "--ensemble-size", "2", "--elites", "1", "--max-epochs", "5", home=home)
+              "--ensemble-size", "2", "--elites", "1", "--max-updates", "200", home=home)
     assert "registered as Test-Cli-v0" in out.stdout
     assert "fit dynamics" in out.stderr  # the progress bar
     assert (home / "dreams" / "Test-Cli-v0.safetensors").is_file()

@@ -78,8 +78,9 @@ def test_propagation_random_redraws_each_step(ckpt):
     core, _ = _step(ckpt, propagation="random", temperature=1e-4)  # near-zero noise: each row sits by its member
     state = core.state.clone()
     batch = core.step(np.zeros(N, np.int64))
-    per_member = ckpt.model.distribution(state, torch.zeros(N, dtype=torch.long))[0]  # [E, N, T]
-    next_per_member = state + ckpt.model.target_norm.denormalize(per_member)[..., :4]
+    action = torch.zeros(N, dtype=torch.long)
+    next_per_member = torch.stack([  # [E, N, D]: each member's mean next state
+        ckpt.model.predict(state, action, temperature=0.0, members=torch.full((N,), e)).next_state for e in range(ckpt.model.num_members)])
     obs = torch.as_tensor(batch.observations)
     chosen = [(next_per_member[:, i] - obs[i]).abs().sum(-1).argmin().item() for i in range(N)]
     assert len(set(chosen)) > 1
