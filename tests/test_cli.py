@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def run(*args, home: Path, check: bool = True):
@@ -109,3 +110,65 @@ def test_train_saves_an_agent_from_a_dream_or_a_real_env(tmp_path, small_checkpo
     failed = run("train", "CartPole-v1", "--steps", "10", "--out", str(tmp_path / "x.zip"),
                  "--dream-kwarg", "temperature=0", home=home, check=False)
     assert failed.returncode == 2 and "not a registered dream" in failed.stderr
+
+
+# -- the rough edges of issue 12: every usage error is one line naming the flag, exit 2 ---------
+def _main(capsys, *argv) -> tuple[int, str, str]:
+    from learned_envs.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own usage errors and --help/--version
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_misspelt_dream_kwarg_blames_dream_kwarg(capsys, small_dream_id, tmp_path):
+    code, _, err = _main(capsys, "train", small_dream_id, "--steps", "8", "--out", str(tmp_path / "a.zip"),
+                         "--dream-kwarg", "temprature=0.5")
+    assert code == 2 and err.startswith("learned-envs train: error: --dream-kwarg 'temprature=0.5': unknown dream knob"), err
+    assert "--sweep" not in err and not (tmp_path / "a.zip").exists()
+
+
+def test_sac_in_a_discrete_dream_says_it_needs_a_box_action_space(capsys, small_dream_id, tmp_path):
+    code, _, err = _main(capsys, "train", small_dream_id, "--algo", "sac", "--steps", "8", "--out", str(tmp_path / "a.zip"))
+    assert code == 2 and "error: --algo SAC needs a continuous (Box) action space" in err and "Discrete(2)" in err, err
+    assert "Traceback" not in err
+
+
+def test_fit_without_a_target_is_a_usage_error(capsys, tmp_path):
+    code, _, err = _main(capsys, "fit", str(tmp_path / "logs.npz"))
+    assert code == 2 and err.strip() == "learned-envs fit: error: give --out FILE, --id DREAM_ID, or both", err
+
+
+def test_version_and_help(capsys):
+    from learned_envs.cli import build_parser
+    from learned_envs.version import __version__
+
+    code, out, _ = _main(capsys, "--version")
+    assert code == 0 and out.strip() == f"learned-envs {__version__}"
+    code, out, _ = _main(capsys, "--help")
+    assert code == 0 and "``" not in out and "world models fitted on logged data" in out
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    undocumented = [f"{name} {action.option_strings or action.dest}" for name, sub in commands.items() if name != "fit"
+                    for action in sub._actions if action.help is None]
+    assert not undocumented, undocumented
+    assert ".npz" not in commands["evaluate"]._option_string_actions["--data"].help
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("False", False), ("none", None), ("0.5", 0.5), ("clip", "clip")])
+def test_knob_values_are_parsed(text, value):
+    from learned_envs.cli import parse_sweep
+
+    assert parse_sweep([f"uncertainty_info={text}"], "--dream-kwarg") == {"uncertainty_info": [value]}
+
+
+def test_rendering_headless_prints_no_sdl_complaint(small_checkpoint):
+    code = ("import learned_envs, numpy as np; from learned_envs.dreams.render import SourceRenderer; "
+            "print(SourceRenderer('CartPole-v1').render(np.zeros(4)).shape)")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "SDL_AUDIODRIVER", "SDL_VIDEODRIVER", "DISPLAY")}
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert shown.stdout.strip() == "(400, 600, 3)", shown.stderr
+    assert "XDG_RUNTIME_DIR" not in shown.stderr, shown.stderr
