@@ -238,7 +238,8 @@ def _check_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r:.80}, but this learned-envs ({__version__}) reads version {FORMAT_VERSION}"
-            + (" (an older file: refit it from its data with `learned-envs fit`, or its recipe)" if isinstance(version, int) and version < FORMAT_VERSION else "")
+            + (" (an older file: refit it from its data with `learned-envs fit`, or its recipe)"
+               if isinstance(version, int) and version < FORMAT_VERSION else "")
         )
     stored = meta.get(METADATA_DIGEST_KEY)
     try:

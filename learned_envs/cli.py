@@ -6,6 +6,7 @@
     learned-envs list
     learned-envs train ENV_OR_DREAM_ID --algo PPO|A2C|DQN|SAC --steps N --out AGENT.zip [--seed S] [--dream-kwarg K=V]
     learned-envs demo [--steps N] [--seed S]
+    learned-envs loop ENV_ID --agent SAC|PPO|DQN --real-steps N --out DIR [--seed S]
     learned-envs evaluate CHECKPOINT_OR_DREAM_ID [--data FILE] [--out DIR] [--horizon K]
                           [--transfer ALGO --steps N --sweep temperature=0,0.5,1,1.5 --seeds K]
 """
@@ -27,7 +28,8 @@ from learned_envs.data.transitions import DataError
 def cmd_collect(args: argparse.Namespace) -> None:
     from learned_envs.data.collecting import collect
 
-    data = collect(args.env_id, args.steps, out=args.out, policy=args.policy, epsilon=args.epsilon, seed=args.seed, algo=args.algo, format=args.format)
+    data = collect(args.env_id, args.steps, out=args.out, policy=args.policy, epsilon=args.epsilon, seed=args.seed, algo=args.algo,
+                   format=args.format)
     print(f"wrote {len(data)} transitions ({data.num_episodes} episodes) of {args.env_id} to {args.out}")
 
 
@@ -150,6 +152,23 @@ def cmd_list(args: argparse.Namespace) -> None:
     for r in rows:
         mse = f"{r['holdout_mse']:.3g}" if r["holdout_mse"] is not None else "-"
         print(f"{r['id']:<32} {r['origin']:<8} {str(r['source_env_id']):<26} {str(r['transitions']):>11} {str(r['episodes']):>8} {mse:>11}")
+
+
+def cmd_loop(args: argparse.Namespace) -> None:
+    import torch
+
+    from learned_envs.online import LoopConfig, run_loop
+
+    torch.set_num_threads(1)  # small networks: a second thread costs more in sync than it saves
+    config = LoopConfig(env_id=args.env_id, agent=args.agent, real_steps=args.real_steps, seed=args.seed,
+                        initial_steps=args.initial_steps, iterations=args.iterations,
+                        agent_steps_per_iteration=args.agent_steps, eval_episodes=args.eval_episodes,
+                        dream_kwargs=_single_values(args.dream_default, "--dream-default"))
+    result = run_loop(config, args.out)
+    last = result["curve"][-1] if result["curve"] else None
+    if last:
+        print(f"{args.env_id}: real return {last['return']:.1f} +- {last['return_std']:.1f} over {last['eval_episodes']} episodes "
+              f"after {last['real_steps']} real steps; wrote {args.out}/real.npz, agent.zip, dream.safetensors, curve.json, curve.png")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -291,9 +310,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, required=True, help="environment steps to train for")
     p.add_argument("--out", required=True, help="agent zip to write (load it with the SB3 class, or collect --policy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the agent and its envs (default 0)")
-    p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE", help="dream knob for this run (e.g. temperature=0.5); repeatable")
+    p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE",
+                   help="dream knob for this run (e.g. temperature=0.5); repeatable")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("loop", help="learn online: real steps with the agent, refit the dream, train the agent in it, repeat")
+    p.add_argument("env_id", metavar="ENV_ID", help="the real Gymnasium env (Box or Discrete spaces)")
+    p.add_argument("--agent", default="SAC", type=str.upper, help="SB3 algorithm: SAC (continuous), PPO, DQN (discrete), ... (default SAC)")
+    p.add_argument("--real-steps", type=_positive_int, required=True, help="real transitions to spend in all")
+    p.add_argument("--out", required=True,
+                   help="folder of the run (resumed if it exists): real.npz, dream.safetensors, agent.zip, curve.json/png")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real episodes, the fits and the agent (default 0)")
+    p.add_argument("--initial-steps", type=_positive_int,
+                   help="uniformly random real steps before the first fit (default: a fifth of --real-steps, at most 1000)")
+    p.add_argument("--iterations", type=_positive_int, default=10, help="collect-refit-train rounds after the random steps (default 10)")
+    p.add_argument("--agent-steps", type=_positive_int, help="agent steps in the dream per round (default 5000 off-policy, 25000 PPO/A2C)")
+    p.add_argument("--eval-episodes", type=_positive_int, default=5,
+                   help="real episodes scoring the agent after each round (default 5; not training data)")
+    p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
+                   help="dream knob stored in every refit (e.g. temperature=0.5); repeatable")
+    p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("demo", help="train PPO only in Dream-CartPole-v0 and score it in the real CartPole-v1")
     p.add_argument("--dream", default="Dream-CartPole-v0", help="registered dream to train in (default Dream-CartPole-v0)")

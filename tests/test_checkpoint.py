@@ -21,7 +21,8 @@ def test_round_trip_same_predictions(small_checkpoint):
     ckpt = load_checkpoint(small_checkpoint)
     meta = ckpt.metadata
     # Everything the contract promises is in the metadata.
-    for key in ("format_version", "model", "observation_space", "action_space", "source_env_id", "dream", "dataset", "fit", "package_version", "created"):
+    for key in ("format_version", "model", "observation_space", "action_space", "source_env_id", "dream", "dataset", "fit",
+                "package_version", "created"):
         assert key in meta
     assert len(meta["dataset"]["sha256"]) == 64 and meta["dataset"]["transitions"] == 800
     assert meta["fit"]["history"]["dynamics_holdout"] and meta["model"]["config"]["ensemble_size"] == SMALL_FIT["num_elites"]
@@ -73,7 +74,8 @@ def test_edited_metadata_is_detected(small_checkpoint, tmp_path):
         load_checkpoint(bad)
     # A malformed edit names the key first, and still says the metadata was edited.
     shape5 = rewrite_metadata(small_checkpoint, tmp_path / "shape5.safetensors", lambda m: m["observation_space"].update(_box(5)))
-    with pytest.raises(CheckpointError, match=r"shape5.safetensors: .*'observation_space' \(5 values.*'model.config.obs_dim' = 4.*edited after saving"):
+    edited = r"shape5.safetensors: .*'observation_space' \(5 values.*'model.config.obs_dim' = 4.*edited after saving"
+    with pytest.raises(CheckpointError, match=edited):
         load_checkpoint(shape5)
 
 
@@ -99,18 +101,27 @@ MALFORMED = [
     ("no_model", lambda m: {k: v for k, v in m.items() if k != "model"}, "metadata key 'model' is missing"),
     ("null_dream", lambda m: m.update(dream=None), "metadata key 'dream' should be a JSON object, not null"),
     ("config_as_list", lambda m: m["model"].update(config=[4, 2]), "metadata key 'model.config' should be a JSON object"),
-    ("text_obs_dim", lambda m: m["model"]["config"].update(obs_dim="4"), "metadata key 'model.config.obs_dim' should be a JSON whole number"),
-    ("extra_config_key", lambda m: m["model"]["config"].update(dropout_layers=2), r"metadata key 'model.config': unknown key\(s\) \['dropout_layers'\]"),
-    ("fractional_size", lambda m: m["model"]["config"].update(hidden_size=0.5), "metadata key 'model.config.hidden_size' should be a positive whole number"),
+    ("text_obs_dim", lambda m: m["model"]["config"].update(obs_dim="4"),
+      "metadata key 'model.config.obs_dim' should be a JSON whole number"),
+    ("extra_config_key", lambda m: m["model"]["config"].update(dropout_layers=2),
+      r"metadata key 'model.config': unknown key\(s\) \['dropout_layers'\]"),
+    ("fractional_size", lambda m: m["model"]["config"].update(hidden_size=0.5),
+      "metadata key 'model.config.hidden_size' should be a positive whole number"),
     ("zero_hidden", lambda m: m["model"]["config"].update(hidden_size=0), "metadata key 'model.config.hidden_size' should be a positive"),
-    ("unknown_family", lambda m: m["model"].update(family="transformer"), "metadata key 'model.family': unknown model family 'transformer'"),
-    ("obs_shape_5", lambda m: m["observation_space"].update(_box(5)), r"'observation_space' \(5 values per observation\) does not fit 'model.config.obs_dim' = 4"),
-    ("three_actions", lambda m: m["action_space"].update(n=3), r"'action_space' \(3 action features\) does not fit 'model.config.action_dim' = 2"),
-    ("box_actions", lambda m: m.update(action_space=_box(2)), r"'action_space' \(a Box space\) does not fit 'model.config.discrete_actions'"),
+    ("unknown_family", lambda m: m["model"].update(family="transformer"),
+      "metadata key 'model.family': unknown model family 'transformer'"),
+    ("obs_shape_5", lambda m: m["observation_space"].update(_box(5)),
+      r"'observation_space' \(5 values per observation\) does not fit 'model.config.obs_dim' = 4"),
+    ("three_actions", lambda m: m["action_space"].update(n=3),
+      r"'action_space' \(3 action features\) does not fit 'model.config.action_dim' = 2"),
+    ("box_actions", lambda m: m.update(action_space=_box(2)),
+      r"'action_space' \(a Box space\) does not fit 'model.config.discrete_actions'"),
     ("space_as_text", lambda m: m.update(observation_space="Box(4)"), "metadata key 'observation_space' should be a JSON object"),
-    ("space_no_bounds", lambda m: m.update(observation_space={"type": "Box", "shape": [4]}), "metadata key 'observation_space' is not a valid space"),
+    ("space_no_bounds", lambda m: m.update(observation_space={"type": "Box", "shape": [4]}),
+      "metadata key 'observation_space' is not a valid space"),
     ("bad_knob", lambda m: m["dream"].update(temperature="hot"), "metadata key 'dream.temperature' is not a valid setting"),
-    ("zero_steps", lambda m: m["dream"].update(max_episode_steps=0), "metadata key 'dream.max_episode_steps': max_episode_steps must be >= 1"),
+    ("zero_steps", lambda m: m["dream"].update(max_episode_steps=0),
+      "metadata key 'dream.max_episode_steps': max_episode_steps must be >= 1"),
     ("metrics_as_list", lambda m: m["fit"].update(metrics=[]), "metadata key 'fit.metrics' should be a JSON object, not array"),
     ("no_tensor_digest", lambda m: {k: v for k, v in m.items() if k != "tensor_sha256"}, "metadata key 'tensor_sha256' is missing"),
 ]
@@ -132,7 +143,8 @@ def test_state_tensors_must_fit_obs_dim(small_checkpoint, tmp_path):
 
     meta, tensors = read_metadata(small_checkpoint), load_file(str(small_checkpoint))
     narrow = write_tensors(tmp_path / "narrow.safetensors", {**tensors, "obs_low": tensors["obs_low"][:3]}, meta)
-    with pytest.raises(CheckpointError, match=r"narrow.safetensors: tensor 'obs_low' has shape \[3\], but 'model.config.obs_dim' = 4 needs \[4\]"):
+    expected = r"narrow.safetensors: tensor 'obs_low' has shape \[3\], but 'model.config.obs_dim' = 4 needs \[4\]"
+    with pytest.raises(CheckpointError, match=expected):
         load_checkpoint(narrow)
     empty = write_tensors(tmp_path / "empty.safetensors", {**tensors, "start_states": tensors["start_states"][:0]}, meta)
     with pytest.raises(CheckpointError, match=r"empty.safetensors: tensor 'start_states' has shape \[0, 4\]"):

@@ -50,7 +50,8 @@ def test_collect_with_sb3_agent_and_epsilon(tmp_path):
     agent = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0)
     agent.save(tmp_path / "agent.zip")
     data = tmp_path / "agent.npz"
-    run("collect", "CartPole-v1", "--steps", "100", "--out", str(data), "--policy", str(tmp_path / "agent.zip"), "--epsilon", "0.25", home=tmp_path)
+    run("collect", "CartPole-v1", "--steps", "100", "--out", str(data), "--policy", str(tmp_path / "agent.zip"), "--epsilon", "0.25",
+        home=tmp_path)
     from learned_envs.data import load
 
     meta = load(data).metadata["behaviour_policy"]

@@ -131,7 +131,8 @@ def test_fresh_interpreter_without_import(tmp_path):
         "obs, _ = env.reset(seed=0)\n"
         "print(env.spec.max_episode_steps, obs.shape)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "LEARNED_ENVS_HOME": str(tmp_path)})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "LEARNED_ENVS_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["500", "(4,)"]
 

@@ -48,7 +48,7 @@ def test_metrics_json_has_every_section(report):
     assert on_disk["data"]["transitions"] == 300
     assert on_disk["observation_names"] == ["cart position", "cart velocity", "pole angle", "pole angular velocity"]
     assert set(on_disk["open_loop"]["error_at"]) == {"1", "10"}  # 50 > horizon: not reported
-    assert on_disk["fit"]["history"]["holdout_mse"], "the fit's learning curve is carried into the report"
+    assert on_disk["fit"]["history"]["dynamics_holdout"], "the fit's learning curve is carried into the report"
 
 
 def test_open_loop_error_is_finite_and_grows(report):
@@ -156,7 +156,8 @@ def test_sweep_settings_are_the_grid():
 
 
 def test_transfer_reports_a_row_per_setting(small_checkpoint, tmp_path):
-    result = transfer(small_checkpoint, "PPO", steps=2_000, sweep={"temperature": [0.0]}, seeds=1, episodes=3, out_dir=tmp_path, progress=False, verbose=False)
+    result = transfer(small_checkpoint, "PPO", steps=2_000, sweep={"temperature": [0.0]}, seeds=1, episodes=3, out_dir=tmp_path,
+                      progress=False, verbose=False)
     assert [row["label"] for row in result["rows"]] == ["temperature=0"]
     row = result["rows"][0]
     (run,) = row["per_seed"]

@@ -125,7 +125,8 @@ def test_halt_reward_leaves_out_of_bounds_ends_alone(ckpt):
 def test_none_override_switches_off_a_stored_halt(ckpt):
     import dataclasses
 
-    stored = dataclasses.replace(ckpt, metadata={**ckpt.metadata, "dream": {**ckpt.metadata["dream"], "halt_threshold": 0.0, "halt_reward": -7.0}})
+    dream = {**ckpt.metadata["dream"], "halt_threshold": 0.0, "halt_reward": -7.0}
+    stored = dataclasses.replace(ckpt, metadata={**ckpt.metadata, "dream": dream})
     assert DreamCore(stored).halt_threshold == 0.0
     core = DreamCore(stored, halt_threshold=None, halt_reward=None)
     assert core.halt_threshold is None and core.settings.halt_reward is None

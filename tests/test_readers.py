@@ -52,7 +52,8 @@ def assert_same(back, data, exact_actions: bool = True) -> None:
     np.testing.assert_array_equal(back.episode_index(), data.episode_index())
 
 
-TARGETS = {"npz": "d.npz", "hdf5": "d.hdf5", "h5": "d.h5", "sb3": "d.pkl", "minari-id": "minari:test/logged-v0", "minari-folder": "logged_dataset"}
+TARGETS = {"npz": "d.npz", "hdf5": "d.hdf5", "h5": "d.h5", "sb3": "d.pkl", "minari-id": "minari:test/logged-v0",
+           "minari-folder": "logged_dataset"}
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -252,7 +253,8 @@ def _wrapped_buffer(tmp_path, ends_every=(7, 11), **changes):
 
 def test_sb3_bad_flag_names_buffer_index_and_env(tmp_path):
     # Env 1's rows are read oldest first (index 38, 39, 40, ...): index 40 is its third row, which must not be reported.
-    with pytest.raises(DataError, match=r"wrapped\.pkl: field 'dones': value 3\.0 is not a boolean \(in the file: buffer index 40, env 1\)$"):
+    named = r"wrapped\.pkl: field 'dones': value 3\.0 is not a boolean \(in the file: buffer index 40, env 1\)$"
+    with pytest.raises(DataError, match=named):
         load(_wrapped_buffer(tmp_path, dones=((40, 1), 3)))
     with pytest.raises(DataError, match=r"field 'timeouts': value -1\.0 is not a boolean \(in the file: buffer index 2, env 0\)$"):
         load(_wrapped_buffer(tmp_path, timeouts=((2, 0), -1)))

@@ -167,7 +167,8 @@ def test_vec_normalize_and_evaluate_policy(small_dream_id):
         terminal_count += sum("terminal_observation" in info for info in infos)
     assert done_count >= 8 and terminal_count == done_count, "every done row, and only those, carries a terminal observation"
     assert venv.obs_rms.count > 25 * 8 and np.isfinite(obs).all()
-    model = PPO("MlpPolicy", make_vec_env(small_dream_id, n_envs=4, seed=0, max_episode_steps=20), n_steps=8, batch_size=32, seed=0, device="cpu")
+    venv4 = make_vec_env(small_dream_id, n_envs=4, seed=0, max_episode_steps=20)
+    model = PPO("MlpPolicy", venv4, n_steps=8, batch_size=32, seed=0, device="cpu")
     with warnings.catch_warnings():
         # evaluate_policy warns when no Monitor lets it see whole episodes
         warnings.filterwarnings("error", message="Evaluation environment is not wrapped")

@@ -24,7 +24,8 @@ from learned_envs.data.npz import load_npz, save_npz
 from learned_envs.data.reading import DataWarning
 from learned_envs.data.transitions import DataError, Transitions, as_transitions, concatenate
 
-__all__ = ["DataError", "DataWarning", "Transitions", "as_transitions", "concatenate", "load", "save", "format_of", "target_format", "source_sha256",
+__all__ = ["DataError", "DataWarning", "Transitions", "as_transitions", "concatenate", "load", "save", "format_of", "target_format",
+           "source_sha256",
            "resolved_source", "FORMATS",
            "load_npz", "save_npz", "collect"]
 

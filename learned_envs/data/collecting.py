@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from learned_envs.data.transitions import Transitions, as_transitions
+from learned_envs.data.transitions import FIELDS, Transitions, as_transitions
 
 _SB3_ALGOS = {"ppo": "PPO", "a2c": "A2C", "dqn": "DQN", "sac": "SAC", "td3": "TD3", "ddpg": "DDPG"}
 
@@ -72,7 +72,7 @@ def rollout(env: gym.Env, act: Callable[[np.ndarray], Any], steps: int, seed: in
     """``steps`` transitions of ``env`` under ``act(obs) -> action``, from ``env.reset(seed=seed)``,
     episodes kept apart; the last one, cut by the budget, is marked truncated."""
     obs_shape = env.observation_space.shape
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminations", "truncations", "episode_ids")}
+    rows: dict[str, list] = {k: [] for k in (*FIELDS, "episode_ids")}
     obs, _ = env.reset(seed=seed)
     episode = 0
     for _ in tqdm(range(steps), desc=desc, unit="step", disable=desc is None):

@@ -99,7 +99,9 @@ def load_d4rl_hdf5(
     return validate(arrays, *spaces, source, metadata, locate)
 
 
-def _pair_with_following_rows(arrays: dict[str, np.ndarray], source: str, metadata: dict) -> tuple[dict[str, np.ndarray], Callable[[int], str]]:
+def _pair_with_following_rows(
+    arrays: dict[str, np.ndarray], source: str, metadata: dict
+) -> tuple[dict[str, np.ndarray], Callable[[int], str]]:
     """Rows whose next observation is the following row's: drop each episode's last row (noted)."""
     terminals, timeouts = arrays["terminations"], arrays["truncations"]
     ends = terminals | timeouts

@@ -51,7 +51,8 @@ def read_array(group: Any, name: str, source: str, prefix: str = "", required: b
         raise DataError(source, prefix + name, "missing")
     item = group[name]
     if not isinstance(item, h5py.Dataset):
-        raise DataError(source, prefix + name, "is an HDF5 group, not an array (Dict/Tuple spaces are not supported: only Box and Discrete)")
+        raise DataError(source, prefix + name,
+                        "is an HDF5 group, not an array (Dict/Tuple spaces are not supported: only Box and Discrete)")
     value = item[()]
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
         raise DataError(source, prefix + name, f"holds {getattr(value, 'dtype', type(value).__name__)}, not numbers")

@@ -204,7 +204,8 @@ def save_sb3_buffer(data: Transitions, path: str | os.PathLike) -> Path:
     buffer = ReplayBuffer(n + 1, data.observation_space, data.action_space, device="cpu", n_envs=1, handle_timeout_termination=True)
     flagless = flagless_ends(data)
     if flagless.any():
-        warn_data(str(path), f"{int(flagless.sum())} episode ends have neither termination nor truncation; the SB3 buffer records them as time-outs")
+        warn_data(str(path), f"{int(flagless.sum())} episode ends have neither termination nor truncation; "
+                             "the SB3 buffer records them as time-outs")
     actions = data.actions.reshape(n, -1)
     if _scaling(data.action_space, None):
         low, high = data.action_space.low.reshape(1, -1).astype(np.float32), data.action_space.high.reshape(1, -1).astype(np.float32)

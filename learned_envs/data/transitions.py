@@ -249,7 +249,8 @@ def _check_provenance(metadata: dict[str, Any], source: str) -> None:
     Gymnasium id and a checkpoint field), the behaviour policy a JSON object."""
     env_id = metadata.get("source_env_id")
     if env_id is not None and not isinstance(env_id, str):
-        raise DataError(source, "metadata source_env_id", f"must be a string (a Gymnasium env id), not {type(env_id).__name__} {env_id!r:.80}")
+        raise DataError(source, "metadata source_env_id",
+                        f"must be a string (a Gymnasium env id), not {type(env_id).__name__} {env_id!r:.80}")
     policy = metadata.get("behaviour_policy")
     if policy is not None and not isinstance(policy, dict):
         raise DataError(source, "metadata behaviour_policy", f"must be a JSON object, not {type(policy).__name__} {policy!r:.80}")

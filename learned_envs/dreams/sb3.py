@@ -144,7 +144,9 @@ class DreamSB3VecEnv(VecEnv):
         result = getattr(self, method_name)(*method_args, **method_kwargs)
         return [result for _ in rows]
 
-    def _reset_sub_dreams(self, rows: list[int], seed: int | None = None, options: dict[str, Any] | None = None) -> list[tuple[np.ndarray, dict]]:
+    def _reset_sub_dreams(
+        self, rows: list[int], seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> list[tuple[np.ndarray, dict]]:
         if seed is not None:
             self._np_random = np.random.default_rng(seed)
             self.core.seed(self._np_random)

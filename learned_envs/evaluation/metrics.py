@@ -195,7 +195,8 @@ def open_loop_curve(
     clip = obs_low is not None and obs_high is not None
     low, high = (obs_low.to(device), obs_high.to(device)) if clip else (None, None)
     chunks = range(0, len(starts), CHUNK)
-    bar = tqdm(total=horizon * len(chunks), desc=f"open-loop rollouts ({len(starts)} starts{', clipped' if clip else ''})", unit="step", disable=not progress)
+    desc = f"open-loop rollouts ({len(starts)} starts{', clipped' if clip else ''})"
+    bar = tqdm(total=horizon * len(chunks), desc=desc, unit="step", disable=not progress)
     for lo in chunks:
         rows, left = starts[lo : lo + CHUNK], remaining[lo : lo + CHUNK]
         state, _ = _as_tensors(data, rows, device)
@@ -242,7 +243,9 @@ def replay_episode(model, data: Transitions, first: int, length: int) -> tuple[n
     return real, np.stack(dream)
 
 
-def sample_dreams(checkpoint, data: Transitions, first: int, length: int, samples: int = 16, seed: int = 0, **dream_kwargs: Any) -> np.ndarray:
+def sample_dreams(
+    checkpoint, data: Transitions, first: int, length: int, samples: int = 16, seed: int = 0, **dream_kwargs: Any
+) -> np.ndarray:
     """``[samples, length + 1, D]`` trajectories of the dream itself (its own noise, propagation and
     halting, as an agent meets it) from the episode's first observation under its logged actions.
 

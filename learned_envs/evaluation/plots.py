@@ -61,7 +61,8 @@ def plot_k_step_error(
     if samples is not None and (samples < few).any():
         first_few = int(np.argmax(samples < few)) + 1
         ax.axvspan(first_few, len(error), color="0.85", alpha=0.6, lw=0)
-        ax.text(first_few, 0.03, f" fewer than {few} rollouts\n reach this far: noisy", transform=ax.get_xaxis_transform(), va="bottom", ha="left", fontsize=7, color="0.35")
+        ax.text(first_few, 0.03, f" fewer than {few} rollouts\n reach this far: noisy", transform=ax.get_xaxis_transform(),
+                va="bottom", ha="left", fontsize=7, color="0.35")
     for i, name in enumerate(names):
         ax.plot(k, per_dim[:, i], lw=1, alpha=0.75, label=name)
     ax.plot(k, error, color="black", lw=2.5, label="mean over dimensions")
@@ -116,7 +117,8 @@ def plot_trajectories(
                 last = np.isfinite(samples[:, :, r]).sum(axis=1) - 1  # each sample's last step
                 ended = last < len(t) - 1
                 if ended.any():
-                    ax.plot(last[ended], samples[ended, last[ended], r], "x", color=BAD, ms=5, mew=1.2, label="a dream sample ends (terminated / halted)")
+                    ax.plot(last[ended], samples[ended, last[ended], r], "x", color=BAD, ms=5, mew=1.2,
+                            label="a dream sample ends (terminated / halted)")
             ax.plot(t, ep["real"][:, r], color=REAL, lw=1.6, label="real (logged)")
             ax.plot(t, ep["mean"][:, r], color=MODEL, lw=1.6, ls="--", label="model mean, open loop")
             shown = [ep["real"][:, r]] + ([lo, hi] if samples is not None else [])
@@ -188,7 +190,8 @@ def plot_transfer(path: Path, rows: list[dict[str, Any]], title: str, reward_thr
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(rows) + 2), 4))
     x = np.arange(len(rows))
     width = 0.38
-    for offset, key, color, label in ((-width / 2, "dream", DREAM, "return in the dream"), (width / 2, "real", REAL, "return in the real env")):
+    bars = ((-width / 2, "dream", DREAM, "return in the dream"), (width / 2, "real", REAL, "return in the real env"))
+    for offset, key, color, label in bars:
         means = [r[f"{key}_return_mean"] for r in rows]
         stds = [r[f"{key}_return_std"] for r in rows]
         ax.bar(x + offset, means, width, yerr=stds, color=color, alpha=0.85, label=label, capsize=3)

@@ -130,7 +130,8 @@ def evaluate(
         steps = min(length, horizon)
         real, mean = M.replay_episode(model, data, first, steps)
         samples = M.sample_dreams(ckpt, data, first, steps, dream_samples, seed + i, device=device, **settings) if dream_samples else None
-        episodes.append({"index": i, "length": length, "steps": steps, "real": real, "mean": mean, "samples": samples, "title": f"episode {i}: first {steps} of {length} steps" if steps < length else f"episode {i}: {length} steps"})
+        title = f"episode {i}: first {steps} of {length} steps" if steps < length else f"episode {i}: {length} steps"
+        episodes.append({"index": i, "length": length, "steps": steps, "real": real, "mean": mean, "samples": samples, "title": title})
 
     files = {"metrics": "metrics.json"}
     title = f"{source.name}: open-loop error on {Path(data_desc.split(' (')[0]).name} ({curve.starts} rollouts)"
@@ -207,11 +208,13 @@ def format_summary(result: dict[str, Any], out_dir: Path | None = None) -> str:
     one, ol, term = result["one_step"], result["open_loop"], result["one_step"]["termination"]
     data = result["data"]
     clip_at = result["open_loop_clipped"]["error_at"]
-    rows = [(f"open-loop error at k={k} (data std)", f"{_fmt(v)} (clipped as the dream does: {_fmt(clip_at[k])})") for k, v in ol["error_at"].items()]
+    rows = [(f"open-loop error at k={k} (data std)", f"{_fmt(v)} (clipped as the dream does: {_fmt(clip_at[k])})")
+            for k, v in ol["error_at"].items()]
     cover = result["coverage"]
     worst = int(np.argmax(cover["outside_fraction_per_dim"]))
-    rows.append(("held-out rows outside the training bounds", f"{cover['outside_fraction']:.1%}" + (
-        f" (most: {result['observation_names'][worst]}, {cover['outside_fraction_per_dim'][worst]:.1%})" if cover["outside_fraction"] else "")))
+    most = f" (most: {result['observation_names'][worst]}, {cover['outside_fraction_per_dim'][worst]:.1%})"
+    outside = f"{cover['outside_fraction']:.1%}" + (most if cover["outside_fraction"] else "")
+    rows.append(("held-out rows outside the training bounds", outside))
     rows += [(f"one-step RMSE/std: {name}", _fmt(v)) for name, v in zip(result["observation_names"], one["rmse_over_std"])]
     rows += [
         ("reward RMSE (one step)", f"{_fmt(one['reward_rmse'])} (reward std {_fmt(one['reward_std'])})"),

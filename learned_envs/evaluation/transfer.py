@@ -131,7 +131,8 @@ def transfer(
         from learned_envs.evaluation.plots import plot_transfer
 
         spec = gym.spec(real_env)
-        title = f"{algo.upper()} trained {steps:,} steps only in {source.name}, scored in both ({len(seed_list)} seed(s) x {episodes} episodes)"
+        title = (f"{algo.upper()} trained {steps:,} steps only in {source.name}, "
+                 f"scored in both ({len(seed_list)} seed(s) x {episodes} episodes)")
         plot_transfer(out / "transfer.png", rows, title, spec.reward_threshold)
         result["files"] = {"json": "transfer.json", "plot": "transfer.png"}
     if verbose:
