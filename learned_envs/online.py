@@ -50,7 +50,7 @@ class LoopConfig:
     agent_steps_per_iteration: int | None = None  # None: 5,000 off-policy, 25,000 on-policy (PPO/A2C)
     eval_episodes: int = 5
     dream_kwargs: dict[str, Any] = field(default_factory=dict)
-    fit_threads: int | None = None
+    fit_options: dict[str, Any] = field(default_factory=dict)  # FitConfig fields for every refit (e.g. max_seconds)
 
     def resolved(self) -> "LoopConfig":
         initial = self.initial_steps if self.initial_steps is not None else min(1000, max(1, self.real_steps // 5))
@@ -152,7 +152,7 @@ def _refit(cfg: LoopConfig, real_path: Path, dream_path: Path, warm: bool, progr
     from learned_envs.fitting import FitConfig, fit
 
     fit(real_path, dream_path, source_env=cfg.env_id, seed=cfg.seed, init=dream_path if warm else None,
-        config=FitConfig(threads=cfg.fit_threads), dream_defaults=cfg.dream_kwargs, progress=False)
+        config=FitConfig(**cfg.fit_options), dream_defaults=cfg.dream_kwargs, progress=False)
 
 
 def _dream_venv(cfg: LoopConfig, dream_path: Path, n_envs: int):

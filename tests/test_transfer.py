@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 import learned_envs
 from learned_envs.data.collecting import collect
@@ -34,6 +35,7 @@ def _dream_return(model, dream_id: str, episodes: int) -> float:
     return float(np.mean(returns))
 
 
+@pytest.mark.slow
 def test_ppo_trained_in_fresh_dream_balances_real_cartpole(tmp_path):
     data = collect("CartPole-v1", 5000, out=tmp_path / "random.npz", seed=21, progress=False)
     assert data.metadata["behaviour_policy"]["kind"] == "random"

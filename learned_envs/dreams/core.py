@@ -211,7 +211,8 @@ class DreamCore:
             index = torch.as_tensor(action.astype(np.int64, copy=False), device=self.device)
             return index - self.action_start if self.action_start else index
         if action.size != self.num_envs * self._action_size:
-            raise ValueError(f"expected actions of shape ({self.num_envs}, *{self.action_space.shape}) for {self.action_space}, got {action.shape}")
+            raise ValueError(f"expected actions of shape ({self.num_envs}, *{self.action_space.shape}) for {self.action_space}, "
+                             f"got {action.shape}")
         action = action.reshape(self.num_envs, -1)
         if not np.isfinite(action).all():
             row = int(np.flatnonzero(~np.isfinite(action).all(axis=1))[0])

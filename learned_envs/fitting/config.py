@@ -127,8 +127,8 @@ class FitConfig:
         min_updates = self.min_updates if self.min_updates is not None else (0 if warm_start else 500)
         threads = self.threads or default_threads()
         model = self.model if self.model is not None else default_model_config(train_rows)
-        return dataclasses.replace(self, model=model, batch_size=batch, learning_rate=lr, max_updates=max_updates, min_updates=min(min_updates, max_updates),
-                                   eval_every=eval_every, patience=patience, threads=threads)
+        return dataclasses.replace(self, model=model, batch_size=batch, learning_rate=lr, max_updates=max_updates,
+                                   min_updates=min(min_updates, max_updates), eval_every=eval_every, patience=patience, threads=threads)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -91,7 +91,15 @@ def fit(
 
     Everything that could make a broken dream is refused before any training (:class:`FitError`,
     ``ValueError``), and the written file is loaded back before it replaces an existing one.
+    The caller's global torch RNG is left as it was (building models draws from it).
     """
+    with torch.random.fork_rng(devices=[]):
+        return _fit(data, out, dream_id=dream_id, source_env=source_env, seed=seed, config=config,
+                    max_episode_steps=max_episode_steps, dream_defaults=dream_defaults, init=init, progress=progress)
+
+
+def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dream_defaults, init, progress) -> Path:
+    """:func:`fit`'s work, inside a fork of the global torch RNG."""
     from learned_envs import data as data_io
     from learned_envs.checkpoint import build_metadata
     from learned_envs.paths import user_dream_dir

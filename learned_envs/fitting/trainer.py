@@ -215,7 +215,8 @@ def train_stage(model: WorldModel, stage: str, train: Batch, hold: Batch, budget
             decays_left, last_improved = decays_left - 1, update
             history.setdefault(f"{stage}_lr_cut_at", []).append(update)
         out_of_patience = stalled >= budget.patience and not decays_left and update >= budget.min_updates
-        out_of_time = budget.deadline is not None and time.perf_counter() > budget.deadline and update >= min(budget.min_updates, budget.eval_every)
+        out_of_time = (budget.deadline is not None and time.perf_counter() > budget.deadline
+                       and update >= min(budget.min_updates, budget.eval_every))
         if out_of_patience or out_of_time:
             break
     bar.close()

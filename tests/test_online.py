@@ -1,0 +1,69 @@
+"""The online loop: real steps -> refit -> agent in the dream -> real score, resumable without losing or repeating real steps."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from learned_envs.checkpoint import load_checkpoint
+from learned_envs.data import load
+from learned_envs.online import LoopConfig, run_loop
+
+# Small enough for CI: what is tested is the bookkeeping, not how well the agent learns.
+TINY = dict(env_id="Pendulum-v1", agent="SAC", real_steps=500, initial_steps=200, iterations=3, agent_steps_per_iteration=150,
+            eval_episodes=1, fit_options={"max_updates": 60, "min_updates": 0, "eval_every": 20, "termination_max_updates": 20})
+
+
+def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
+    result = run_loop(LoopConfig(**TINY), tmp_path, progress=False)
+    real = load(tmp_path / "real.npz")
+    assert len(real) == 500
+    steps = [p["real_steps"] for p in result["curve"]]
+    assert steps == [200, 300, 400, 500]  # 200 random, then three slices of 100; scored after each
+    assert all(np.isfinite(p["return"]) and p["eval_steps"] == 200 for p in result["curve"])
+    assert load_checkpoint(tmp_path / "dream.safetensors").metadata["fit"]["metrics"]["warm_start"]
+    assert (tmp_path / "agent.zip").stat().st_size > 0 and (tmp_path / "curve.png").stat().st_size > 0
+    assert json.loads((tmp_path / "curve.json").read_text())["curve"] == result["curve"]
+    kinds = real.metadata.get("parts") or real.metadata
+    assert "random" in json.dumps(kinds) and "online_loop" in json.dumps(kinds)
+    # Done is done: running it again spends nothing more.
+    again = run_loop(LoopConfig(**TINY), tmp_path, progress=False)
+    assert again["curve"] == result["curve"] and len(load(tmp_path / "real.npz")) == 500
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path):
+    run_loop(LoopConfig(**{**TINY, "real_steps": 200, "iterations": 1}), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        run_loop(LoopConfig(**{**TINY, "real_steps": 300}), tmp_path, progress=False)
+
+
+def test_killed_mid_iteration_resumes_without_losing_or_repeating_real_steps(tmp_path):
+    script = f"from learned_envs.online import LoopConfig, run_loop; run_loop(LoopConfig(**{TINY!r}), {str(tmp_path)!r}, progress=False)"
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    state = tmp_path / "state.json"
+    deadline = time.time() + 240
+    # Kill it once it has spent real steps beyond the random ones and is busy refitting or training.
+    while time.time() < deadline:
+        if state.exists():
+            s = json.loads(state.read_text())
+            if s["real_steps"] >= 300 and s["phase"] in ("collected", "fitted"):
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = load(tmp_path / "real.npz")
+    spent = json.loads(state.read_text())["real_steps"]
+    assert len(before) == spent >= 300
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = load(tmp_path / "real.npz")
+    assert len(after) == 500
+    np.testing.assert_array_equal(after.observations[:spent], before.observations)  # nothing lost or rewritten
+    np.testing.assert_array_equal(after.actions[:spent], before.actions)
+    assert [p["real_steps"] for p in json.loads((tmp_path / "curve.json").read_text())["curve"]] == [200, 300, 400, 500]
