@@ -178,9 +178,9 @@ def cheetah_row(rows: int, threads: int, seed: int) -> dict:
     line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")][-1].split()
     from learned_envs.checkpoint import read_metadata
 
-    metrics = read_metadata(out)["fit"]["metrics"]
+    fit_record = read_metadata(out)["fit"]
     row = {"rows": rows, "threads": threads, "seconds": round(float(line[1]), 1), "peak_rss_mb": round(int(line[2]) / 1024),
-           "holdout_mse": metrics["holdout_mse"], "updates": metrics.get("dynamics_updates")}
+           "holdout_mse": fit_record["metrics"]["holdout_mse"], "updates": fit_record["history"].get("dynamics_updates", [None])[0]}
     print(json.dumps(row), flush=True)
     return row
 

@@ -118,8 +118,7 @@ class DreamCore:
         value.validate()
         # Derived once here, not on every step.
         self._halt_threshold = self._resolve_halt_threshold(value)
-        wanted = value.uncertainty_info if value.uncertainty_info is not None else self.num_envs == 1
-        self._uncertainty = bool(wanted or value.uncertainty_penalty > 0 or self._halt_threshold is not None)
+        self._uncertainty = value.uncertainty_info or value.uncertainty_penalty > 0 or self._halt_threshold is not None
         self.obs_low, self.obs_high = (b.to(self.device) for b in self.checkpoint.bounds(value.bounds_margin))
         self._settings = value
 

@@ -69,7 +69,7 @@ class FitConfig:
     max_seconds: float | None = None
     eval_every: int | None = None
     patience: int | None = None
-    improvement: float = 1e-3
+    improvement: float = 0.01
     lr_decays: int = 2
     lr_decay_factor: float = 0.3
     holdout_fraction: float = 0.2
