@@ -49,7 +49,7 @@ def run_loop(env_id: str, seed: int, workdir: str, eval_episodes: int) -> dict:
     reached = next((p["real_steps"] for p in curve if p["return"] >= threshold), None)
 
     # The final agent, scored over more episodes than the loop's own per-iteration check.
-    from stable_baselines3 import PPO, SAC, DQN  # noqa: F401
+    from stable_baselines3 import DQN, PPO, SAC  # noqa: F401
 
     from learned_envs.training import evaluate_in_real, train_in_real
 
