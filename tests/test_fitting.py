@@ -217,3 +217,12 @@ def test_batch_tensors_match_the_data(cartpole_npz):
     np.testing.assert_array_equal(batch.action.numpy(), data.actions)
     sub = batch.index(torch.tensor([[0, 1], [2, 3]]))
     assert sub.obs.shape == (2, 2, 4)
+
+
+def test_d4rl_normalised_score_uses_d4rls_references():
+    from learned_envs.evaluation.scores import normalized_score
+
+    assert normalized_score("HalfCheetah-v5", -280.178953) == pytest.approx(0.0)
+    assert normalized_score("Hopper-v5", 3234.3) == pytest.approx(100.0)
+    assert normalized_score("Walker2d-v5", (1.629008 + 4592.3) / 2) == pytest.approx(50.0)
+    assert normalized_score("CartPole-v1", 500.0) is None

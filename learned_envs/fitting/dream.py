@@ -33,11 +33,11 @@ from learned_envs.models.base import WorldModel
 def max_disagreement(model: WorldModel, data: Transitions, batch: int = 4096) -> float:
     """The largest member disagreement over the logged (state, action) pairs: the scale of
     ``halt_threshold="auto"``."""
-    device = next(model.parameters()).device
+    every = to_batch(data, next(model.parameters()).device)
     largest = 0.0
     for lo in range(0, len(data), batch):
-        rows = to_batch(data.select(np.arange(lo, min(lo + batch, len(data)))), device)
-        out = model.predict(model.encode(rows.obs), rows.action, temperature=0.0, members="mean", uncertainty=True)
+        obs, action = every.obs[lo:lo + batch], every.action[lo:lo + batch]
+        out = model.predict(model.encode(obs), action, temperature=0.0, members="mean", uncertainty=True)
         largest = max(largest, float(out.disagreement.max()))
     return largest
 
