@@ -11,7 +11,9 @@ Three parts (each can be skipped):
    30k real steps, epsilon 0.3), the data the README's fidelity table uses. mbrl-lib learns no
    termination (it takes a known function), so its time covers less work than ours.
 2. The same 5k fit of ours while two other processes keep both cores busy: the slowdown.
-3. HalfCheetah-v5 (needs ``learned-envs[mujoco]``), 10k / 100k / 1M uniform-random rows:
+3. Warm starts: CartPole-v1 and Pendulum-v1 dreams fitted on 1,000 random rows, then refitted
+   from those weights (``fit(..., init=)``) after 1,000 more rows: the refit's wall time.
+4. HalfCheetah-v5 (needs ``learned-envs[mujoco]``), 10k / 100k / 1M uniform-random rows:
    wall time and peak RSS of ``learned-envs fit`` in its own process, at ``--threads``.
 
     pip install --no-deps mbrl==0.2.0 hydra-core "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" termcolor pyyaml
@@ -163,6 +165,29 @@ def loaded_fit(size: int, seed: int, unloaded_seconds: float) -> dict:
             "slowdown": round(seconds / unloaded_seconds, 2)}
 
 
+def warm_refits(seed: int) -> list[dict]:
+    """A dream fitted on 1,000 random rows, then refitted warm-started (``init=``) after 1,000 more."""
+    from learned_envs.data import concatenate
+    from learned_envs.data.collecting import collect
+    from learned_envs.fitting import fit
+
+    rows = []
+    for env_id in ("CartPole-v1", "Pendulum-v1"):
+        first = collect(env_id, 1000, seed=2000 + seed, progress=False)
+        more = collect(env_id, 1000, seed=3000 + seed, progress=False)
+        base = WORK / f"warm_base_{env_id}.safetensors"
+        start = time.perf_counter()
+        fit(first, base, source_env=env_id, seed=seed, progress=False)
+        cold_s = time.perf_counter() - start
+        both = concatenate([first, more])
+        start = time.perf_counter()
+        fit(both, WORK / f"warm_refit_{env_id}.safetensors", source_env=env_id, seed=seed, init=base, progress=False)
+        rows.append({"env": env_id, "first_fit_seconds": round(cold_s, 1), "warm_refit_seconds": round(time.perf_counter() - start, 1),
+                     "rows_after": len(both)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 # -- part 3: HalfCheetah at scale -------------------------------------------------------------------------
 def cheetah_row(rows: int, threads: int, seed: int) -> dict:
     data = WORK / f"halfcheetah_random_{rows}.npz"
@@ -206,6 +231,7 @@ def main() -> None:
         unloaded = next(r["ours_seconds"] for r in result["cartpole"] if r["rows"] == 5000)
         result["loaded"] = loaded_fit(5000, args.seed, unloaded)
         print(json.dumps(result["loaded"]), flush=True)
+    result["warm_start"] = warm_refits(args.seed)
     result["halfcheetah"] = [cheetah_row(rows, args.cheetah_threads, args.seed) for rows in args.cheetah_rows]
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2))
@@ -228,6 +254,9 @@ def print_table(result: dict) -> None:
     if "loaded" in result:
         lo = result["loaded"]
         print(f"5k fit with both cores loaded: {lo['seconds']} s vs {lo['unloaded_seconds']} s alone (x{lo['slowdown']})")
+    for w in result["warm_start"]:
+        print(f"{w['env']}: warm-started refit after 1,000 new rows ({w['rows_after']} in all): {w['warm_refit_seconds']} s "
+              f"(the first fit of 1,000 rows: {w['first_fit_seconds']} s)")
     if result["halfcheetah"]:
         print("\nHalfCheetah-v5 random data: learned-envs fit")
         for r in result["halfcheetah"]:

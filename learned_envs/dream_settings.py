@@ -45,7 +45,7 @@ class DreamSettings:
         and a support as tight as a random policy's logs (CartPole's cart within +-0.3) would
         leave an agent no room to learn to balance: at 0.25, PPO failed to transfer on two of
         five 1,000-row CartPole logs, at 1 it scored 500 on them.
-    uncertainty_info: fill ``info["disagreement"]`` every step (``NaN`` otherwise). It costs a
+    uncertainty_info: fill ``info["disagreement"]`` every step (-1, "not computed", otherwise). It costs a
         pass through every member, where a plain step sends each dream through one member, so it
         is off unless asked for; a halt or penalty that needs the members' spread computes it
         whatever this says.

@@ -242,7 +242,8 @@ class DreamCore:
         d = nxt.shape[1]
         reward = packed[:, d].astype(np.float64)
         clipped = packed[:, d + 2].astype(np.int64)
-        disagreement = packed[:, d + 3] if out.disagreement is not None else np.full(self.num_envs, np.nan, np.float32)
+        # -1 marks "not computed" (NaN would make two identical steps compare unequal).
+        disagreement = packed[:, d + 3] if out.disagreement is not None else np.full(self.num_envs, -1.0, np.float32)
         penalty = (s.uncertainty_penalty * packed[:, d + 4]).astype(np.float32) if penalised else np.zeros(self.num_envs, np.float32)
         left_bounds = clipped > 0 if s.out_of_bounds == "halt" else np.zeros(self.num_envs, np.bool_)
         halted = disagreement > self._halt_threshold if self._halt_threshold is not None else np.zeros(self.num_envs, np.bool_)

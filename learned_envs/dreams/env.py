@@ -23,7 +23,8 @@ A predicted observation outside the bounds seen in the logged data is clipped; b
 guess an agent would exploit. ``halt_threshold`` ends it where the members disagree (MOReL).
 
 ## Info
-``disagreement``: spread of the members' predicted next observations (data std units);
+``disagreement``: spread of the members' predicted next observations (data std units; -1 unless
+``uncertainty_info=True`` or a halt or penalty needs it);
 ``penalty``: the uncertainty penalty subtracted from the reward; ``clipped_dims``: as above;
 ``halted``: the disagreement halt ended the episode; ``left_bounds``: leaving the data did.
 """
