@@ -218,7 +218,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of both CartPole fits")
     parser.add_argument("--skip-mbrl", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--skip-warm", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULT))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["LEARNED_ENVS_HOME"] = tempfile.mkdtemp()
@@ -227,14 +229,14 @@ def main() -> None:
     result = {"command": "python " + " ".join([Path(sys.argv[0]).relative_to(ROOT).as_posix() if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__}}
     result["cartpole"] = cartpole_rows(args.cartpole_sizes, args.seed, args.skip_mbrl)
-    if not args.skip_load and 5000 in args.cartpole_sizes:
+    if not args.skip_load and 5000 in args.cartpole_sizes:  # needs the unloaded 5k time of this run
         unloaded = next(r["ours_seconds"] for r in result["cartpole"] if r["rows"] == 5000)
         result["loaded"] = loaded_fit(5000, args.seed, unloaded)
         print(json.dumps(result["loaded"]), flush=True)
-    result["warm_start"] = warm_refits(args.seed)
+    result["warm_start"] = [] if args.skip_warm else warm_refits(args.seed)
     result["halfcheetah"] = [cheetah_row(rows, args.cheetah_threads, args.seed) for rows in args.cheetah_rows]
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
     print_table(result)
 
 

@@ -111,7 +111,7 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
                 break
             steps = cfg.initial_steps if spent == 0 else min(slice_steps, cfg.real_steps - spent)
             if spent > 0 and agent is None:
-                agent = _load_agent(cfg, agent_path, dream_path)
+                agent = _load_agent(cfg, agent_path)
             new = _collect(env, agent, steps, seed=cfg.seed * 100_003 + iteration)
             data = concatenate([load(real_path), new], source=str(real_path)) if spent else new
             save(data, real_path)
@@ -125,7 +125,7 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
             state.advance(phase="trained")
         elif phase == "trained":
             if agent is None:
-                agent = _load_agent(cfg, agent_path, dream_path)
+                agent = _load_agent(cfg, agent_path)
             mean, std, eval_steps = _evaluate(agent, cfg.env_id, cfg.eval_episodes, seed=10_000 + 1000 * cfg.seed + iteration)
             point = {"iteration": iteration, "real_steps": state["real_steps"], "return": mean, "return_std": std,
                      "eval_episodes": cfg.eval_episodes, "eval_steps": eval_steps}
@@ -190,7 +190,8 @@ def _train(cfg: LoopConfig, agent, agent_path: Path, dream_path: Path, progress:
     return agent
 
 
-def _load_agent(cfg: LoopConfig, agent_path: Path, dream_path: Path):
+def _load_agent(cfg: LoopConfig, agent_path: Path):
+    """The agent of the last finished training phase (None before the first)."""
     import stable_baselines3 as sb3
 
     if not agent_path.exists():

@@ -9,13 +9,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
 from learned_envs.checkpoint import _metadata_digest
 from learned_envs.data.collecting import collect
-from learned_envs.data.spaces import space_to_json
+from learned_envs.data.spaces import env_spaces, space_to_json  # noqa: F401  (env_spaces: used by test modules)
 from learned_envs.models import EnsembleConfig
 
 # A fit that only has to run, not to be good: a second or so.
@@ -42,13 +41,6 @@ def only_expected_checker_warnings() -> Iterator[None]:
         yield
 
 
-def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
-    """``env_id``'s observation and action spaces."""
-    env = gym.make(env_id)
-    try:
-        return env.observation_space, env.action_space
-    finally:
-        env.close()
 
 
 def write_raw_npz(path: Path, data, **changes: Any) -> Path:

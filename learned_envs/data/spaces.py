@@ -64,3 +64,12 @@ def flat_dim(space: gym.Space) -> int:
     if isinstance(space, gym.spaces.Discrete):
         return 1
     return int(np.prod(space.shape))
+
+
+def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of the registered Gymnasium env ``env_id``."""
+    env = gym.make(env_id)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()

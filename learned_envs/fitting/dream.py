@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from learned_envs.data.spaces import env_spaces
 from learned_envs.data.transitions import Transitions
 from learned_envs.dream_settings import DreamSettings
 from learned_envs.fitting.config import FitConfig, FitError
@@ -121,7 +122,7 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
     data_path = None
     if not isinstance(data, Transitions):
         data_path = Path(data)
-        spaces = _spaces_of(source_env) if source_env else (None, None)
+        spaces = env_spaces(source_env) if source_env else (None, None)
         data = data_io.load(data_path, *spaces)
     source_env = source_env or data.metadata.get("source_env_id")
     if source_env is not None and not isinstance(source_env, str):
@@ -214,11 +215,3 @@ def _time_limit(source_env: str | None, given: int | None, progress: bool, defau
     why = missing or f"{source_env} has no time limit"
     _say(f"{why}: the dream's time limit defaulted to {default} steps (set max_episode_steps= to change it)", progress)
     return default
-
-
-def _spaces_of(env_id: str) -> tuple[gym.Space, gym.Space]:
-    env = gym.make(env_id)
-    try:
-        return env.observation_space, env.action_space
-    finally:
-        env.close()
