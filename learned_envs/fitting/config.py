@@ -52,7 +52,8 @@ class FitConfig:
         ``None``: ``8 * eval_every`` (``3 * eval_every`` for a warm start: a refit in seconds).
     lr_decays: times the learning rate may be cut by ``lr_decay_factor`` when ``patience / 2``
         updates pass without improvement (each cut restarts the patience count) before the
-        stage stops: large steps early, fine ones at the end.
+        stage stops: large steps early, fine ones at the end. ``None``: 2, and 0 for a warm
+        start (trained weights need a short polish, not a schedule).
     holdout_fraction: share of episodes held out (whole episodes; the tail of a single episode).
     holdout_rows: early stopping scores a fixed random sample of at most this many holdout rows.
     termination_*: the termination classifier's optimiser and budget (it reuses the loop above).
@@ -70,7 +71,7 @@ class FitConfig:
     eval_every: int | None = None
     patience: int | None = None
     improvement: float = 0.01
-    lr_decays: int = 2
+    lr_decays: int | None = None
     lr_decay_factor: float = 0.3
     holdout_fraction: float = 0.2
     holdout_rows: int = 4096
@@ -83,8 +84,9 @@ class FitConfig:
 
     def validate(self) -> None:
         """Raise :class:`FitError` naming the first option that could not make a working dream."""
-        whole = {"num_elites": 1, "holdout_rows": 1, "termination_max_updates": 1, "lr_decays": 0}
-        optional_whole = {"batch_size": 1, "max_updates": 1, "min_updates": 0, "eval_every": 1, "patience": 1, "threads": 1}
+        whole = {"num_elites": 1, "holdout_rows": 1, "termination_max_updates": 1}
+        optional_whole = {"batch_size": 1, "max_updates": 1, "min_updates": 0, "eval_every": 1, "patience": 1, "threads": 1,
+                          "lr_decays": 0}
         for name, low in whole.items():
             _whole(name, getattr(self, name), low)
         for name, low in optional_whole.items():
@@ -125,10 +127,12 @@ class FitConfig:
         eval_every = self.eval_every or int(min(250, max(25, per_pass)))
         patience = self.patience or (3 if warm_start else 8) * eval_every
         min_updates = self.min_updates if self.min_updates is not None else (0 if warm_start else 500)
+        lr_decays = self.lr_decays if self.lr_decays is not None else (0 if warm_start else 2)
         threads = self.threads or default_threads()
         model = self.model if self.model is not None else default_model_config(train_rows)
         return dataclasses.replace(self, model=model, batch_size=batch, learning_rate=lr, max_updates=max_updates,
-                                   min_updates=min(min_updates, max_updates), eval_every=eval_every, patience=patience, threads=threads)
+                                   min_updates=min(min_updates, max_updates), eval_every=eval_every, patience=patience, threads=threads,
+                                   lr_decays=lr_decays)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
