@@ -42,7 +42,8 @@ class FitConfig:
     learning_rate: ``None``: ``1e-3 * sqrt(batch_size / 256)`` (the square-root rule, anchored at
         MBPO's 1e-3 for 256).
     max_updates: cap on gradient updates of the dynamics; ``None``: enough for 40 passes over
-        the data, between 2,000 and 20,000.
+        the data, between 2,000 and 20,000 (a warm start: 10 passes, between 200 and 2,000, and
+        the termination head gets no more).
     min_updates: early stopping may not stop before this many updates (``None``: 500; 0 for a
         warm start, whose weights are already trained).
     max_seconds: wall-clock cap on the whole fit (``None``: none); the best weights so far are kept.
@@ -123,7 +124,10 @@ class FitConfig:
         batch = self.batch_size or int(2 ** round(math.log2(min(256, max(32, train_rows / 8)))))
         lr = self.learning_rate or 1e-3 * math.sqrt(batch / 256)
         per_pass = max(1, math.ceil(train_rows / batch))
-        max_updates = self.max_updates or int(min(20_000, max(2_000, 40 * per_pass)))
+        if warm_start:
+            max_updates = self.max_updates or int(min(2_000, max(200, 10 * per_pass)))
+        else:
+            max_updates = self.max_updates or int(min(20_000, max(2_000, 40 * per_pass)))
         eval_every = self.eval_every or int(min(250, max(25, per_pass)))
         patience = self.patience or (3 if warm_start else 8) * eval_every
         min_updates = self.min_updates if self.min_updates is not None else (0 if warm_start else 500)
@@ -132,7 +136,9 @@ class FitConfig:
         model = self.model if self.model is not None else default_model_config(train_rows)
         return dataclasses.replace(self, model=model, batch_size=batch, learning_rate=lr, max_updates=max_updates,
                                    min_updates=min(min_updates, max_updates), eval_every=eval_every, patience=patience, threads=threads,
-                                   lr_decays=lr_decays)
+                                   lr_decays=lr_decays,
+                                   termination_max_updates=min(self.termination_max_updates, max_updates) if warm_start
+                                   else self.termination_max_updates)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
