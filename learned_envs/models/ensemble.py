@@ -139,8 +139,6 @@ class EnsembleWorldModel(WorldModel):
     def num_members(self) -> int:
         return self.head.weight.shape[0]
 
-    ensemble_size = num_members
-
     # -- serving -------------------------------------------------------------------------
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """``[B, D] -> [B, D]``: state-space models use the observation as the state."""
@@ -250,10 +248,13 @@ class EnsembleWorldModel(WorldModel):
         if not keep_normalizers:
             self.input_norm.fit(torch.cat([train.obs, self.action_features(train.action)], dim=-1))
             self.target_norm.fit(self._targets(train))
-        with torch.no_grad():  # a warm start widens the support to the new data
-            seen = torch.cat([train.obs, train.next_obs])
-            self.support_low.copy_(torch.minimum(self.support_low, seen.min(0).values) if keep_normalizers else seen.min(0).values)
-            self.support_high.copy_(torch.maximum(self.support_high, seen.max(0).values) if keep_normalizers else seen.max(0).values)
+        seen = torch.cat([train.obs, train.next_obs])
+        low, high = seen.min(0).values, seen.max(0).values
+        if keep_normalizers:  # a warm start widens the support to the new data
+            low, high = torch.minimum(self.support_low, low), torch.maximum(self.support_high, high)
+        with torch.no_grad():
+            self.support_low.copy_(low)
+            self.support_high.copy_(high)
         positives = float(train.terminated.sum())
         self._positive_weight = (len(train) - positives) / positives if positives else 1.0
         if not positives:
@@ -272,9 +273,7 @@ class EnsembleWorldModel(WorldModel):
         return torch.cat([batch.next_obs - batch.obs, batch.reward.unsqueeze(-1)], dim=-1)
 
     def stage_parameters(self, stage: str) -> Iterator[nn.Parameter]:
-        if stage == TERMINATION:
-            return self.termination.parameters()
-        return (p for name, p in self.named_parameters() if not name.startswith("termination"))
+        return iter(self._stage_tensors(stage).values())
 
     def stage_members(self, stage: str) -> int:
         return self.num_members if stage == DYNAMICS else 1
