@@ -3,6 +3,7 @@
 Tensors:
     ``model.*``        world-model weights and normaliser statistics
     ``start_states``   ``[S, D]`` logged episode starts (the dream's reset distribution)
+    ``reset_states``   optional, ``[M, D]`` a sample of every logged state, for ``reset_from="logged"``
     ``obs_low``, ``obs_high``  ``[D]`` the bounds of every logged observation (the dream's support,
                        widened by its ``bounds_margin`` knob)
 Metadata: JSON under the single key ``"learned_envs"`` (see :func:`build_metadata`), including two
@@ -80,6 +81,7 @@ class Checkpoint:
     start_states: Any  # torch.Tensor [S, D]
     obs_low: Any  # torch.Tensor [D]
     obs_high: Any  # torch.Tensor [D]
+    reset_states: Any = None  # torch.Tensor [M, D] or None: logged states for reset_from="logged"
 
     @property
     def observation_space(self) -> gym.Space:
@@ -126,8 +128,10 @@ def save_checkpoint(
     obs_low: np.ndarray,
     obs_high: np.ndarray,
     metadata: dict[str, Any],
+    reset_states: np.ndarray | None = None,
 ) -> Path:
-    """Write the artifact atomically. ``metadata`` is the dict of :func:`build_metadata`.
+    """Write the artifact atomically. ``metadata`` is the dict of :func:`build_metadata`;
+    ``reset_states`` ``[M, D]`` (optional) the logged states ``reset_from="logged"`` draws from.
 
     The stored family is ``model.family``: a file whose family names another class than the one
     that made its weights could never be loaded back.
@@ -142,6 +146,8 @@ def save_checkpoint(
     tensors["start_states"] = np.ascontiguousarray(start_states, dtype=np.float32)
     tensors["obs_low"] = np.ascontiguousarray(obs_low, dtype=np.float32)
     tensors["obs_high"] = np.ascontiguousarray(obs_high, dtype=np.float32)
+    if reset_states is not None:
+        tensors["reset_states"] = np.ascontiguousarray(reset_states, dtype=np.float32)
     return write_tensors(path, tensors, metadata)
 
 
@@ -173,8 +179,10 @@ def build_metadata(
     dataset: dict[str, Any],
     fit: dict[str, Any],
     model_family: str = "ensemble",
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint's metadata; ``model_family`` is the registered name the loader rebuilds the model by."""
+    """The checkpoint's metadata; ``model_family`` is the registered name the loader rebuilds the model by;
+    ``training`` (optional) the preset recipe ``train`` uses (:func:`learned_envs.presets.stored_training`)."""
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -187,6 +195,7 @@ def build_metadata(
         "fit": fit,
         "package_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"training": training} if training is not None else {}),
     }
 
 
@@ -393,13 +402,16 @@ def load_checkpoint(
         start_states=torch.from_numpy(tensors["start_states"]).to(device),
         obs_low=torch.from_numpy(tensors["obs_low"]).to(device),
         obs_high=torch.from_numpy(tensors["obs_high"]).to(device),
+        reset_states=torch.from_numpy(tensors["reset_states"]).to(device) if "reset_states" in tensors else None,
     )
 
 
 # Most values a checkpoint may make this process hold, per group of tensors: far above any dream
 # this package fits (a shipped one holds ~0.6M weights), far below what would exhaust a machine.
 MAX_MODEL_VALUES = 50_000_000
-MAX_START_STATE_VALUES = 50_000_000
+MAX_START_STATE_VALUES = 50_000_000  # start_states and reset_states together
+# State tables: start_states is required, reset_states optional; each [rows >= 1, obs_dim].
+_STATE_TABLES = ("start_states", "reset_states")
 _FLOAT_DTYPES = ("F16", "F32", "F64")  # what numpy reads and load_state_dict casts; no integer "weights"
 
 
@@ -445,22 +457,23 @@ def _check_tensor_layout(path: Path, found: dict[str, tuple[str, tuple[int, ...]
     for name in sorted(set(expected) | {"start_states"}):
         if name not in found:
             raise CheckpointError(f"{path}: no '{name}' tensor (the config in its metadata needs one)")
-    extra = sorted(set(found) - set(expected) - {"start_states"})
+    extra = sorted(set(found) - set(expected) - set(_STATE_TABLES))
     if extra:
         raise CheckpointError(f"{path}: tensor(s) {extra[:5]} that the model config in its metadata has no place for")
     for name, (dtype, shape) in sorted(found.items()):
         if dtype not in _FLOAT_DTYPES:
             raise CheckpointError(f"{path}: tensor '{name}' has dtype {dtype}, expected floating point ({', '.join(_FLOAT_DTYPES)})")
-        if name == "start_states":
+        if name in _STATE_TABLES:
             if not (len(shape) == 2 and shape[0] >= 1 and shape[1] == obs_dim):
-                raise CheckpointError(f"{path}: tensor 'start_states' has shape {list(shape)}, but 'model.config.obs_dim' = "
+                raise CheckpointError(f"{path}: tensor '{name}' has shape {list(shape)}, but 'model.config.obs_dim' = "
                                       f"{obs_dim} needs [S >= 1, {obs_dim}]")
-            if math.prod(shape) > MAX_START_STATE_VALUES:
-                raise CheckpointError(f"{path}: tensor 'start_states' holds {math.prod(shape):,} values, above the "
-                                      f"{MAX_START_STATE_VALUES:,} this package loads")
         elif shape != expected[name]:
             source = f"'model.config.obs_dim' = {obs_dim}" if not name.startswith("model.") else "the model config in its metadata"
             raise CheckpointError(f"{path}: tensor '{name}' has shape {list(shape)}, but {source} needs {list(expected[name])}")
+    states = sum(math.prod(found[name][1]) for name in _STATE_TABLES if name in found)
+    if states > MAX_START_STATE_VALUES:
+        raise CheckpointError(f"{path}: tensors {[n for n in _STATE_TABLES if n in found]} hold {states:,} values, above the "
+                              f"{MAX_START_STATE_VALUES:,} this package loads")
 
 
 def _check_tensor_values(path: Path, tensors: dict[str, np.ndarray], observation_space: gym.Space) -> None:
@@ -478,11 +491,12 @@ def _check_tensor_values(path: Path, tensors: dict[str, np.ndarray], observation
     if (low > high).any():
         i = int(np.flatnonzero(low > high)[0])
         raise CheckpointError(f"{path}: tensors 'obs_low'/'obs_high' disagree: at feature {i}, low {low[i]} > high {high[i]}")
-    outside = _outside_space(tensors["start_states"], observation_space)
-    if outside.any():
-        row = int(np.flatnonzero(outside)[0])
-        raise CheckpointError(f"{path}: tensor 'start_states', row {row}: {tensors['start_states'][row].tolist()} is outside "
-                              f"the observation space {observation_space}")
+    for name in (n for n in _STATE_TABLES if n in tensors):
+        outside = _outside_space(tensors[name], observation_space)
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            raise CheckpointError(f"{path}: tensor '{name}', row {row}: {tensors[name][row].tolist()} is outside "
+                                  f"the observation space {observation_space}")
 
 
 def _outside_space(states: np.ndarray, space: gym.Space) -> np.ndarray:

@@ -23,6 +23,7 @@ import gymnasium as gym
 
 from learned_envs.checkpoint import CheckpointError
 from learned_envs.data.transitions import DataError
+from learned_envs.presets import PRESETS
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
@@ -53,15 +54,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     knobs = _single_values(args.dream_kwarg, "--dream-kwarg")
-    _check_algo_fits(args.algo, args.env_id)
+    if args.algo is not None:
+        _check_algo_fits(args.algo, args.env_id)
     if learned_envs.registry.gym.spec(args.env_id).entry_point == learned_envs.registry.ENTRY_POINT:
-        model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, **knobs)
-    elif knobs:
-        raise ValueError(f"--dream-kwarg is for dreams; {args.env_id} is not a registered dream")
+        model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data, **knobs)
+    elif knobs or args.logged_data:
+        raise ValueError(f"--dream-kwarg and --logged-data are for dreams; {args.env_id} is not a registered dream")
+    elif args.steps is None:
+        raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
-        model = train_in_real(args.env_id, args.steps, args.algo, seed=args.seed)
+        model = train_in_real(args.env_id, args.steps, args.algo or "PPO", seed=args.seed)
     model.save(args.out)
-    print(f"wrote {args.algo} agent trained {args.steps} steps in {args.env_id} to {args.out}")
+    print(f"wrote {type(model).__name__} agent trained {model.num_timesteps} steps in {args.env_id} to {args.out}")
 
 
 # SB3 algorithms by the action spaces they can act in.
@@ -119,7 +123,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     config = dataclasses.replace(config, model=EnsembleConfig(**sizes) if sizes else None, **options)
     defaults = _single_values(args.dream_default, "--dream-default")
     path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed, init=args.init,
-               max_episode_steps=args.max_episode_steps, config=config, dream_defaults=defaults)
+               max_episode_steps=args.max_episode_steps, config=config, dream_defaults=defaults,
+               reset_states=args.reset_states, preset=args.preset)
     from learned_envs.checkpoint import read_metadata
 
     meta = read_metadata(path)
@@ -279,8 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="checkpoint to write (.safetensors)")
     p.add_argument("--id", help="dream id (e.g. Dream-MyRobot-v0): also install it in the user's dream folder")
     p.add_argument("--source-env", help="Gymnasium id of the logged system (spaces, renderer, time limit)")
-    p.add_argument("--max-episode-steps", type=int, help="dream time limit (default: the source env's)")
+    p.add_argument("--max-episode-steps", type=int, help="dream time limit (default: the source env's, or the preset's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="store a recipe's knobs, time limit and training defaults: "
+                   + "; ".join(f"{name}: {preset.description}" for name, preset in sorted(PRESETS.items())))
+    p.add_argument("--reset-states", type=int, metavar="N", help="store up to N logged states for reset_from=logged "
+                   "(default 0, or the preset's)")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
                    help="store a knob default in the dream (e.g. out_of_bounds=clip, halt_reward=-100); repeatable")
     p.add_argument("--init", metavar="DREAM", help="warm start: a checkpoint file or registered dream id whose weights and "
@@ -305,9 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an SB3 agent (rl-zoo hyperparameters) in a dream or a real env and save it")
     p.add_argument("env_id", metavar="ENV_OR_DREAM_ID", help="a registered dream (see `learned-envs list`) or a real Gymnasium env id")
-    p.add_argument("--algo", default="PPO", type=str.upper, choices=list(ALGOS),
-                   help="SB3 algorithm: PPO or A2C (any), DQN (discrete actions), SAC, TD3 or DDPG (continuous actions); default PPO")
-    p.add_argument("--steps", type=_positive_int, required=True, help="environment steps to train for")
+    p.add_argument("--algo", type=str.upper, choices=list(ALGOS),
+                   help="SB3 algorithm: PPO or A2C (any), DQN (discrete actions), SAC, TD3 or DDPG (continuous actions); "
+                   "default: the dream's stored recipe (fit --preset), else PPO")
+    p.add_argument("--steps", type=_positive_int, help="environment steps to train for (default: the dream's stored recipe; "
+                   "required otherwise)")
+    p.add_argument("--logged-data", metavar="FILE", help="logged transitions a recipe mixes into each batch (default: the "
+                   "dataset the dream was fitted on, if it is still there unchanged)")
     p.add_argument("--out", required=True, help="agent zip to write (load it with the SB3 class, or collect --policy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the agent and its envs (default 0)")
     p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE",

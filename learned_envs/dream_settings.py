@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 PROPAGATIONS = ("random", "fixed", "mean")
+RESET_FROM = ("starts", "logged")
 # Largest magnitude of a numeric knob. The core computes in float32 (max ~3.4e38), and a knob
 # multiplies sampled noise, stds and ranges that may themselves reach ~1e4, then gets squared in
 # the members' spread: sqrt(3.4e38) / 1e4 ~ 1e15 keeps every such product and square finite.
@@ -45,6 +46,11 @@ class DreamSettings:
         and a support as tight as a random policy's logs (CartPole's cart within +-0.3) would
         leave an agent no room to learn to balance: at 0.25, PPO failed to transfer on two of
         five 1,000-row CartPole logs, at 1 it scored 500 on them.
+    reset_from: where episodes start: ``"starts"`` the logged episode starts (the real env's reset
+        distribution), ``"logged"`` any logged state, drawn uniformly from the sample the fit stored
+        (``fit --reset-states N``). Branched short rollouts from logged states, with a small
+        ``max_episode_steps`` as the horizon (a truncation, which agents bootstrap), are MBPO's
+        and MOPO's rollout scheme.
     uncertainty_info: fill ``info["disagreement"]`` every step (-1, "not computed", otherwise). It costs a
         pass through every member, where a plain step sends each dream through one member, so it
         is off unless asked for; a halt or penalty that needs the members' spread computes it
@@ -60,6 +66,7 @@ class DreamSettings:
     out_of_bounds: str = "halt"
     bounds_margin: float = 1.0
     uncertainty_info: bool = False
+    reset_from: str = "starts"
 
     @classmethod
     def resolve(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> "DreamSettings":
@@ -92,6 +99,8 @@ class DreamSettings:
             _require_number("halt_reward", self.halt_reward)
         if not isinstance(self.uncertainty_info, bool):
             raise ValueError(f"uncertainty_info must be true or false, got {self.uncertainty_info!r}")
+        if self.reset_from not in RESET_FROM:
+            raise ValueError(f"reset_from must be one of {RESET_FROM}, got {self.reset_from!r}")
         if self.out_of_bounds not in ("halt", "clip"):
             raise ValueError(f"out_of_bounds must be 'halt' or 'clip', got {self.out_of_bounds!r}")
 

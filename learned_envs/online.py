@@ -33,8 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from learned_envs.atomic import atomic_path
-
-OFF_POLICY = ("SAC", "TD3", "DDPG", "DQN")
+from learned_envs.training import OFF_POLICY
 
 
 @dataclass

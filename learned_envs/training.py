@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 
 # rl-baselines3-zoo hyperparameters (hyperparams/ppo.yml, dqn.yml, sac.yml), minus n_timesteps;
 # n_envs is the zoo's default (1) unless the zoo sets it. ("linear", x) is the zoo's lin_x schedule.
+OFF_POLICY = ("SAC", "TD3", "DDPG", "DQN")
+
 ZOO_HYPERPARAMS: dict[tuple[str, str], dict[str, Any]] = {
     ("PPO", "CartPole-v1"): {
         "n_envs": 8,
@@ -113,34 +115,81 @@ class ProgressBar(BaseCallback):
 
 def train_in_dream(
     dream_id: str,
-    steps: int,
-    algo: str = "PPO",
+    steps: int | None = None,
+    algo: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    logged_data: Any = None,
     **dream_kwargs: Any,
 ):
-    """Train an SB3 ``algo`` for ``steps`` environment steps, only inside ``dream_id``."""
+    """Train an SB3 ``algo`` for ``steps`` environment steps, only inside ``dream_id``.
+
+    A dream fitted with a preset (``fit --preset offline``) stores a training recipe: with
+    ``algo`` unset or the recipe's, its hyperparameters and step budget are the defaults (``steps``
+    still overrides), and an off-policy agent's batches mix in the recipe's share of logged
+    transitions: ``logged_data`` (a path or :class:`Transitions`), else the dataset the dream
+    records, read only if :func:`~learned_envs.evaluation.sources.recorded_dataset` vouches for it.
+    Without a recipe: the zoo's hyperparameters for the source env, PPO unless ``algo`` says.
+    """
     from learned_envs.checkpoint import read_metadata
+    from learned_envs.presets import stored_training
     from learned_envs.sb3 import make_vec_env
 
-    source_env = read_metadata(gym.spec(dream_id).kwargs["checkpoint"]).get("source_env_id")
-    return _learn(algo, source_env, lambda n: make_vec_env(dream_id, n_envs=n, seed=seed, **dream_kwargs),
+    metadata = read_metadata(gym.spec(dream_id).kwargs["checkpoint"])
+    source_env = metadata.get("source_env_id")
+    stored = stored_training(metadata)
+    if stored is not None and (algo is None or algo.upper() == stored[0].algo):
+        recipe, stored_steps = stored
+        algo, steps = recipe.algo, stored_steps if steps is None else steps
+        params = copy.deepcopy(recipe.hyperparameters)
+        if recipe.logged_fraction > 0 and algo in OFF_POLICY:
+            from learned_envs.replay import MixedReplayBuffer
+
+            params["replay_buffer_class"] = MixedReplayBuffer
+            params["replay_buffer_kwargs"] = {"logged": _logged_transitions(dream_id, metadata, logged_data),
+                                              "logged_fraction": recipe.logged_fraction, "seed": seed}
+    else:
+        algo = (algo or "PPO").upper()
+        params = hyperparameters(algo, source_env)
+    if steps is None:
+        raise ValueError(f"{dream_id} stores no training recipe (fit it with --preset to store one): give the number of steps")
+    return _learn(algo, params, lambda n: make_vec_env(dream_id, n_envs=n, seed=seed, **dream_kwargs),
                   steps, seed, f"{algo} in {dream_id}" if progress else None)
+
+
+def _logged_transitions(dream_id: str, metadata: dict[str, Any], logged_data: Any):
+    """The real transitions a recipe mixes into the agent's batches: given, or the dream's recorded dataset."""
+    from learned_envs import data as data_io
+    from learned_envs.data.spaces import space_from_json
+    from learned_envs.data.transitions import Transitions
+    from learned_envs.evaluation.sources import DreamSource, recorded_dataset
+
+    if isinstance(logged_data, Transitions):
+        return logged_data
+    spaces = space_from_json(metadata["observation_space"]), space_from_json(metadata["action_space"])
+    if logged_data is None:
+        checkpoint = gym.spec(dream_id).kwargs["checkpoint"]
+        try:
+            logged_data = recorded_dataset(DreamSource(path=checkpoint, dream_id=dream_id, metadata=metadata))
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(f"{dream_id}'s training recipe mixes logged transitions into each batch, but {exc} "
+                             "(here: --logged-data FILE)") from None
+    return data_io.load(logged_data, *spaces)
 
 
 def train_in_real(env_id: str, steps: int, algo: str = "PPO", seed: int = 0, progress: bool = True):
     """The same agent trained in the real env, for comparison."""
     from stable_baselines3.common.env_util import make_vec_env
 
-    return _learn(algo, env_id, lambda n: make_vec_env(env_id, n_envs=n, seed=seed), steps, seed,
+    return _learn(algo, hyperparameters(algo, env_id), lambda n: make_vec_env(env_id, n_envs=n, seed=seed), steps, seed,
                   f"{algo} in {env_id}" if progress else None)
 
 
-def _learn(algo: str, source_env: str | None, make_venv: Callable[[int], Any], steps: int, seed: int, desc: str | None):
-    """Build ``algo`` with the zoo's settings for ``source_env`` on ``make_venv(n_envs)`` and train it."""
+def _learn(algo: str, params: dict[str, Any], make_venv: Callable[[int], Any], steps: int, seed: int, desc: str | None):
+    """Build ``algo`` with ``params`` (SB3 arguments plus ``n_envs`` and ``policy``) on ``make_venv(n_envs)`` and train it."""
     import stable_baselines3 as sb3
 
-    params = hyperparameters(algo, source_env)
+    params = dict(params)
     n_envs, policy = params.pop("n_envs"), params.pop("policy")
     model = getattr(sb3, algo.upper())(policy, make_venv(n_envs), seed=seed, verbose=0, device="cpu", **params)
     model.learn(steps, callback=ProgressBar(steps, desc) if desc else None)

@@ -94,8 +94,6 @@ class DreamCore:
             self.action_high = torch.as_tensor(self.action_space.high.reshape(-1), device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.host_rng = np.random.default_rng(0)  # replaced by seed(); until then as fixed as torch's default
-        # [S, D] logged episode starts, kept on the host: resets are decided there, without a device round trip.
-        self.start_states: np.ndarray = checkpoint.start_states.detach().cpu().numpy()
         # [N, S] model states (the observation itself for state-space families); set by reset_rows.
         self.state = self.model.encode(torch.zeros(num_envs, self.obs_low.shape[0], device=self.device))
         self.elapsed = np.zeros(num_envs, dtype=np.int64)  # steps since reset, on the host (truncation is decided there)
@@ -120,7 +118,19 @@ class DreamCore:
         self._halt_threshold = self._resolve_halt_threshold(value)
         self._uncertainty = value.uncertainty_info or value.uncertainty_penalty > 0 or self._halt_threshold is not None
         self.obs_low, self.obs_high = (b.to(self.device) for b in self.checkpoint.bounds(value.bounds_margin))
+        if getattr(self, "_settings", None) is None or value.reset_from != self._settings.reset_from:
+            # [S, D] the reset pool, kept on the host: resets are decided there, without a device round trip.
+            self.start_states: np.ndarray = self._reset_pool(value.reset_from)
         self._settings = value
+
+    def _reset_pool(self, reset_from: str) -> np.ndarray:
+        """``[S, D]``: the logged episode starts, or (``"logged"``) the fit's sample of every logged state."""
+        if reset_from == "starts":
+            return self.checkpoint.start_states.detach().cpu().numpy()
+        if self.checkpoint.reset_states is None:
+            raise ValueError(f"{self.checkpoint.path}: reset_from='logged' needs logged states, which this dream does not "
+                             "store; refit it with `learned-envs fit ... --reset-states N` (or --preset offline)")
+        return self.checkpoint.reset_states.detach().cpu().numpy()
 
     @property
     def halt_threshold(self) -> float | None:

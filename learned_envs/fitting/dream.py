@@ -68,6 +68,18 @@ def start_states(data: Transitions, progress: bool) -> np.ndarray:
     return starts
 
 
+def logged_state_sample(data: Transitions, count: int, seed: int) -> np.ndarray | None:
+    """``[M, D]``: up to ``count`` logged observations drawn without replacement (every one when
+    the data holds fewer), for ``reset_from="logged"``; ``None`` for ``count`` 0."""
+    if count <= 0:
+        return None
+    flat = data.observations.reshape(len(data), -1)
+    if count >= len(flat):
+        return flat.astype(np.float32, copy=True)
+    rows = np.sort(np.random.default_rng([seed, 0x5E7]).choice(len(flat), size=count, replace=False))
+    return flat[rows].astype(np.float32)
+
+
 def fit(
     data: Transitions | str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -79,6 +91,8 @@ def fit(
     max_episode_steps: int | None = None,
     dream_defaults: dict[str, Any] | None = None,
     init: str | os.PathLike | None = None,
+    reset_states: int | None = None,
+    preset: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Fit a dream to logged data and write its checkpoint; the function behind ``learned-envs fit``.
@@ -88,7 +102,10 @@ def fit(
     ``import learned_envs``. ``dream_defaults`` sets the dream's stored knob defaults
     (:class:`DreamSettings`, e.g. ``{"out_of_bounds": "clip"}``). ``init`` (a checkpoint file or
     a registered dream id) warm-starts from that dream's weights and normalisers, for a refit
-    after new data arrives. Returns the path written.
+    after new data arrives. ``reset_states`` stores up to that many logged states (a uniform
+    sample) for the dream's ``reset_from="logged"``. ``preset`` (:mod:`learned_envs.presets`, e.g.
+    ``"offline"``) supplies defaults for the knobs, the time limit and ``reset_states`` (each
+    argument given here wins) and stores the preset's training recipe for ``train``. Returns the path written.
 
     Everything that could make a broken dream is refused before any training (:class:`FitError`,
     ``ValueError``), and the written file is loaded back before it replaces an existing one.
@@ -96,10 +113,12 @@ def fit(
     """
     with torch.random.fork_rng(devices=[]):
         return _fit(data, out, dream_id=dream_id, source_env=source_env, seed=seed, config=config,
-                    max_episode_steps=max_episode_steps, dream_defaults=dream_defaults, init=init, progress=progress)
+                    max_episode_steps=max_episode_steps, dream_defaults=dream_defaults, init=init,
+                    reset_states=reset_states, preset=preset, progress=progress)
 
 
-def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dream_defaults, init, progress) -> Path:
+def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dream_defaults, init, reset_states,
+         preset, progress) -> Path:
     """:func:`fit`'s work, inside a fork of the global torch RNG."""
     from learned_envs import data as data_io
     from learned_envs.checkpoint import build_metadata
@@ -116,7 +135,22 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
     for target in targets:
         if target.is_dir():
             raise FitError(f"--out {target} is a directory; give the checkpoint's file name (e.g. {target / 'dream.safetensors'})")
+    training = None
+    if preset is not None:
+        from learned_envs.presets import get_preset
+
+        chosen = get_preset(preset)
+        dream_defaults = {**chosen.dream_defaults, **(dream_defaults or {})}
+        max_episode_steps = chosen.max_episode_steps if max_episode_steps is None else max_episode_steps
+        reset_states = chosen.reset_states if reset_states is None else reset_states
+        training = {"preset": chosen.name, "algo": chosen.training.algo, "steps": chosen.training.steps}
+    reset_states = 0 if reset_states is None else reset_states
     settings = DreamSettings.resolve({}, dream_defaults or {})  # fail on a bad knob before fitting
+    if isinstance(reset_states, bool) or not isinstance(reset_states, int) or reset_states < 0:
+        raise FitError(f"reset_states must be a whole number >= 0, got {reset_states!r}")
+    if settings.reset_from == "logged" and reset_states == 0:
+        raise FitError("the dream default reset_from='logged' needs logged states to reset from: give reset_states > 0 "
+                       "(--reset-states N)")
     config = dataclasses.replace(config or FitConfig(), seed=seed)
     config.validate()
     data_path = None
@@ -134,6 +168,7 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
     max_episode_steps = _time_limit(source_env, max_episode_steps, progress)
     low, high = observed_bounds(data)
     starts = start_states(data, progress).reshape(-1, low.shape[0])
+    resets = logged_state_sample(data, reset_states, seed)
     metadata = build_metadata(
         model_config=result.model.config.to_json(),
         model_family=result.model.family,
@@ -152,14 +187,15 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
         },
         fit={"history": result.history, "metrics": result.metrics, "holdout_episodes": result.holdout_episodes,
              "init": str(init) if init is not None else None},
+        training=training,
     )
     for target in targets:
-        write_checked(target, result, starts, low, high, metadata)
+        write_checked(target, result, starts, low, high, metadata, resets)
     return targets[0]
 
 
 def write_checked(target: Path, result: FitResult, starts: np.ndarray, low: np.ndarray, high: np.ndarray,
-                  metadata: dict[str, Any]) -> None:
+                  metadata: dict[str, Any], reset_states: np.ndarray | None = None) -> None:
     """Write the checkpoint beside ``target``, load it back (the loader's every check), and only
     then move it over ``target``: a fit never replaces a good file with one that does not load."""
     from learned_envs.checkpoint import load_checkpoint, save_checkpoint
@@ -168,7 +204,7 @@ def write_checked(target: Path, result: FitResult, starts: np.ndarray, low: np.n
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".fitting", dir=target.parent)
     os.close(fd)
     try:
-        save_checkpoint(tmp, result.model, starts, low, high, metadata)
+        save_checkpoint(tmp, result.model, starts, low, high, metadata, reset_states)
         load_checkpoint(tmp)
         os.replace(tmp, target)
     finally:

@@ -1,0 +1,95 @@
+"""Named recipes for a use of a dream: the knobs ``fit --preset`` stores, and how ``train`` trains in it.
+
+A preset stores everything a user would otherwise pass by hand, so that after
+
+    learned-envs fit DATA --source-env HalfCheetah-v5 --id Dream-HalfCheetah-v0 --preset offline
+
+``learned-envs train Dream-HalfCheetah-v0 --algo SAC --out agent.zip`` needs no other flag. The
+checkpoint records only the preset's name and step budget (``metadata["training"]``); the agent's
+hyperparameters are looked up here by that name, so an untrusted checkpoint cannot choose them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_TRAINING_STEPS = 10**9
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How ``train`` trains an agent in a dream fitted with the preset.
+
+    ``hyperparameters`` are SB3 constructor arguments (with ``n_envs``, the dreams stepped
+    together); ``logged_fraction`` the share of each batch drawn from the logged transitions
+    (:class:`~learned_envs.replay.MixedReplayBuffer`, off-policy agents only).
+    """
+
+    algo: str
+    steps: int
+    hyperparameters: dict[str, Any]
+    logged_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """``fit`` defaults (each overridden by its own flag) and the training recipe stored with them."""
+
+    name: str
+    description: str
+    dream_defaults: dict[str, Any]
+    max_episode_steps: int | None
+    reset_states: int
+    training: TrainingRecipe
+    notes: list[str] = field(default_factory=list)
+
+
+PRESETS: dict[str, Preset] = {
+    "offline": Preset(
+        name="offline",
+        description="offline model-based RL (MOPO/MBPO): short branched rollouts from logged states, an uncertainty "
+                    "penalty, SAC with 5% logged transitions in each batch",
+        # MOPO's rollout scheme: 5-step branches (truncations, which SAC bootstraps) from any logged state;
+        # MOPO's lambda on the members' predicted std (ours is in data-std units); leaving the data's
+        # support clips rather than halts, since a 5-step branch already ends near the data.
+        dream_defaults={"reset_from": "logged", "uncertainty_penalty": 1.0, "out_of_bounds": "clip"},
+        max_episode_steps=5,
+        reset_states=200_000,
+        training=TrainingRecipe(
+            algo="SAC",
+            steps=400_000,
+            # 16 branches per vector step and 4 gradient steps per vector step: 4 model transitions per
+            # update, MBPO's order of magnitude; net and learning rate are SB3/MOPO's SAC defaults.
+            hyperparameters={"n_envs": 16, "policy": "MlpPolicy", "learning_rate": 3e-4, "buffer_size": 500_000,
+                             "batch_size": 256, "learning_starts": 1_000, "gamma": 0.99, "tau": 0.005,
+                             "train_freq": 1, "gradient_steps": 4, "policy_kwargs": {"net_arch": [256, 256]}},
+            logged_fraction=0.05,
+        ),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; a ``ValueError`` listing the known ones otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def stored_training(metadata: dict[str, Any]) -> tuple[TrainingRecipe, int] | None:
+    """The training recipe and step budget a checkpoint's metadata names, checked; ``None`` if it names none.
+
+    The file is untrusted: only a known preset's recipe is used, and the step budget must be a
+    whole number in ``[1, 10**9]``.
+    """
+    stored = metadata.get("training")
+    if stored is None:
+        return None
+    if not isinstance(stored, dict) or not isinstance(stored.get("preset"), str):
+        raise ValueError(f"metadata 'training' should name a preset, not {str(stored)[:80]!r}")
+    recipe = get_preset(stored["preset"]).training
+    steps = stored.get("steps", recipe.steps)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_TRAINING_STEPS:
+        raise ValueError(f"metadata 'training.steps' should be a whole number in [1, {MAX_TRAINING_STEPS:,}], not {steps!r:.80}")
+    return recipe, steps

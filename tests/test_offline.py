@@ -1,0 +1,137 @@
+"""Offline model-based RL pieces: branched rollouts from logged states, the offline preset, the
+mixed replay buffer, and ``train`` needing no flag but ``--out`` after ``fit --preset offline``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from learned_envs.checkpoint import load_checkpoint, read_metadata
+from learned_envs.data import save
+from learned_envs.data.collecting import collect
+from learned_envs.fitting import FitConfig, FitError, fit
+from learned_envs.registry import register_dream
+from learned_envs.replay import MixedReplayBuffer
+from learned_envs.training import train_in_dream
+from tests.helpers import TINY_FIT
+
+
+@pytest.fixture(scope="module")
+def pendulum(tmp_path_factory):
+    """400 random Pendulum-v1 transitions as a file, and a tiny dream fitted on it with the offline preset."""
+    folder = tmp_path_factory.mktemp("offline")
+    data = collect("Pendulum-v1", 400, seed=5, progress=False)
+    path = save(data, folder / "pendulum.npz")
+    dream = fit(path, folder / "dream.safetensors", source_env="Pendulum-v1", config=FitConfig(**TINY_FIT),
+                preset="offline", reset_states=300, progress=False)
+    return data, path, dream
+
+
+def test_preset_stores_knobs_horizon_logged_states_and_recipe(pendulum):
+    data, _, dream = pendulum
+    meta = read_metadata(dream)
+    assert meta["dream"]["reset_from"] == "logged" and meta["dream"]["max_episode_steps"] == 5
+    assert meta["dream"]["uncertainty_penalty"] > 0
+    assert meta["training"] == {"preset": "offline", "algo": "SAC", "steps": 400_000}
+    states = load_checkpoint(dream).reset_states.numpy()
+    assert states.shape == (300, 3)
+    logged = {tuple(row) for row in data.observations.astype(np.float32)}
+    assert all(tuple(row) in logged for row in states), "every reset state is a logged observation"
+
+
+def test_branched_rollouts_start_anywhere_logged_and_truncate_at_the_horizon(pendulum):
+    data, _, dream = pendulum
+    register_dream("Test-Offline-Pendulum-v0", dream)
+    env = gym.make("Test-Offline-Pendulum-v0")
+    pool = load_checkpoint(dream).reset_states.numpy()
+    starts = {tuple(row) for row in data.episode_starts().astype(np.float32)}
+    resets = [env.reset(seed=i)[0] for i in range(40)]
+    assert all(np.isclose(pool, obs).all(axis=1).any() for obs in resets)
+    assert sum(tuple(obs) not in starts for obs in resets) > 30, "resets come from every logged state, not episode starts"
+    env.reset(seed=0)
+    for step in range(5):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert not terminated
+    assert truncated and step == 4, "the 5-step horizon is a truncation, which agents bootstrap"
+    # The knob is a gym.make kwarg like any other: episode starts again on request.
+    plain = gym.make("Test-Offline-Pendulum-v0", reset_from="starts", max_episode_steps=200)
+    assert all(tuple(plain.reset(seed=i)[0]) in starts for i in range(10))
+
+
+def test_reset_from_logged_without_stored_states_is_refused(small_checkpoint):
+    register_dream("Test-NoStates-v0", small_checkpoint)
+    with pytest.raises(ValueError, match="reset_from='logged' needs logged states.*--reset-states"):
+        gym.make("Test-NoStates-v0", reset_from="logged")
+
+
+def test_fit_refuses_logged_default_without_states(pendulum, tmp_path):
+    _, path, _ = pendulum
+    with pytest.raises(FitError, match="reset_from='logged' needs logged states"):
+        fit(path, tmp_path / "d.safetensors", config=FitConfig(**TINY_FIT), dream_defaults={"reset_from": "logged"},
+            progress=False)
+    assert not (tmp_path / "d.safetensors").exists()
+
+
+def test_mixed_buffer_puts_the_logged_share_in_every_batch(pendulum):
+    data, _, _ = pendulum
+    env = gym.make("Pendulum-v1")
+    buffer = MixedReplayBuffer(1000, env.observation_space, env.action_space, device="cpu", logged=data,
+                               logged_fraction=0.25, seed=0)
+    # The agent's own rows: recognisable by a reward no logged row has.
+    for i in range(50):
+        obs = np.zeros((1, 3), np.float32)
+        buffer.add(obs, obs + 1, np.zeros((1, 1), np.float32), np.array([7.0]), np.array([False]), [{}])
+    batch = buffer.sample(64)
+    rewards = batch.rewards.numpy().ravel()
+    assert (rewards == 7.0).sum() == 48 and (rewards != 7.0).sum() == 16
+    logged = batch.observations.numpy()[rewards != 7.0]
+    assert all(np.isclose(data.observations, row).all(axis=1).any() for row in logged)
+    terminated = batch.dones.numpy().ravel()[rewards != 7.0]
+    assert terminated.sum() == 0, "Pendulum never terminates: a logged truncation is not a done"
+    with pytest.raises(ValueError, match="logged_fraction"):
+        MixedReplayBuffer(10, env.observation_space, env.action_space, logged=data, logged_fraction=1.5)
+
+
+def test_train_uses_the_stored_recipe_and_the_recorded_data(pendulum, monkeypatch):
+    _, _, dream = pendulum
+    register_dream("Test-Offline-Train-v0", dream)
+    torch.manual_seed(0)
+    agent = train_in_dream("Test-Offline-Train-v0", 200, seed=0, progress=False)
+    assert type(agent).__name__ == "SAC" and agent.n_envs == 16
+    assert isinstance(agent.replay_buffer, MixedReplayBuffer) and agent.replay_buffer.logged_fraction == 0.05
+    assert agent.num_timesteps >= 200
+    # Another algorithm than the recipe's: the zoo's settings, and the step count must be given.
+    with pytest.raises(ValueError, match="give the number of steps"):
+        train_in_dream("Test-Offline-Train-v0", None, "PPO", progress=False)
+
+
+def test_train_refuses_when_the_recorded_data_changed(pendulum, tmp_path):
+    data, _, _ = pendulum
+    path = save(data, tmp_path / "moved.npz")
+    dream = fit(path, tmp_path / "dream.safetensors", source_env="Pendulum-v1", config=FitConfig(**TINY_FIT),
+                preset="offline", progress=False)
+    save(data.select(np.arange(len(data)) < 100), path)  # the file the dream records, now other bytes
+    register_dream("Test-Offline-Changed-v0", dream)
+    with pytest.raises(ValueError, match="sha256 mismatch.*--logged-data"):
+        train_in_dream("Test-Offline-Changed-v0", 100, progress=False)
+    agent = train_in_dream("Test-Offline-Changed-v0", 100, progress=False, logged_data=data)
+    assert len(agent.replay_buffer.logged_obs) == len(data)
+
+
+def test_cli_fit_preset_then_train_with_no_other_flag(pendulum, tmp_path):
+    _, path, _ = pendulum
+    fit_cmd = [sys.executable, "-m", "learned_envs.cli", "fit", str(path), "--id", "Dream-TestOffline-v0", "--source-env",
+               "Pendulum-v1", "--preset", "offline", "--max-updates", "20", "--hidden-size", "16", "--layers", "1",
+               "--ensemble-size", "2", "--elites", "1"]
+    subprocess.run(fit_cmd, check=True, capture_output=True)
+    agent = tmp_path / "agent.zip"
+    # --steps only to keep the test short (the stored budget is 400,000); no --algo, no knobs.
+    done = subprocess.run([sys.executable, "-m", "learned_envs.cli", "train", "Dream-TestOffline-v0", "--out", str(agent),
+                           "--steps", "64"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "wrote SAC agent" in done.stdout and agent.exists()
