@@ -77,15 +77,16 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_loop, env_id, seed, workdir, args.episodes) for env_id, seed in jobs]
         rows = []
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         for future in futures:
             rows.append(future.result())
             r = rows[-1]
             print(f"{r['env']} seed {r['seed']}: loop {r['loop_final_return']:.1f} after {r['budget']} real steps "
                   f"(threshold reached at {r['loop_steps_to_threshold']}), real-env {r['agent']} {r['real_agent_return_at_budget']:.1f}; "
                   f"{r['loop_seconds']} s", flush=True)
-    result = {"command": "python benchmarks/online.py " + " ".join(sys.argv[1:]), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+            # Written after every run, so an interrupted benchmark keeps what it measured.
+            result = {"command": "python benchmarks/online.py " + " ".join(sys.argv[1:]), "rows": rows}
+            Path(args.out).write_text(json.dumps(result, indent=2))
     print(table(rows))
     plot(rows)
 

@@ -66,6 +66,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         model = train_in_real(args.env_id, args.steps, args.algo or "PPO", seed=args.seed)
     model.save(args.out)
     print(f"wrote {type(model).__name__} agent trained {model.num_timesteps} steps in {args.env_id} to {args.out}")
+    if args.save_replay_buffer:
+        if not hasattr(model, "save_replay_buffer"):
+            raise ValueError(f"--save-replay-buffer: {type(model).__name__} is on-policy and keeps no replay buffer")
+        model.save_replay_buffer(args.save_replay_buffer)
+        print(f"wrote its replay buffer ({model.replay_buffer.size() * model.n_envs} transitions) to {args.save_replay_buffer}")
 
 
 # SB3 algorithms by the action spaces they can act in.
@@ -326,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE",
                    help="dream knob for this run (e.g. temperature=0.5); repeatable")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
+    p.add_argument("--save-replay-buffer", metavar="FILE.pkl", help="also write an off-policy agent's replay buffer (SB3's "
+                   "pickle, which fit, merge and collect read: D4RL's medium-replay datasets are this)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("loop", help="learn online: real steps with the agent, refit the dream, train the agent in it, repeat")
@@ -338,11 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial-steps", type=_positive_int,
                    help="uniformly random real steps before the first fit (default: a fifth of --real-steps, at most 1000)")
     p.add_argument("--iterations", type=_positive_int, default=10, help="collect-refit-train rounds after the random steps (default 10)")
-    p.add_argument("--agent-steps", type=_positive_int, help="agent steps in the dream per round (default 5000 off-policy, 25000 PPO/A2C)")
+    p.add_argument("--agent-steps", type=_positive_int, help="agent steps in the dream per round (default 3000 off-policy, 25000 PPO/A2C)")
     p.add_argument("--eval-episodes", type=_positive_int, default=5,
                    help="real episodes scoring the agent after each round (default 5; not training data)")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
-                   help="dream knob stored in every refit (e.g. temperature=0.5); repeatable")
+                   help="dream knob stored in every refit (e.g. temperature=0.5; default out_of_bounds=clip); repeatable")
     p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("demo", help="train PPO only in Dream-CartPole-v0 and score it in the real CartPole-v1")

@@ -88,7 +88,11 @@ ZOO_HYPERPARAMS: dict[tuple[str, str], dict[str, Any]] = {
 def hyperparameters(algo: str, env_id: str | None) -> dict[str, Any]:
     """The zoo's hyperparameters for ``algo`` on ``env_id``, with linear schedules built; SB3's defaults otherwise."""
     # A deep copy: SB3 writes into policy_kwargs (e.g. use_sde), which must not leak into the table.
-    params = copy.deepcopy(ZOO_HYPERPARAMS.get((algo.upper(), env_id or ""), {"n_envs": 8, "policy": "MlpPolicy"}))
+    # Without a zoo entry: SB3's defaults, on 8 envs for on-policy agents (whose rollouts want
+    # several) and 1 for off-policy ones (whose one gradient step per vector step would otherwise
+    # become one per 8 env steps).
+    fallback = {"n_envs": 1 if algo.upper() in OFF_POLICY else 8, "policy": "MlpPolicy"}
+    params = copy.deepcopy(ZOO_HYPERPARAMS.get((algo.upper(), env_id or ""), fallback))
     for key, value in params.items():
         if isinstance(value, tuple) and value[0] == "linear":
             params[key] = LinearSchedule(value[1], 0.0, 1.0)

@@ -1,0 +1,215 @@
+"""Offline RL at D4RL's yardstick: SB3 SAC trained only in a dream, beside d3rlpy's IQL, CQL and BC.
+
+Datasets are made by D4RL's protocol on Gymnasium's v5 MuJoCo envs, each with package commands
+(so a user can rebuild any of them), and written as Minari datasets:
+
+    random        learned-envs collect ENV --steps ROWS --out DIR/ENV-random              (uniform policy)
+    medium        learned-envs train ENV --algo SAC --steps M --out medium.zip --save-replay-buffer replay.pkl
+                  learned-envs collect ENV --policy medium.zip --steps ROWS --out DIR/ENV-medium
+    medium-replay learned-envs merge replay.pkl --out DIR/ENV-medium-replay                (that agent's whole buffer)
+    medium-expert learned-envs merge DIR/ENV-medium DIR/ENV-expert --out ...               (an expert from a longer run)
+
+Per env, dataset and seed, on the same data and the same number of gradient steps G:
+- **dream + SAC**: ``learned-envs fit DATA --preset offline --id ...`` then ``learned-envs train ID --steps S``
+  (S env steps of the preset's recipe make G gradient steps);
+- **d3rlpy** 2.8.1 IQL, CQL and BC (installed for this benchmark only: ``pip install --no-deps
+  d3rlpy==2.8.1 gym==0.26.2 structlog dataclasses-json colorama click scikit-learn``; it pins an
+  older Gymnasium, which its offline training does not use);
+- the behaviour policy's own score (the dataset's mean episode return).
+Each policy is scored over real episodes with D4RL's normalised score (its reference returns).
+
+    python benchmarks/offline_mujoco.py --envs HalfCheetah-v5 --datasets random --rows 100000 --grad-steps 20000 --seeds 0
+
+Writes benchmarks/results/offline_mujoco.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "offline_mujoco.json"
+D3RLPY_ALGOS = ("IQL", "CQL", "BC")
+
+
+def cli(*args: str, env: dict[str, str]) -> None:
+    """``learned-envs ARGS`` as a user runs it; its output goes to the benchmark's log on failure."""
+    done = subprocess.run([sys.executable, "-m", "learned_envs.cli", *args], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"learned-envs {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
+def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir: Path, env: dict[str, str]) -> Path:
+    """The dataset ``kind`` of ``env_id`` (cached in ``workdir``), made with package commands only."""
+    name = env_id.split("-v")[0].lower()
+    out = workdir / f"{name}-{kind}"
+    if out.exists():
+        return out
+    medium, replay = workdir / f"{name}-medium-agent.zip", workdir / f"{name}-medium-replay.pkl"
+    if kind in ("medium", "medium-replay") and not medium.exists():
+        cli("train", env_id, "--algo", "SAC", "--steps", str(medium_steps), "--out", str(medium),
+            "--save-replay-buffer", str(replay), env=env)
+    if kind == "random":
+        cli("collect", env_id, "--steps", str(rows), "--out", str(out), "--seed", "1", env=env)
+    elif kind == "medium":
+        cli("collect", env_id, "--policy", str(medium), "--steps", str(rows), "--out", str(out), "--seed", "1", env=env)
+    elif kind == "medium-replay":
+        cli("merge", str(replay), "--out", str(out), env=env)
+    else:
+        raise ValueError(f"unknown dataset kind {kind!r}")
+    return out
+
+
+def score(policy, env_id: str, episodes: int, seed: int) -> float:
+    """Mean real return of ``policy(obs) -> action`` over ``episodes`` episodes."""
+    import gymnasium as gym
+
+    real = gym.make(env_id)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = real.reset(seed=100_000 + 1000 * seed + episode)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = real.step(policy(obs))
+            total, done = total + float(reward), terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, episodes: int, env: dict[str, str]) -> dict:
+    """Fit the dream with the offline preset, train the preset's SAC for ``grad_steps`` updates in it, score it."""
+    from stable_baselines3 import SAC
+
+    from learned_envs.presets import get_preset
+
+    recipe = get_preset("offline").training
+    params = recipe.hyperparameters
+    env_steps = grad_steps * params["n_envs"] // params["gradient_steps"] * params["train_freq"]
+    dream_id = f"Dream-Bench{tag.title().replace('-', '')}-v{seed}"
+    start = time.perf_counter()
+    cli("fit", str(data), "--source-env", env_id, "--id", dream_id, "--preset", "offline", "--seed", str(seed),
+        "--threads", "1", env=env)
+    fit_seconds = time.perf_counter() - start
+    agent = Path(env["LEARNED_ENVS_HOME"]) / f"{dream_id}.zip"
+    cli("train", dream_id, "--steps", str(env_steps), "--seed", str(seed), "--out", str(agent), env=env)
+    seconds = time.perf_counter() - start
+    model = SAC.load(agent, device="cpu")
+    value = score(lambda obs: model.predict(obs, deterministic=True)[0], env_id, episodes, seed)
+    return {"return": value, "seconds": round(seconds, 1), "fit_seconds": round(fit_seconds, 1), "env_steps": env_steps}
+
+
+def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episodes: int, logdir: Path) -> dict:
+    """d3rlpy's ``algo`` with its MuJoCo reproduction settings, ``grad_steps`` updates on ``data``."""
+    import d3rlpy
+    import torch
+
+    d3rlpy.seed(seed)
+    ends = data.terminations | data.truncations
+    ends[-1] = True
+    dataset = d3rlpy.dataset.MDPDataset(
+        observations=data.observations.astype(np.float32), actions=data.actions.astype(np.float32),
+        rewards=data.rewards.astype(np.float32), terminals=data.terminations.astype(np.float32),
+        timeouts=(ends & ~data.terminations).astype(np.float32))
+    if algo == "IQL":  # d3rlpy/reproductions/offline/iql.py
+        config = d3rlpy.algos.IQLConfig(actor_learning_rate=3e-4, critic_learning_rate=3e-4, batch_size=256,
+                                        weight_temp=3.0, max_weight=100.0, expectile=0.7,
+                                        reward_scaler=d3rlpy.preprocessing.ReturnBasedRewardScaler(multiplier=1000.0))
+    elif algo == "CQL":  # d3rlpy/reproductions/offline/cql.py
+        encoder = d3rlpy.models.encoders.VectorEncoderFactory([256, 256, 256])
+        config = d3rlpy.algos.CQLConfig(actor_learning_rate=1e-4, critic_learning_rate=3e-4, temp_learning_rate=1e-4,
+                                        actor_encoder_factory=encoder, critic_encoder_factory=encoder, batch_size=256,
+                                        n_action_samples=10, alpha_learning_rate=0.0, conservative_weight=5.0)
+    else:
+        config = d3rlpy.algos.BCConfig(batch_size=256)
+    torch.set_num_threads(1)
+    model = config.create(device="cpu:0")
+    start = time.perf_counter()
+    model.fit(dataset, n_steps=grad_steps, n_steps_per_epoch=grad_steps, show_progress=False, save_interval=10**9,
+              logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(logdir)))
+    seconds = time.perf_counter() - start
+    value = score(lambda obs: model.predict(obs[None].astype(np.float32))[0], env_id, episodes, seed)
+    return {"return": value, "seconds": round(seconds, 1)}
+
+
+def behaviour_return(data) -> float:
+    """Mean return of the dataset's complete episodes (the behaviour policy's own score)."""
+    ends = np.flatnonzero(data.terminations | data.truncations)
+    returns = [data.rewards[lo:hi + 1].sum() for lo, hi in zip(np.r_[0, ends[:-1] + 1], ends)]
+    return float(np.mean(returns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
+    parser.add_argument("--datasets", nargs="+", default=["random", "medium", "medium-replay"])
+    parser.add_argument("--rows", type=int, default=200_000, help="transitions per random/medium dataset")
+    parser.add_argument("--medium-steps", type=int, default=100_000, help="real SAC steps of the medium behaviour agent")
+    parser.add_argument("--grad-steps", type=int, default=50_000, help="gradient steps of every learner")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=10, help="real episodes scoring each policy")
+    parser.add_argument("--algos", nargs="+", default=["dream-SAC", *D3RLPY_ALGOS])
+    parser.add_argument("--workdir", help="where datasets and runs go (default: a new temporary folder); reused if it exists")
+    parser.add_argument("--out", default=str(RESULT))
+    args = parser.parse_args()
+
+    from learned_envs.data import load
+    from learned_envs.evaluation.scores import normalized_score
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="offline_mujoco_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LEARNED_ENVS_HOME": str(workdir / "home")}
+    rows = []
+    for env_id in args.envs:
+        for kind in args.datasets:
+            start = time.perf_counter()
+            path = build_dataset(env_id, kind, args.rows, args.medium_steps, workdir, env)
+            data = load(path)
+            build = time.perf_counter() - start
+            behaviour = behaviour_return(data)
+            for seed in args.seeds:
+                row = {"env": env_id, "dataset": kind, "rows": len(data), "seed": seed, "grad_steps": args.grad_steps,
+                       "behaviour_return": behaviour, "behaviour_score": normalized_score(env_id, behaviour),
+                       "dataset_seconds": round(build, 1)}
+                for algo in args.algos:
+                    if algo == "dream-SAC":
+                        result = dream_sac(env_id, path, f"{env_id.split('-v')[0]}-{kind}", args.grad_steps, seed,
+                                           args.episodes, env)
+                    else:
+                        result = d3rlpy_run(algo, env_id, data, args.grad_steps, seed, args.episodes, workdir / "d3rlpy_logs")
+                    result["score"] = normalized_score(env_id, result["return"])
+                    row[algo] = result
+                    print(f"{env_id} {kind} seed {seed} {algo}: return {result['return']:.1f}, D4RL score {result['score']:.1f} "
+                          f"({result['seconds']} s)", flush=True)
+                rows.append(row)
+                Path(args.out).write_text(json.dumps({"command": "python benchmarks/offline_mujoco.py " + " ".join(sys.argv[1:]),
+                                                      "rows": rows}, indent=2))
+    print(table(rows, args.algos))
+
+
+def table(rows: list[dict], algos: list[str]) -> str:
+    """Mean D4RL score over seeds per env and dataset, each learner beside the behaviour policy."""
+    head = "| env | dataset | rows | grad steps | seeds | behaviour | " + " | ".join(algos) + " |"
+    lines = [head, "|" + "---|" * (6 + len(algos))]
+    for key in dict.fromkeys((r["env"], r["dataset"]) for r in rows):
+        rs = [r for r in rows if (r["env"], r["dataset"]) == key]
+        cells = []
+        for algo in algos:
+            scores = [r[algo]["score"] for r in rs]
+            minutes = np.mean([r[algo]["seconds"] for r in rs]) / 60
+            cells.append(f"{np.mean(scores):.1f} ± {np.std(scores):.1f} ({minutes:.0f} min)")
+        lines.append(f"| {key[0]} | {key[1]} | {rs[0]['rows']:,} | {rs[0]['grad_steps']:,} | {len(rs)} | "
+                     f"{rs[0]['behaviour_score']:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
