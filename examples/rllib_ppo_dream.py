@@ -1,0 +1,119 @@
+"""RLlib PPO (the new API stack) trained only in a dream, then scored in the real env.
+
+    pip install "learned-envs[ray]"
+    python examples/rllib_ppo_dream.py                                   # Dream-CartPole-v0 -> CartPole-v1
+    python examples/rllib_ppo_dream.py --temperature 0.5 --env-runners 2 --max-minutes 15
+
+What it shows:
+- the env id carries its module, ``learned_envs:Dream-CartPole-v0``, so every env runner (a
+  separate Ray worker process, where the driver's Gymnasium registry does not travel) imports
+  ``learned_envs`` and finds the dream itself;
+- dream knobs travel in ``env_config``: RLlib passes it to ``gym.make_vec`` as keyword arguments;
+- ``gym_env_vectorize_mode="vector_entry_point"`` hands each runner the dream's own batched vector
+  env (all its envs in one forward call) instead of a Python loop over single envs.
+
+Training stops on what the dream shows (its mean episode return), never on the real env; only
+then is the greedy policy scored over ``--episodes`` episodes of the real env the dream was
+fitted on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+# One torch thread per process: the networks are small and two cores are shared by the driver
+# (the learner) and the env runners. Set before torch is imported, and passed on to the workers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+from ray.rllib.algorithms.ppo import PPOConfig  # noqa: E402
+from ray.rllib.core.columns import Columns  # noqa: E402
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig  # noqa: E402
+
+import learned_envs  # noqa: E402, F401  (registers the dreams here, in the driver, to read the source env)
+from learned_envs.checkpoint import read_metadata  # noqa: E402
+
+
+def build_config(dream_id: str, env_config: dict, env_runners: int, envs_per_runner: int, seed: int) -> PPOConfig:
+    """PPO as RLlib tunes it for CartPole (its tuned example's learning rate, epochs and value
+    loss weight), sampling from ``env_runners`` remote runners, each stepping a batched dream."""
+    return (
+        PPOConfig()
+        .environment(f"learned_envs:{dream_id}", env_config=env_config)
+        .env_runners(
+            num_env_runners=env_runners,
+            num_envs_per_env_runner=envs_per_runner,
+            gym_env_vectorize_mode="vector_entry_point",
+            num_cpus_per_env_runner=0.5,  # two runners and the learner share two cores
+        )
+        .training(lr=3e-4, num_epochs=6, vf_loss_coeff=0.01, train_batch_size_per_learner=4000, minibatch_size=128)
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64], vf_share_layers=False))
+        .debugging(seed=seed)
+    )
+
+
+def greedy_real_return(module, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean and std of the return of the module's most likely action over real episodes."""
+    env = gym.make(env_id)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            with torch.no_grad():
+                out = module.forward_inference({Columns.OBS: torch.as_tensor(obs[None], dtype=torch.float32)})
+            action = int(out[Columns.ACTION_DIST_INPUTS][0].argmax())
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dream", default="Dream-CartPole-v0", help="a registered dream with discrete actions")
+    parser.add_argument("--temperature", type=float, help="dream knob passed through env_config (default: the dream's)")
+    parser.add_argument("--env-runners", type=int, default=2)
+    parser.add_argument("--envs-per-runner", type=int, default=8)
+    parser.add_argument("--stop-return", type=float, default=490.0, help="stop once the dream's mean episode return reaches this")
+    parser.add_argument("--max-iterations", type=int, default=60)
+    parser.add_argument("--max-minutes", type=float, default=12.0)
+    parser.add_argument("--episodes", type=int, default=20, help="real episodes scoring the trained policy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--address", help="a running Ray cluster (default: start a local Ray instance)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    real_env = read_metadata(gym.spec(args.dream).kwargs["checkpoint"])["source_env_id"]  # the env the logs came from
+    env_config = {} if args.temperature is None else {"temperature": args.temperature}
+    # The workers inherit this process's environment (PYTHONPATH, OMP_NUM_THREADS) on a local
+    # instance; on a cluster, learned-envs must be installed on every node.
+    start = time.perf_counter()
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    algo = build_config(args.dream, env_config, args.env_runners, args.envs_per_runner, args.seed).build_algo()
+    dream_return, steps = float("nan"), 0
+    for iteration in range(1, args.max_iterations + 1):
+        result = algo.train()
+        dream_return = result["env_runners"].get("episode_return_mean", float("nan"))
+        steps = int(result["env_runners"].get("num_env_steps_sampled_lifetime", steps))
+        minutes = (time.perf_counter() - start) / 60
+        print(f"iteration {iteration:3d}: dream return {dream_return:6.1f}  env steps {steps:>8,}  {minutes:5.1f} min", flush=True)
+        if dream_return >= args.stop_return or minutes >= args.max_minutes:
+            break
+    train_minutes = (time.perf_counter() - start) / 60  # Ray's start and the runners' included
+    mean, std = greedy_real_return(algo.get_module(), real_env, args.episodes, seed=10_000 + args.seed)
+    print(f"PPO trained only in {args.dream} ({args.env_runners} env runners, {steps:,} dream steps, "
+          f"{train_minutes:.1f} min): real {real_env} return {mean:.1f} +- {std:.1f} over {args.episodes} episodes")
+    algo.stop()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
