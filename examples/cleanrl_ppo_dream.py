@@ -24,6 +24,7 @@ from torch.distributions import Categorical
 
 import learned_envs  # noqa: F401  (registers the dreams)
 from learned_envs.checkpoint import read_metadata
+from learned_envs.training import score_in_real
 
 
 def parse_args() -> argparse.Namespace:
@@ -154,19 +155,11 @@ def main() -> None:
 
     # --- the same policy, greedy, in the real env the dream was fitted on
     real_env_id = read_metadata(gym.spec(args.dream).kwargs["checkpoint"])["source_env_id"]
-    real_env = gym.make(real_env_id)
-    scores = []
-    for episode in range(args.episodes):
-        obs, _ = real_env.reset(seed=10_000 + args.seed + episode)
-        total, done = 0.0, False
-        while not done:
-            with torch.no_grad():
-                action = int(agent.actor(torch.as_tensor(obs)).argmax())
-            obs, reward, terminated, truncated, _ = real_env.step(action)
-            total, done = total + float(reward), terminated or truncated
-        scores.append(total)
+    with torch.no_grad():
+        mean, std = score_in_real(lambda obs: int(agent.actor(torch.as_tensor(obs)).argmax()), real_env_id, args.episodes,
+                                  seed=10_000 + args.seed)
     print(f"PPO trained only in {args.dream} ({updates * batch:,} dream steps, {train_s:.0f} s): "
-          f"real {real_env_id} return {np.mean(scores):.1f} +- {np.std(scores):.1f} over {args.episodes} episodes")
+          f"real {real_env_id} return {mean:.1f} +- {std:.1f} over {args.episodes} episodes")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Callable
 
 # One torch thread per process: the networks are small and two cores are shared by the driver
 # (the learner) and the env runners. Set before torch is imported, and passed on to the workers.
@@ -37,6 +38,7 @@ from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig  # 
 
 import learned_envs  # noqa: E402, F401  (registers the dreams here, in the driver, to read the source env)
 from learned_envs.checkpoint import read_metadata  # noqa: E402
+from learned_envs.training import score_in_real  # noqa: E402
 
 
 def build_config(dream_id: str, env_config: dict, env_runners: int, envs_per_runner: int, seed: int) -> PPOConfig:
@@ -57,23 +59,15 @@ def build_config(dream_id: str, env_config: dict, env_runners: int, envs_per_run
     )
 
 
-def greedy_real_return(module, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
-    """Mean and std of the return of the module's most likely action over real episodes."""
-    env = gym.make(env_id)
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        total, done = 0.0, False
-        while not done:
-            with torch.no_grad():
-                out = module.forward_inference({Columns.OBS: torch.as_tensor(obs[None], dtype=torch.float32)})
-            action = int(out[Columns.ACTION_DIST_INPUTS][0].argmax())
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns)), float(np.std(returns))
+def greedy_action(module) -> Callable[[np.ndarray], int]:
+    """The RLModule's most likely action for one observation: how the trained policy acts for real."""
+
+    def act(obs: np.ndarray) -> int:
+        with torch.no_grad():
+            out = module.forward_inference({Columns.OBS: torch.as_tensor(obs[None], dtype=torch.float32)})
+        return int(out[Columns.ACTION_DIST_INPUTS][0].argmax())
+
+    return act
 
 
 def main() -> None:
@@ -108,7 +102,7 @@ def main() -> None:
         if dream_return >= args.stop_return or minutes >= args.max_minutes:
             break
     train_minutes = (time.perf_counter() - start) / 60  # Ray's start and the runners' included
-    mean, std = greedy_real_return(algo.get_module(), real_env, args.episodes, seed=10_000 + args.seed)
+    mean, std = score_in_real(greedy_action(algo.get_module()), real_env, args.episodes, seed=10_000 + args.seed)
     print(f"PPO trained only in {args.dream} ({args.env_runners} env runners, {steps:,} dream steps, "
           f"{train_minutes:.1f} min): real {real_env} return {mean:.1f} +- {std:.1f} over {args.episodes} episodes")
     algo.stop()

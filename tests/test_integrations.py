@@ -6,6 +6,9 @@ Each library is an extra; its tests skip when it is absent. RLlib's training run
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Iterator
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -80,32 +83,35 @@ def local_ray():
     ray.shutdown()
 
 
-def _runner_temperatures(algo) -> list[float]:
-    """The temperature each remote env runner's dream was built with (env_config made it there)."""
-    return algo.env_runner_group.foreach_env_runner(lambda runner: float(runner.env.unwrapped.core.temperature), local_env_runner=False)
+@contextlib.contextmanager
+def built_on_two_runners(config, dream_id: str, temperature: float, **runner_options: Any) -> Iterator[Any]:
+    """``config`` sampling ``learned_envs:<dream_id>`` on two remote env runners, each stepping the
+    dream's own vector env, built; checks the temperature given in env_config reached both."""
+    config = (
+        config.environment(f"learned_envs:{dream_id}", env_config={"temperature": temperature})
+        .env_runners(num_env_runners=2, gym_env_vectorize_mode="vector_entry_point", num_cpus_per_env_runner=0.5, **runner_options)
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        temperatures = algo.env_runner_group.foreach_env_runner(lambda runner: float(runner.env.unwrapped.core.temperature),
+                                                                local_env_runner=False)
+        assert temperatures == [temperature, temperature]
+        yield algo
+    finally:
+        algo.stop()
 
 
 @pytest.mark.slow
 def test_rllib_ppo_samples_and_learns_in_a_dream_on_two_env_runners(local_ray):
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    config = (
-        PPOConfig()
-        .environment("learned_envs:Dream-CartPole-v0", env_config={"temperature": 0.5})
-        .env_runners(num_env_runners=2, num_envs_per_env_runner=4, gym_env_vectorize_mode="vector_entry_point",
-                     num_cpus_per_env_runner=0.5)
-        .training(lr=3e-4, num_epochs=6, vf_loss_coeff=0.01, train_batch_size_per_learner=2000, minibatch_size=128)
-        .debugging(seed=0)
-    )
-    algo = config.build_algo()
-    try:
-        assert _runner_temperatures(algo) == [0.5, 0.5]
+    config = PPOConfig().training(lr=3e-4, num_epochs=6, vf_loss_coeff=0.01, train_batch_size_per_learner=2000, minibatch_size=128)
+    with built_on_two_runners(config, "Dream-CartPole-v0", 0.5, num_envs_per_env_runner=4) as algo:
         returns = [algo.train()["env_runners"]["episode_return_mean"] for _ in range(4)]
-        assert all(np.isfinite(returns))
-        # Four PPO updates on 8,000 dream steps already lengthen CartPole episodes well past random's ~22.
-        assert returns[-1] > returns[0] and returns[-1] > 40
-    finally:
-        algo.stop()
+    assert all(np.isfinite(returns))
+    # Four PPO updates on 8,000 dream steps already lengthen CartPole episodes well past random's ~22.
+    assert returns[-1] > returns[0] and returns[-1] > 40
 
 
 @pytest.mark.slow
@@ -114,18 +120,10 @@ def test_rllib_sac_trains_in_a_continuous_dream_on_two_env_runners(local_ray):
 
     config = (
         SACConfig()
-        .environment("learned_envs:Dream-Pendulum-v0", env_config={"temperature": 0.0})
-        .env_runners(num_env_runners=2, num_envs_per_env_runner=2, gym_env_vectorize_mode="vector_entry_point",
-                     num_cpus_per_env_runner=0.5, rollout_fragment_length=50)
         .training(num_steps_sampled_before_learning_starts=200, train_batch_size_per_learner=64)
         .reporting(min_sample_timesteps_per_iteration=400)
-        .debugging(seed=0)
     )
-    algo = config.build_algo()
-    try:
-        assert _runner_temperatures(algo) == [0.0, 0.0]
+    with built_on_two_runners(config, "Dream-Pendulum-v0", 0.0, num_envs_per_env_runner=2, rollout_fragment_length=50) as algo:
         result = algo.train()
-        assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 400
-        assert result["learners"]["default_policy"]["num_module_steps_trained"] > 0  # past warm-up: it learned
-    finally:
-        algo.stop()
+    assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 400
+    assert result["learners"]["default_policy"]["num_module_steps_trained"] > 0  # past warm-up: it learned
