@@ -120,7 +120,7 @@ def main() -> None:
     # Ray), one torch thread each; rows come back in task order either way.
     tasks = [(env_id, seed, args.steps or SUITE[env_id][2], args.episodes, dream_kwargs, not args.no_real, args.threads)
              for env_id in args.envs for seed in args.seeds]
-    rows = run_independent(run_one, tasks, jobs=args.jobs, ray_address=args.ray)
+    rows = list(run_independent(run_one, tasks, jobs=args.jobs, ray_address=args.ray))
 
     results = []
     for env_id in args.envs:

@@ -6,13 +6,14 @@ pool, or as Ray tasks on a cluster: one function, so sweeps and benchmarks share
     run_independent(train_and_score, calls, ray_address="auto")  # or "ray://head:10001": a cluster
 
 Results come back in the order of ``calls`` whichever way they ran, so a table built from them is
-the same. Ray is imported only when asked for: the local paths need no Ray.
+the same, and each as soon as it and those before it are done, so a caller can print as they come.
+Ray is imported only when asked for: the local paths need no Ray.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -24,8 +25,8 @@ def run_independent(
     calls: Sequence[tuple[Any, ...]],
     jobs: int = 1,
     ray_address: str | None = None,
-) -> list[T]:
-    """``[fn(*args) for args in calls]``, each call independent of the others.
+) -> Iterator[T]:
+    """``fn(*args)`` for each of ``calls``, independent of one another, yielded in the order of ``calls``.
 
     ``ray_address``: ``"local"`` starts a Ray instance on this machine (``jobs`` CPUs if
     ``jobs > 1``, else all of them), any other value is passed to ``ray.init(address=...)``
@@ -36,21 +37,29 @@ def run_independent(
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    # Checked here, not on the first result: a bad call fails before any run starts.
     if ray_address is not None:
-        return _run_on_ray(fn, calls, ray_address, jobs)
+        return _run_on_ray(_import_ray(), fn, calls, ray_address, jobs)
     if jobs == 1 or len(calls) <= 1:
-        return [fn(*args) for args in calls]
+        return (fn(*args) for args in calls)
+    return _run_in_pool(fn, calls, jobs)
+
+
+def _run_in_pool(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], jobs: int) -> Iterator[T]:
     with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(calls))) as pool:
         futures = [pool.submit(fn, *args) for args in calls]
-        return [future.result() for future in futures]
+        yield from (future.result() for future in futures)
 
 
-def _run_on_ray(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], address: str, jobs: int) -> list[T]:
+def _import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
         raise ImportError('running on Ray needs Ray: pip install "learned-envs[ray]"') from exc
+    return ray
 
+
+def _run_on_ray(ray: Any, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], address: str, jobs: int) -> Iterator[T]:
     started_here = not ray.is_initialized()
     if started_here:
         if address == "local":
@@ -64,7 +73,7 @@ def _run_on_ray(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], address:
     remote_fn = ray.remote(num_cpus=1)(fn)
     try:
         refs = [remote_fn.remote(*args) for args in calls]
-        return ray.get(refs)
+        yield from (ray.get(ref) for ref in refs)
     finally:
         if started_here:
             ray.shutdown()

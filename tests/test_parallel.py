@@ -20,15 +20,15 @@ def _scores(result: dict) -> list[tuple]:
 def test_run_independent_keeps_the_order_of_the_calls():
     calls = [(17, 5), (9, 4), (100, 7), (3, 3)]
     expected = [divmod(*args) for args in calls]
-    assert run_independent(divmod, calls) == expected
-    assert run_independent(divmod, calls, jobs=3) == expected
+    assert list(run_independent(divmod, calls)) == expected
+    assert list(run_independent(divmod, calls, jobs=3)) == expected
     with pytest.raises(ValueError, match="jobs must be at least 1"):
         run_independent(divmod, calls, jobs=0)
 
 
 def test_ray_is_asked_for_only_when_wanted(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: importing it fails
-    assert run_independent(divmod, [(7, 2)], jobs=2) == [(3, 1)]
+    assert list(run_independent(divmod, [(7, 2), (9, 2)], jobs=2)) == [(3, 1), (4, 1)]
     with pytest.raises(ImportError, match=r"learned-envs\[ray\]"):
         run_independent(divmod, [(7, 2)], ray_address="local")
 
