@@ -114,13 +114,17 @@ def transfer(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError("transfer needs at least one seed")
+    # What a worker resolves again: the dream's id, or the absolute path of a bare checkpoint. (A
+    # dream registered only in this process, by register_dream, reaches forked local workers but
+    # not Ray's: give its checkpoint path for those.)
+    dream_ref = source.dream_id or str(source.path)
     dream_id = ensure_registered(source)
 
     # Every (setting, seed) agent is independent: they run here, in a local pool or on Ray, and
     # come back in this order, so the table is the same whichever way they ran.
-    calls = [(str(checkpoint_or_dream_id), real_env, algo, steps, setting, seed, episodes, progress and jobs == 1 and ray is None)
-             for setting in settings for seed in seed_list]
-    scores = iter(run_independent(train_and_score, calls, jobs=jobs, ray_address=ray))
+    show_progress = progress and jobs == 1 and ray is None  # bars from parallel workers would interleave
+    calls = [(dream_ref, real_env, algo, steps, setting, seed, episodes, show_progress) for setting in settings for seed in seed_list]
+    scores = run_independent(train_and_score, calls, jobs=jobs, ray_address=ray)
     rows = []
     for setting in settings:
         label = setting_label(setting)
