@@ -31,6 +31,15 @@ def test_cleanrl_style_ppo_trained_in_the_dream_balances_the_real_cartpole():
 
 
 @pytest.mark.slow
+def test_rllib_ppo_on_two_env_runners_trained_in_the_dream_balances_the_real_cartpole():
+    pytest.importorskip("ray.rllib")
+    out = run_example("rllib_dream.py", "--max-minutes", "10", timeout=900)
+    env_id, mean, _, episodes = REAL_RETURN.search(out).groups()
+    assert env_id == "CartPole-v1" and int(episodes) == 20 and "(2 env runners" in out
+    assert float(mean) >= 475, out
+
+
+@pytest.mark.slow
 def test_torchrl_example_collects_batches_from_the_batched_dream():
     pytest.importorskip("torchrl")
     out = run_example("torchrl_dream.py", "--num-envs", "32", "--batches", "2", timeout=300)
