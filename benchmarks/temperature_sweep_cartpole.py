@@ -7,6 +7,8 @@ low real one.
 
     python benchmarks/temperature_sweep_cartpole.py                         # 4 temperatures x 2 seeds x 100k steps
     python benchmarks/temperature_sweep_cartpole.py --steps 30000 --seeds 1  # quicker
+    python benchmarks/temperature_sweep_cartpole.py --jobs 2                 # two agents at a time
+    python benchmarks/temperature_sweep_cartpole.py --ray auto               # each agent a Ray task on a cluster
     # the same through the CLI:
     learned-envs evaluate Dream-CartPole-v0 --transfer PPO --steps 100000 \
         --sweep temperature=0,0.5,1,1.5 --seeds 2 --out runs/temperature_sweep_cartpole
@@ -35,6 +37,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--temperatures", default="0,0.5,1,1.5")
     parser.add_argument("--out", default=str(ROOT / "runs" / "temperature_sweep_cartpole"))
+    parser.add_argument("--jobs", type=int, default=1, help="agents trained at once, each in its own process")
+    parser.add_argument("--ray", metavar="ADDRESS", help='each agent a Ray task: "local" (--jobs CPUs) or a cluster address')
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -43,9 +47,10 @@ def main() -> None:
     temperatures = [float(t) for t in args.temperatures.split(",")]
     start = time.perf_counter()
     result = transfer(args.dream, "PPO", steps=args.steps, sweep={"temperature": temperatures}, seeds=args.seeds,
-                      episodes=args.episodes, out_dir=args.out, progress=False)
+                      episodes=args.episodes, out_dir=args.out, progress=False, jobs=args.jobs, ray=args.ray)
     result["command"] = (f"python benchmarks/temperature_sweep_cartpole.py --steps {args.steps} --seeds {args.seeds} "
-                         f"--episodes {args.episodes} --temperatures {args.temperatures}")
+                         f"--episodes {args.episodes} --temperatures {args.temperatures} --jobs {args.jobs}"
+                         + (f" --ray {args.ray}" if args.ray else ""))
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
     result["checkpoint"] = str(Path(result["checkpoint"]).relative_to(ROOT)) if str(result["checkpoint"]).startswith(str(ROOT)) else result["checkpoint"]
     RESULT.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ real transitions the dream was fitted on (from the checkpoint).
 
     python benchmarks/transfer_suite.py                                   # full: 4 envs x 3 seeds, zoo step counts
     python benchmarks/transfer_suite.py --jobs 2                          # the same, two runs at a time
+    python benchmarks/transfer_suite.py --ray auto                        # each run a Ray task on a running cluster
     python benchmarks/transfer_suite.py --envs Pendulum-v1 --seeds 0 --steps 10000   # reduced
     python benchmarks/transfer_suite.py --envs MountainCar-v0 --dream-kwarg temperature=0.5
     python benchmarks/transfer_suite.py --table-from benchmarks/results/transfer_suite_*.json   # one table from earlier runs
@@ -18,7 +19,6 @@ Writes benchmarks/results/transfer_suite.json (``--out``) and prints a markdown 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import platform
 import statistics
@@ -30,6 +30,7 @@ import torch
 
 import learned_envs
 from learned_envs.checkpoint import read_metadata
+from learned_envs.parallel import run_independent
 from learned_envs.training import evaluate_in_real, train_in_dream, train_in_real
 
 # env id -> (dream id, algorithm, default training steps (the zoo's n_timesteps, capped), target real mean return)
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--dream-kwarg", action="append", default=[], metavar="KNOB=VALUE", help="override a dream knob (repeatable)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
+    parser.add_argument("--ray", metavar="ADDRESS", help='each run a Ray task: "local" (--jobs CPUs) or a cluster address ("auto", "ray://head:10001")')
     parser.add_argument("--out", default="benchmarks/results/transfer_suite.json")
     parser.add_argument("--table-from", nargs="+", metavar="JSON", help="print one table from result files of earlier runs, and run nothing")
     args = parser.parse_args()
@@ -114,12 +116,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dream_kwargs = dict(_knob(k) for k in args.dream_kwarg)
 
-    # Every (env, seed) run is independent; --jobs runs that many at once, one torch thread each.
+    # Every (env, seed) run is independent; --jobs runs that many at once (or --ray sends each to
+    # Ray), one torch thread each; rows come back in task order either way.
     tasks = [(env_id, seed, args.steps or SUITE[env_id][2], args.episodes, dream_kwargs, not args.no_real, args.threads)
              for env_id in args.envs for seed in args.seeds]
-    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, *task) for task in tasks]
-        rows = [future.result() for future in futures]
+    rows = list(run_independent(run_one, tasks, jobs=args.jobs, ray_address=args.ray))
 
     results = []
     for env_id in args.envs:
@@ -144,7 +145,7 @@ def main() -> None:
             + ([f"--steps {args.steps}"] if args.steps else []) + (["--no-real"] if args.no_real else [])
             + [f"--dream-kwarg {k}" for k in args.dream_kwarg]),
         "learned_envs_version": learned_envs.__version__ if hasattr(learned_envs, "__version__") else None,
-        "torch_threads": args.threads, "jobs": args.jobs, "machine": platform.platform(), "results": results, "table": text,
+        "torch_threads": args.threads, "jobs": args.jobs, "ray": args.ray, "machine": platform.platform(), "results": results, "table": text,
     }, indent=2))
     print(f"\nwrote {out}")
 

@@ -8,7 +8,7 @@
     learned-envs demo [--steps N] [--seed S]
     learned-envs loop ENV_ID --agent SAC|PPO|DQN --real-steps N --out DIR [--seed S]
     learned-envs evaluate CHECKPOINT_OR_DREAM_ID [--data FILE] [--out DIR] [--horizon K]
-                          [--transfer ALGO --steps N --sweep temperature=0,0.5,1,1.5 --seeds K]
+                          [--transfer ALGO --steps N --sweep temperature=0,0.5,1,1.5 --seeds K [--jobs J] [--ray ADDRESS]]
 """
 
 from __future__ import annotations
@@ -254,7 +254,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise
         print(f"skipping the fidelity report: {exc}")
     if args.transfer:
-        transfer(args.dream, algo=args.transfer, steps=args.steps, sweep=sweep, seeds=args.seeds, episodes=args.episodes, out_dir=out)
+        transfer(args.dream, algo=args.transfer, steps=args.steps, sweep=sweep, seeds=args.seeds, episodes=args.episodes,
+                 out_dir=out, jobs=args.jobs, ray=args.ray)
         print(f"wrote transfer.json and transfer.png to {out}")
 
 
@@ -374,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dream settings to train under, e.g. temperature=0,0.5,1,1.5 (repeat to combine knobs)")
     t.add_argument("--seeds", type=int, default=1, help="agents per setting (default 1)")
     t.add_argument("--episodes", type=int, default=20, help="scoring episodes in the dream and in the real env (default 20)")
+    t.add_argument("--jobs", type=_positive_int, default=1, help="agents trained at once, each in its own process (default 1)")
+    t.add_argument("--ray", metavar="ADDRESS", help='train each agent as a Ray task: "local" (a Ray instance on this machine, '
+                   '--jobs CPUs) or a cluster address such as "auto" or "ray://head:10001" (pip install "learned-envs[ray]")')
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -78,7 +78,11 @@ class DreamSettings:
         names = {f.name for f in fields(cls)}
         unknown = set(overrides) - names
         if unknown:
-            raise TypeError(f"unknown dream option(s) {sorted(unknown)}; known: {sorted(names)}")
+            # Worded as Python words it for any constructor ("got an unexpected keyword argument
+            # 'frameskip'"): wrappers such as TorchRL's GymEnv pass extra kwargs to gym.make and
+            # retry without them only when the TypeError says so, as Gymnasium's own envs' does.
+            raise TypeError(f"dream got an unexpected keyword argument {sorted(unknown)[0]!r}: "
+                            f"unknown dream option(s) {sorted(unknown)}; known: {sorted(names)}")
         values = {k: v for k, v in defaults.items() if k in names and v is not None}
         values.update(overrides)
         settings = cls(**values)

@@ -202,14 +202,19 @@ def _learn(algo: str, params: dict[str, Any], make_venv: Callable[[int], Any], s
 
 def evaluate_in_real(model, env_id: str, episodes: int = 20, seed: int = 0) -> tuple[float, float]:
     """Mean and std of the undiscounted return over ``episodes`` deterministic episodes of ``env_id``."""
+    return score_in_real(lambda obs: model.predict(obs, deterministic=True)[0], env_id, episodes, seed)
+
+
+def score_in_real(act: Callable[[np.ndarray], Any], env_id: str, episodes: int = 20, seed: int = 0) -> tuple[float, float]:
+    """Mean and std of the undiscounted return of ``act`` (observation -> action), any library's
+    policy, over ``episodes`` episodes of ``env_id`` seeded ``seed``, ``seed + 1``, ..."""
     env = gym.make(env_id)
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
         total, done = 0.0, False
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)

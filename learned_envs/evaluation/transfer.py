@@ -18,6 +18,7 @@ import numpy as np
 
 from learned_envs.evaluation.report import jsonable
 from learned_envs.evaluation.sources import ensure_registered, resolve
+from learned_envs.parallel import run_independent
 
 
 def sweep_settings(sweep: dict[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
@@ -52,6 +53,33 @@ def evaluate_in_dream(model, dream_id: str, episodes: int = 20, seed: int = 0, *
     return float(returns.mean()), float(returns.std())
 
 
+def train_and_score(
+    checkpoint_or_dream_id: str,
+    real_env: str,
+    algo: str,
+    steps: int,
+    setting: dict[str, Any],
+    seed: int,
+    episodes: int,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """One agent of a sweep: train ``algo`` in the dream under ``setting``, score it in the dream and
+    the real env. Runs in whatever process it is sent to, so it resolves the dream itself (a
+    fresh worker has only what ``import learned_envs`` registers) and pins one torch thread."""
+    import torch
+
+    from learned_envs.training import evaluate_in_real, train_in_dream
+
+    torch.set_num_threads(1)
+    dream_id = ensure_registered(resolve(checkpoint_or_dream_id))
+    start = time.perf_counter()
+    model = train_in_dream(dream_id, steps, algo, seed=seed, progress=progress, **setting)
+    train_s = time.perf_counter() - start
+    dream_mean, _ = evaluate_in_dream(model, dream_id, episodes, seed=seed + 10_000, **setting)
+    real_mean, _ = evaluate_in_real(model, real_env, episodes, seed=seed + 10_000)
+    return {"seed": seed, "dream": dream_mean, "real": real_mean, "train_s": train_s}
+
+
 def transfer(
     checkpoint_or_dream_id: str | os.PathLike,
     algo: str = "PPO",
@@ -62,16 +90,19 @@ def transfer(
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
     verbose: bool = True,
+    jobs: int = 1,
+    ray: str | None = None,
 ) -> dict[str, Any]:
     """Train ``algo`` for ``steps`` only in the dream under every setting of ``sweep``
     (e.g. ``{"temperature": [0, 0.5, 1, 1.5]}``), once per seed, and score each agent over
     ``episodes`` deterministic episodes in the dream (same setting) and in the real env.
 
-    ``seeds``: a count (seeds 0..K-1) or a list. With ``out_dir``, writes ``transfer.json`` and
+    ``seeds``: a count (seeds 0..K-1) or a list. ``jobs`` trains that many agents at once in local
+    processes; ``ray`` (``"local"`` or a cluster address) trains each as a Ray task instead (see
+    :func:`learned_envs.parallel.run_independent`). With ``out_dir``, writes ``transfer.json`` and
     ``transfer.png`` there. Returns the JSON dict; ``rows`` has one entry per setting.
     """
     from learned_envs.dream_settings import DreamSettings
-    from learned_envs.training import evaluate_in_real, train_in_dream
 
     source = resolve(checkpoint_or_dream_id)
     real_env = source.source_env_id
@@ -83,21 +114,24 @@ def transfer(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError("transfer needs at least one seed")
+    # What a worker resolves again: the dream's id, or the absolute path of a bare checkpoint. (A
+    # dream registered only in this process, by register_dream, reaches forked local workers but
+    # not Ray's: give its checkpoint path for those.)
+    dream_ref = source.dream_id or str(source.path)
     dream_id = ensure_registered(source)
 
+    # Every (setting, seed) agent is independent: they run here, in a local pool or on Ray, and
+    # come back in this order, so the table is the same whichever way they ran.
+    show_progress = progress and jobs == 1 and ray is None  # bars from parallel workers would interleave
+    calls = [(dream_ref, real_env, algo, steps, setting, seed, episodes, show_progress) for setting in settings for seed in seed_list]
+    scores = run_independent(train_and_score, calls, jobs=jobs, ray_address=ray)
     rows = []
     for setting in settings:
         label = setting_label(setting)
-        per_seed = []
-        for seed in seed_list:
-            start = time.perf_counter()
-            model = train_in_dream(dream_id, steps, algo, seed=seed, progress=progress, **setting)
-            train_s = time.perf_counter() - start
-            dream_mean, _ = evaluate_in_dream(model, dream_id, episodes, seed=seed + 10_000, **setting)
-            real_mean, _ = evaluate_in_real(model, real_env, episodes, seed=seed + 10_000)
-            per_seed.append({"seed": seed, "dream": dream_mean, "real": real_mean, "train_s": train_s})
-            if verbose:
-                print(f"  {label:<28} seed {seed}: dream {dream_mean:7.1f}  real {real_mean:7.1f}  ({train_s:.0f} s)")
+        per_seed = [next(scores) for _ in seed_list]
+        if verbose:
+            for s in per_seed:
+                print(f"  {label:<28} seed {s['seed']}: dream {s['dream']:7.1f}  real {s['real']:7.1f}  ({s['train_s']:.0f} s)")
         dream, real = np.array([s["dream"] for s in per_seed]), np.array([s["real"] for s in per_seed])
         rows.append(
             {
