@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,7 +38,8 @@ class Prediction:
     """One batched model step, as the dream core consumes it.
 
     ``disagreement`` and ``model_std`` are ``None`` unless ``predict`` was asked for them
-    (computing them costs a pass through every member).
+    (computing them costs a pass through every member). Fields are tensors from ``predict`` and
+    numpy arrays from ``predict_host``.
     """
 
     next_state: torch.Tensor  # [B, S]
@@ -116,6 +118,26 @@ class WorldModel(nn.Module, ABC):
         ``temperature`` scales the sampled noise (0: no sampling). ``uncertainty`` also fills
         ``disagreement`` and ``model_std``. Every random draw uses ``generator``.
         """
+
+    # True where predict_host is a native host (numpy) implementation of predict and the state is
+    # the observation (encode/decode are the identity): the dream core then steps a single CPU
+    # dream without torch, whose per-operation overhead outweighs one dream's arithmetic.
+    host_serving: ClassVar[bool] = False
+
+    def predict_host(
+        self,
+        state: np.ndarray,
+        action: np.ndarray,
+        *,
+        generator: np.random.Generator | None = None,
+        temperature: float = 1.0,
+        members: np.ndarray | str | None = None,
+        uncertainty: bool = False,
+    ) -> Prediction:
+        """:meth:`predict` on numpy arrays (``state [B, S]`` float32) with numpy fields in the result;
+        only called where :attr:`host_serving` is true. The same math as :meth:`predict`, so
+        given the same draws (here from the numpy ``generator``) the two agree to float rounding."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve on the host")
 
     @property
     @abstractmethod

@@ -18,12 +18,14 @@ Tensor shapes: B = batch, E = members, D = flat observation size, A = action fea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learned_envs.models.array_ops import Draws, NumpyDraws, NumpyOps, TorchDraws, TorchOps
 from learned_envs.models.base import Batch, ModelConfig, Prediction, WorldModel, register_family
 from learned_envs.models.normalizer import Normalizer
 
@@ -61,10 +63,115 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
-def bound_logvar(logvar: torch.Tensor, max_logvar: torch.Tensor, min_logvar: torch.Tensor) -> torch.Tensor:
+def bound_logvar(logvar: Any, max_logvar: Any, min_logvar: Any, ops: type = TorchOps) -> Any:
     """Soft bounds (PETS): smooth everywhere, so the NLL cannot push the variance to 0 or infinity."""
-    logvar = max_logvar - F.softplus(max_logvar - logvar)
-    return min_logvar + F.softplus(logvar - min_logvar)
+    logvar = max_logvar - ops.softplus(max_logvar - logvar)
+    return min_logvar + ops.softplus(logvar - min_logvar)
+
+
+def mlp(h: Any, layers: Sequence[tuple[Any, Any]], ops: type) -> Any:
+    """``h [..., in]`` through ``(weight [..., in, out], bias)`` layers, SiLU between them (not after the last)."""
+    *hidden, last = layers
+    for weight, bias in hidden:
+        h = ops.silu(ops.affine(h, weight, bias))
+    return ops.affine(h, *last)
+
+
+@dataclass
+class ServingWeights:
+    """The arrays one model step reads, all torch tensors or all numpy views of them; the step's
+    math is written once here, against ``ops``, and runs on either.
+
+    Shapes: E members, D observation size, A action features, T = D + 1 targets.
+    """
+
+    ops: type  # TorchOps or NumpyOps
+    config: EnsembleConfig
+    input_mean: Any  # [D + A]
+    input_std: Any  # [D + A]
+    target_mean: Any  # [T]
+    target_std: Any  # [T]
+    support_low: Any  # [D]
+    support_high: Any  # [D]
+    dynamics: list[tuple[Any, Any]]  # hidden layers then head: (weight [E, in, out], bias [E, 1, out])
+    max_logvar: Any  # [E, 1, T]
+    min_logvar: Any  # [E, 1, T]
+    termination: list[tuple[Any, Any]]  # (weight [in, out], bias [out])
+
+    def inside(self, state: Any) -> Any:
+        """``state [*B, D]`` moved to the nearest point of the training data's box: beyond its data
+        the model answers as at the data's edge rather than extrapolating a trend it never saw."""
+        return self.ops.minimum(self.ops.maximum(state, self.support_low), self.support_high)
+
+    def inputs(self, state: Any, action: Any) -> Any:
+        """Normalised network inputs ``[*B, D + A]`` from ``state [*B, D]`` and ``action`` (``[*B]``
+        indices for Discrete, ``[*B, A]`` for Box)."""
+        c, ops = self.config, self.ops
+        features = ops.one_hot(action, c.action_dim, self.input_mean) if c.discrete_actions else ops.as_dtype(action, self.input_mean)
+        return (ops.cat([self.inside(state), features]) - self.input_mean) / self.input_std
+
+    def members(self, h: Any, member: int | None = None) -> tuple[Any, Any]:
+        """``[E, B, in]`` (or ``[1, B, in]``, broadcast) normalised inputs -> means and soft-bounded
+        log-variances ``[E, B, T]``; with ``member``, ``[B, in] -> [B, T]`` through that member alone
+        (its weights are views, so a single dream's step is a chain of plain matrix products)."""
+        pick: Callable[[Any], Any] = (lambda t: t) if member is None else (lambda t: t[member])
+        mean, raw_logvar = self.ops.split(mlp(h, [(pick(w), pick(b)) for w, b in self.dynamics], self.ops))
+        return mean, bound_logvar(raw_logvar, pick(self.max_logvar), pick(self.min_logvar), self.ops)
+
+    def termination_logit(self, next_state: Any) -> Any:
+        """``[*B, D] -> [*B]`` logit that the episode ends in ``next_state``."""
+        d = self.config.obs_dim
+        obs_norm = (self.inside(next_state) - self.input_mean[:d]) / self.input_std[:d]
+        return mlp(obs_norm, self.termination, self.ops)[..., 0]
+
+    def one_member_per_row(self, x: Any, draws: Draws) -> tuple[Any, Any]:
+        """Mean and log-variance ``[B, T]`` with each of the B rows sent through one random member.
+
+        The rows land in random slots of an ``[E, k]`` grid (k = ceil(B / E)), one slice per
+        member, so every row's member is uniform and the forward costs k rows per member.
+        """
+        batch, E = x.shape[0], self.max_logvar.shape[0]
+        if batch == 1:
+            return self.members(x, member=int(draws.integers(E, 1)[0]))
+        k = -(-batch // E)
+        slots = draws.permutation(E * k)[:batch]
+        grid = self.ops.zeros(E * k, x.shape[1], like=x)
+        grid[slots] = x
+        mean, logvar = self.members(grid.reshape(E, k, -1))
+        return mean.reshape(E * k, -1)[slots], logvar.reshape(E * k, -1)[slots]
+
+    def step(self, state: Any, action: Any, draws: Draws, temperature: float, members: Any, uncertainty: bool) -> Prediction:
+        """One model step of ``state [B, D]`` (see :meth:`EnsembleWorldModel.predict`)."""
+        ops, d = self.ops, self.config.obs_dim
+        x = self.inputs(state, action)
+        if members is None and not uncertainty:
+            mean, logvar = self.one_member_per_row(x, draws)
+            disagreement = model_std = None
+        else:
+            all_mean, all_logvar = self.members(x[None])
+            norm = lambda v: ops.sqrt((v * v).sum(-1))  # noqa: E731
+            disagreement = norm(ops.std0(all_mean[:, :, :d]))
+            model_std = ops.amax0(norm(ops.exp(0.5 * all_logvar[:, :, :d])))
+            if isinstance(members, str):
+                if members != "mean":
+                    raise ValueError(f"members must be a tensor, None or 'mean', not {members!r}")
+                mean, logvar = all_mean.mean(0), ops.log(ops.exp(all_logvar).mean(0))
+            else:
+                if members is None:
+                    members = draws.integers(self.max_logvar.shape[0], state.shape[0])
+                rows = draws.arange(state.shape[0])
+                mean, logvar = all_mean[members, rows], all_logvar[members, rows]
+        if temperature > 0:
+            mean = mean + temperature * ops.exp(0.5 * logvar) * draws.normal(mean)
+        target = mean * self.target_std + self.target_mean
+        next_state = state + target[:, :d]
+        return Prediction(
+            next_state=next_state,
+            reward=target[:, d],
+            termination_prob=ops.sigmoid(self.termination_logit(next_state)),
+            disagreement=disagreement,
+            model_std=model_std,
+        )
 
 
 @register_family
@@ -84,6 +191,7 @@ class EnsembleWorldModel(WorldModel):
         "num_layers": 16, "termination_hidden_size": 4096,
     }
     stages: ClassVar[tuple[str, ...]] = (DYNAMICS, TERMINATION)
+    host_serving: ClassVar[bool] = True
 
     # Weight of PETS's penalty on the log-variance bounds, which keeps them from drifting apart.
     LOGVAR_BOUND_WEIGHT: ClassVar[float] = 0.01
@@ -113,6 +221,7 @@ class EnsembleWorldModel(WorldModel):
             nn.Linear(c.termination_hidden_size, 1),
         )
         self._positive_weight = 1.0  # termination BCE weight of terminal rows, set by prepare()
+        self._host_weights: ServingWeights | None = None  # numpy views for predict_host, built on first use
         self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
@@ -153,31 +262,44 @@ class EnsembleWorldModel(WorldModel):
             return F.one_hot(action.long(), self.config.action_dim).to(self.head.weight.dtype)
         return action.to(self.head.weight.dtype)
 
+    def serving_weights(self, host: bool = False) -> ServingWeights:
+        """The weights as the step's math reads them: the module's own tensors (autograd sees
+        them), or with ``host`` numpy views of them (CPU only; they share memory, so in-place
+        training shows through; cached until ``.to()``/``keep_members`` replace the tensors)."""
+        if host and self._host_weights is not None:
+            return self._host_weights
+        view: Callable[[torch.Tensor], Any] = (lambda t: t.detach().numpy()) if host else (lambda t: t)
+        weights = ServingWeights(
+            ops=NumpyOps if host else TorchOps,
+            config=self.config,
+            input_mean=view(self.input_norm.mean), input_std=view(self.input_norm.std),
+            target_mean=view(self.target_norm.mean), target_std=view(self.target_norm.std),
+            support_low=view(self.support_low), support_high=view(self.support_high),
+            dynamics=[(view(layer.weight), view(layer.bias)) for layer in [*self.hidden, self.head]],
+            max_logvar=view(self.max_logvar), min_logvar=view(self.min_logvar),
+            # nn.Linear keeps [out, in]; the shared math multiplies by [in, out] (a view).
+            termination=[(view(self.termination[i].weight).T, view(self.termination[i].bias)) for i in (0, 2, 4)],
+        )
+        if host:
+            self._host_weights = weights
+        return weights
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "EnsembleWorldModel":
+        # .to()/.cuda()/.double() may put new tensors in place of the ones the host views share.
+        self._host_weights = None
+        return super()._apply(fn, *args, **kwargs)
+
     def _inputs(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Normalised network inputs ``[*B, D + A]``, the state held inside the data's support."""
-        return self.input_norm.normalize(torch.cat([self._inside(state), self.action_features(action)], dim=-1))
+        return self.serving_weights().inputs(state, action)
 
-    def _inside(self, state: torch.Tensor) -> torch.Tensor:
-        """``state`` moved to the nearest point of the training data's box: beyond its data the
-        model answers as at the data's edge rather than extrapolating a trend it never saw."""
-        return torch.minimum(torch.maximum(state, self.support_low), self.support_high)
-
-    def _members(self, h: torch.Tensor, member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[E, B, in]`` normalised inputs -> means and soft-bounded log-variances ``[E, B, T]``;
-        with ``member``, ``[B, in] -> [B, T]`` through that member alone (its weights are views,
-        so a single dream's step is a chain of plain matrix products)."""
-        pick = (lambda t: t) if member is None else (lambda t: t[member])
-        matmul = torch.baddbmm if member is None else torch.addmm
-        for layer in self.hidden:
-            h = F.silu(matmul(pick(layer.bias), h, pick(layer.weight)))
-        mean, raw_logvar = matmul(pick(self.head.bias), h, pick(self.head.weight)).chunk(2, dim=-1)
-        return mean, bound_logvar(raw_logvar, pick(self.max_logvar), pick(self.min_logvar))
+    def _members(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[E, B, in]`` normalised inputs -> means and soft-bounded log-variances ``[E, B, T]``."""
+        return self.serving_weights().members(h)
 
     def termination_logit(self, next_state: torch.Tensor) -> torch.Tensor:
         """``[*B, D] -> [*B]`` logit that the episode ends in ``next_state``."""
-        d = self.config.obs_dim
-        obs_norm = (self._inside(next_state) - self.input_norm.mean[:d]) / self.input_norm.std[:d]
-        return self.termination(obs_norm).squeeze(-1)
+        return self.serving_weights().termination_logit(next_state)
 
     @torch.inference_mode()
     def predict(
@@ -195,52 +317,23 @@ class EnsembleWorldModel(WorldModel):
         ``disagreement [B]`` is the norm of the std between members' predicted Δobs and
         ``model_std [B]`` the largest member's predicted std norm, both in data std units.
         """
-        x = self._inputs(state, action)
-        batch, d = state.shape[0], self.config.obs_dim
-        if members is None and not uncertainty:
-            mean, logvar = self._one_member_per_row(x, generator)
-            disagreement = model_std = None
-        else:
-            all_mean, all_logvar = self._members(x.unsqueeze(0).expand(self.num_members, -1, -1))
-            disagreement = all_mean[:, :, :d].std(0, unbiased=False).norm(dim=-1)
-            model_std = torch.exp(0.5 * all_logvar[:, :, :d]).norm(dim=-1).max(0).values
-            if isinstance(members, str):
-                if members != "mean":
-                    raise ValueError(f"members must be a tensor, None or 'mean', not {members!r}")
-                mean, logvar = all_mean.mean(0), all_logvar.exp().mean(0).log()
-            else:
-                if members is None:
-                    members = torch.randint(self.num_members, (batch,), device=state.device, generator=generator)
-                rows = torch.arange(batch, device=state.device)
-                mean, logvar = all_mean[members, rows], all_logvar[members, rows]
-        if temperature > 0:
-            noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
-            mean = mean + temperature * torch.exp(0.5 * logvar) * noise
-        target = self.target_norm.denormalize(mean)
-        next_state = state + target[:, :d]
-        return Prediction(
-            next_state=next_state,
-            reward=target[:, d],
-            termination_prob=torch.sigmoid(self.termination_logit(next_state)),
-            disagreement=disagreement,
-            model_std=model_std,
-        )
+        return self.serving_weights().step(state, action, TorchDraws(generator, state.device), temperature, members, uncertainty)
 
-    def _one_member_per_row(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance ``[B, T]`` with each of the B rows sent through one random member.
-
-        The rows land in random slots of an ``[E, k]`` grid (k = ceil(B / E)), one slice per
-        member, so every row's member is uniform and the forward costs k rows per member.
-        """
-        batch, E = x.shape[0], self.num_members
-        if batch == 1:
-            return self._members(x, member=int(torch.randint(E, (1,), generator=generator, device=x.device)))
-        k = -(-batch // E)
-        slots = torch.randperm(E * k, device=x.device, generator=generator)[:batch]
-        grid = x.new_zeros(E * k, x.shape[1])
-        grid[slots] = x
-        mean, logvar = self._members(grid.view(E, k, -1))
-        return mean.reshape(E * k, -1)[slots], logvar.reshape(E * k, -1)[slots]
+    def predict_host(
+        self,
+        state: np.ndarray,
+        action: np.ndarray,
+        *,
+        generator: np.random.Generator | None = None,
+        temperature: float = 1.0,
+        members: np.ndarray | str | None = None,
+        uncertainty: bool = False,
+    ) -> Prediction:
+        """:meth:`predict` on numpy arrays (float32 ``state [B, D]``), computed by numpy: the same
+        math (:class:`ServingWeights`) without torch's per-operation overhead, which dominates a
+        step of one dream. Draws come from the numpy ``generator``; the fields are numpy arrays."""
+        draws = NumpyDraws(generator if generator is not None else np.random.default_rng())
+        return self.serving_weights(host=True).step(state, action, draws, temperature, members, uncertainty)
 
     # -- fitting -------------------------------------------------------------------------
     def prepare(self, train: Batch, *, keep_normalizers: bool = False) -> None:
@@ -337,6 +430,7 @@ class EnsembleWorldModel(WorldModel):
             self.min_logvar = nn.Parameter(self.min_logvar[index].clone())
         self.config.ensemble_size = int(len(index))
         self._snapshots.pop(DYNAMICS, None)
+        self._host_weights = None  # the views were of the replaced tensors
 
 
 def default_model_config(rows: int) -> EnsembleConfig:
