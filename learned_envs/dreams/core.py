@@ -19,6 +19,7 @@ import torch
 
 from learned_envs.checkpoint import Checkpoint, load_checkpoint
 from learned_envs.dream_settings import DreamSettings
+from learned_envs.models.array_ops import NumpyOps, TorchOps
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -31,9 +32,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def clip_to_bounds(raw: Any, low: Any, high: Any) -> tuple[Any, Any]:
     """``raw [N, D]`` (tensor or array) clipped to ``low``/``high`` ``[D]``, and the number of
     clipped dimensions per row ``[N]``."""
-    # maximum/minimum and the comparison mean the same on torch tensors and numpy arrays.
-    lib = np if isinstance(raw, np.ndarray) else torch
-    clipped = lib.minimum(lib.maximum(raw, low), high)
+    ops = NumpyOps if isinstance(raw, np.ndarray) else TorchOps
+    clipped = ops.clip(raw, low, high)
     return clipped, (clipped != raw).sum(-1)
 
 

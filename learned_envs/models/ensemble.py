@@ -101,7 +101,7 @@ class ServingWeights:
     def inside(self, state: Any) -> Any:
         """``state [*B, D]`` moved to the nearest point of the training data's box: beyond its data
         the model answers as at the data's edge rather than extrapolating a trend it never saw."""
-        return self.ops.minimum(self.ops.maximum(state, self.support_low), self.support_high)
+        return self.ops.clip(state, self.support_low, self.support_high)
 
     def inputs(self, state: Any, action: Any) -> Any:
         """Normalised network inputs ``[*B, D + A]`` from ``state [*B, D]`` and ``action`` (``[*B]``
@@ -221,7 +221,7 @@ class EnsembleWorldModel(WorldModel):
             nn.Linear(c.termination_hidden_size, 1),
         )
         self._positive_weight = 1.0  # termination BCE weight of terminal rows, set by prepare()
-        self._host_weights: ServingWeights | None = None  # numpy views for predict_host, built on first use
+        self._serving_cache: dict[bool, ServingWeights] = {}  # by host: see serving_weights
         self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
@@ -263,11 +263,17 @@ class EnsembleWorldModel(WorldModel):
         return action.to(self.head.weight.dtype)
 
     def serving_weights(self, host: bool = False) -> ServingWeights:
-        """The weights as the step's math reads them: the module's own tensors (autograd sees
-        them), or with ``host`` numpy views of them (CPU only; they share memory, so in-place
-        training shows through; cached until ``.to()``/``keep_members`` replace the tensors)."""
-        if host and self._host_weights is not None:
-            return self._host_weights
+        """The weights as the step's math reads them: the module's own tensors, or with ``host``
+        numpy views of them (CPU only).
+
+        Outside autograd both are cached (gathering ~30 tensors from the module costs more than a
+        small batch's step): they share memory with the parameters, so in-place training shows
+        through, until ``.to()`` or ``keep_members`` put new tensors in place. Under autograd the
+        tensors are gathered afresh, so that the graph reaches the parameters.
+        """
+        cacheable = host or not torch.is_grad_enabled()
+        if cacheable and self._serving_cache.get(host) is not None:
+            return self._serving_cache[host]
         view: Callable[[torch.Tensor], Any] = (lambda t: t.detach().numpy()) if host else (lambda t: t)
         weights = ServingWeights(
             ops=NumpyOps if host else TorchOps,
@@ -280,13 +286,13 @@ class EnsembleWorldModel(WorldModel):
             # nn.Linear keeps [out, in]; the shared math multiplies by [in, out] (a view).
             termination=[(view(self.termination[i].weight).T, view(self.termination[i].bias)) for i in (0, 2, 4)],
         )
-        if host:
-            self._host_weights = weights
+        if cacheable:
+            self._serving_cache[host] = weights
         return weights
 
     def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "EnsembleWorldModel":
-        # .to()/.cuda()/.double() may put new tensors in place of the ones the host views share.
-        self._host_weights = None
+        # .to()/.cuda()/.double() may put new tensors in place of the ones the cached weights share.
+        self._serving_cache.clear()
         return super()._apply(fn, *args, **kwargs)
 
     def _inputs(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -430,7 +436,7 @@ class EnsembleWorldModel(WorldModel):
             self.min_logvar = nn.Parameter(self.min_logvar[index].clone())
         self.config.ensemble_size = int(len(index))
         self._snapshots.pop(DYNAMICS, None)
-        self._host_weights = None  # the views were of the replaced tensors
+        self._serving_cache.clear()  # its tensors were the replaced ones
 
 
 def default_model_config(rows: int) -> EnsembleConfig:
