@@ -246,24 +246,29 @@ class DreamCore:
         if members is None and s.temperature == 0:
             members = "mean"  # temperature 0 samples nothing per step, the member draw included
         action = self._checked_actions(actions)
-        if self.host:
-            if self._host_state_of is not self.state:  # a view of self.state, written in place below
-                self._host_state, self._host_state_of = self.state.numpy(), self.state
-            state = self._host_state
-            out = self.model.predict_host(state, action, generator=self.host_rng, temperature=s.temperature,
-                                          members=members.numpy() if isinstance(members, torch.Tensor) else members,
-                                          uncertainty=self._uncertainty)
-            nxt, clipped = clip_to_bounds(out.next_state, self._obs_low_host, self._obs_high_host)
-            state[:] = nxt
-            columns = [nxt, out.reward, out.termination_prob, clipped]
-            extra = [] if out.disagreement is None else [out.disagreement, out.model_std]
-            return (*columns, *extra)
+        return self._predict_host(action, members) if self.host else self._predict_device(action, members)
+
+    def _predict_host(self, action: np.ndarray, members: torch.Tensor | str | None) -> tuple[np.ndarray, ...]:
+        """:meth:`_predict` of a single CPU dream, in numpy (``predict_host``)."""
+        if self._host_state_of is not self.state:  # a view of self.state, written in place below
+            self._host_state, self._host_state_of = self.state.numpy(), self.state
+        state = self._host_state
+        out = self.model.predict_host(state, action, generator=self.host_rng, temperature=self.settings.temperature,
+                                      members=members.numpy() if isinstance(members, torch.Tensor) else members,
+                                      uncertainty=self._uncertainty)
+        nxt, clipped = clip_to_bounds(out.next_state, self._obs_low_host, self._obs_high_host)
+        state[:] = nxt
+        extra = () if out.disagreement is None else (out.disagreement, out.model_std)
+        return (nxt, out.reward, out.termination_prob, clipped, *extra)
+
+    def _predict_device(self, action: np.ndarray, members: torch.Tensor | str | None) -> tuple[np.ndarray, ...]:
+        """:meth:`_predict` of N dreams on the core's device, with one device->host crossing."""
         out = self.model.predict(self.state, torch.as_tensor(action, device=self.device), generator=self.generator,
-                                 temperature=s.temperature, members=members, uncertainty=self._uncertainty)
+                                 temperature=self.settings.temperature, members=members, uncertainty=self._uncertainty)
         nxt, clipped = clip_to_bounds(self.model.decode(out.next_state), self.obs_low, self.obs_high)
         self.state = self.model.encode(nxt)
-        # One device->host crossing per step: everything the knobs need, packed in one tensor;
-        # the knobs themselves are a few [N] operations on the host.
+        # Everything the knobs need, packed in one tensor; the knobs themselves are a few [N]
+        # operations on the host.
         columns = [nxt, out.reward[:, None], out.termination_prob[:, None], clipped[:, None]]
         if out.disagreement is not None:
             columns += [out.disagreement[:, None], out.model_std[:, None]]
