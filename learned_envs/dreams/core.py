@@ -111,7 +111,8 @@ class DreamCore:
         self.members = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         # One dream on the CPU steps in numpy (same math, same draws): torch's per-operation
         # overhead, ~50 operations a step, costs more than the arithmetic of a batch of one.
-        self.host = self.device.type == "cpu" and num_envs == 1 and self.model.host_serving and self.state.dtype == torch.float32
+        self.host = (self.device.type == "cpu" and num_envs == 1 and self.model.predict_host is not None
+                     and self.state.dtype == torch.float32)
         self._host_state_of: torch.Tensor | None = None  # the tensor self._host_state views
 
     @property

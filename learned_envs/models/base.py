@@ -26,9 +26,8 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -119,25 +118,13 @@ class WorldModel(nn.Module, ABC):
         ``disagreement`` and ``model_std``. Every random draw uses ``generator``.
         """
 
-    # True where predict_host is a native host (numpy) implementation of predict and the state is
-    # the observation (encode/decode are the identity): the dream core then steps a single CPU
-    # dream without torch, whose per-operation overhead outweighs one dream's arithmetic.
-    host_serving: ClassVar[bool] = False
-
-    def predict_host(
-        self,
-        state: np.ndarray,
-        action: np.ndarray,
-        *,
-        generator: np.random.Generator | None = None,
-        temperature: float = 1.0,
-        members: np.ndarray | str | None = None,
-        uncertainty: bool = False,
-    ) -> Prediction:
-        """:meth:`predict` on numpy arrays (``state [B, S]`` float32) with numpy fields in the result;
-        only called where :attr:`host_serving` is true. The same math as :meth:`predict`, so
-        given the same draws (here from the numpy ``generator``) the two agree to float rounding."""
-        raise NotImplementedError(f"{type(self).__name__} does not serve on the host")
+    # A family whose state is the observation (encode/decode are the identity) may offer
+    # ``predict_host(state, action, *, generator, temperature, members, uncertainty)``: predict's
+    # math on numpy arrays (float32 ``state [B, S]``, ``members`` an index array, ``generator`` a
+    # numpy Generator), returning a Prediction of numpy arrays that agrees with predict to float
+    # rounding given the same draws. The dream core then steps a single CPU dream without torch,
+    # whose per-operation overhead outweighs one dream's arithmetic. None: the family has none.
+    predict_host: Callable[..., Prediction] | None = None
 
     @property
     @abstractmethod

@@ -191,7 +191,6 @@ class EnsembleWorldModel(WorldModel):
         "num_layers": 16, "termination_hidden_size": 4096,
     }
     stages: ClassVar[tuple[str, ...]] = (DYNAMICS, TERMINATION)
-    host_serving: ClassVar[bool] = True
 
     # Weight of PETS's penalty on the log-variance bounds, which keeps them from drifting apart.
     LOGVAR_BOUND_WEIGHT: ClassVar[float] = 0.01
@@ -325,16 +324,8 @@ class EnsembleWorldModel(WorldModel):
         """
         return self.serving_weights().step(state, action, TorchDraws(generator, state.device), temperature, members, uncertainty)
 
-    def predict_host(
-        self,
-        state: np.ndarray,
-        action: np.ndarray,
-        *,
-        generator: np.random.Generator | None = None,
-        temperature: float = 1.0,
-        members: np.ndarray | str | None = None,
-        uncertainty: bool = False,
-    ) -> Prediction:
+    def predict_host(self, state: np.ndarray, action: np.ndarray, *, generator: np.random.Generator | None = None,
+                     temperature: float = 1.0, members: np.ndarray | str | None = None, uncertainty: bool = False) -> Prediction:
         """:meth:`predict` on numpy arrays (float32 ``state [B, D]``), computed by numpy: the same
         math (:class:`ServingWeights`) without torch's per-operation overhead, which dominates a
         step of one dream. Draws come from the numpy ``generator``; the fields are numpy arrays."""
