@@ -30,7 +30,8 @@ Then peak memory while 4096 dreams step ``--memory-steps`` vector steps (RSS rea
 /proc/self/status at start, middle and end, and the CUDA allocator's peak on a GPU), and PPO's wall
 time for ``--ppo-steps`` steps in the dream (``train_in_dream``, the batched SB3 face), in the
 dream through SB3's own ``make_vec_env`` (a ``DummyVecEnv`` over ``gym.make`` single dreams, the
-path SB3 users take) and in the real env (``train_in_real``), with the same zoo hyperparameters.
+path SB3 users take; a single CPU dream steps in numpy) and in the real env (``train_in_real``,
+run before and after the dreams), with the same zoo hyperparameters.
 """
 
 from __future__ import annotations
@@ -282,25 +283,31 @@ def memory(dream_id: str, steps: int, device: str, num_envs: int = 4096) -> dict
 
 
 def ppo_wall_times(dream_id: str, source_env: str | None, steps: int) -> dict[str, Any]:
-    """Seconds PPO (zoo hyperparameters, CPU) takes for ``steps`` steps in the dream and in the real env."""
-    from learned_envs.training import train_in_dream, train_in_real
+    """Seconds PPO (zoo hyperparameters, CPU) takes for ``steps`` steps in the dream and in the real env.
 
-    out: dict[str, Any] = {"steps": steps}
-    start = time.perf_counter()
-    train_in_dream(dream_id, steps, progress=False)
-    out["dream_seconds"] = round(time.perf_counter() - start, 1)
-    # SB3's own make_vec_env: a DummyVecEnv of gym.make dreams, stepped one by one.
+    The real env's run comes first and last, bracketing the two dream runs, and the ratios use the
+    mean of the two: on a shared machine, load that drifts during the ~5 minutes then weighs on
+    both sides of the ratio.
+    """
     from stable_baselines3.common.env_util import make_vec_env
 
-    from learned_envs.training import _learn
+    from learned_envs.training import _learn, train_in_dream, train_in_real
 
-    start = time.perf_counter()
-    _learn("PPO", source_env, lambda n: make_vec_env(dream_id, n_envs=n, seed=0), steps, 0, None)
-    out["dream_sb3_make_vec_env_seconds"] = round(time.perf_counter() - start, 1)
-    if source_env:
+    def seconds(train: Callable[[], Any]) -> float:
         start = time.perf_counter()
-        train_in_real(source_env, steps, progress=False)
-        out["real_seconds"] = round(time.perf_counter() - start, 1)
+        train()
+        return round(time.perf_counter() - start, 1)
+
+    out: dict[str, Any] = {"steps": steps}
+    real_runs = [seconds(lambda: train_in_real(source_env, steps, progress=False))] if source_env else []
+    out["dream_seconds"] = seconds(lambda: train_in_dream(dream_id, steps, progress=False))
+    # SB3's own make_vec_env: a DummyVecEnv of gym.make dreams, stepped one by one.
+    out["dream_sb3_make_vec_env_seconds"] = seconds(
+        lambda: _learn("PPO", source_env, lambda n: make_vec_env(dream_id, n_envs=n, seed=0), steps, 0, None))
+    if source_env:
+        real_runs.append(seconds(lambda: train_in_real(source_env, steps, progress=False)))
+        out["real_runs_seconds"] = real_runs
+        out["real_seconds"] = round(float(np.mean(real_runs)), 1)
         out["dream/real"] = round(out["dream_seconds"] / out["real_seconds"], 2)
         out["dream_sb3_make_vec_env/real"] = round(out["dream_sb3_make_vec_env_seconds"] / out["real_seconds"], 2)
     return out
@@ -331,7 +338,8 @@ def markdown(result: dict[str, Any]) -> str:
     p = result.get("ppo")
     if p:
         lines.append(f"\nPPO, {p['steps']:,} steps: dream {p['dream_seconds']} s, through SB3's make_vec_env over gym.make dreams "
-                     f"{p['dream_sb3_make_vec_env_seconds']} s, real {p.get('real_seconds', '-')} s (dream/real {p.get('dream/real', '-')}, "
+                     f"{p['dream_sb3_make_vec_env_seconds']} s, real {p.get('real_seconds', '-')} s "
+                     f"(mean of {p.get('real_runs_seconds', '-')}, before and after; dream/real {p.get('dream/real', '-')}, "
                      f"SB3 make_vec_env dream/real {p.get('dream_sb3_make_vec_env/real', '-')})")
     return "\n".join(lines)
 
