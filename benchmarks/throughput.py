@@ -17,7 +17,8 @@ Steps/s counts environment steps: N per vector step (a NEXT_STEP reset step coun
 - (f) mbrl:    mbrl-lib 0.2.0's ``ModelEnv`` (the peer) over a ``GaussianMLP`` ensemble of the dream's
   sizes (members = the dream's elites, same width and depth), sampling, ``random_model``
   propagation, at the next multiple of its members >= N (it needs equal slices), with a
-  termination function that returns False (the peer learns none). Skipped without mbrl-lib:
+  termination function that returns False (the peer learns none), its rollouts restarted every 50
+  steps (its randomly initialised ensemble would drift to overflow). Skipped without mbrl-lib:
   ``pip install --no-deps mbrl==0.2.0 hydra-core "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" termcolor pyyaml``.
 - (g) mbrl+term: (f) with the dream's learned termination head as its ``termination_fn``: the
   same work per step as the dream (which also clips to the data's support and fills its info).
@@ -54,6 +55,7 @@ from learned_envs.dreams.core import DreamCore, resolve_device
 
 SIZES = [1, 16, 64, 256, 1024, 4096]
 DUMMY_MAX_N = 256  # DummyVecEnv over 4096 Python envs takes minutes to build and to time
+PEER_EPISODE = 50  # the peer's rollouts restart every this many steps (a reset is a dict of its state)
 
 
 def rss_mib() -> dict[str, float]:
@@ -203,13 +205,17 @@ def mbrl_step(dream_id: str, n: int, device: str, termination: bool = False) -> 
     env = models.ModelEnv(source, dynamics, termination_fn=done_fn,
                           generator=torch.Generator(device=resolve_device(device)).manual_seed(0))
     rows = -(-n // members) * members
-    state = {"s": env.reset(np.zeros((rows, c["obs_dim"]), dtype=np.float32))}
+    start = np.zeros((rows, c["obs_dim"]), dtype=np.float32)
+    state = {"s": env.reset(start), "t": 0}
     discrete = bool(c["discrete_actions"])
 
     def step(actions: np.ndarray) -> Any:
         act = np.resize(np.asarray(actions), rows) if discrete else np.resize(np.asarray(actions, np.float32), (rows, c["action_dim"]))
         if discrete:  # the peer takes Box actions: one-hot, as the dream's model sees them
             act = np.eye(c["action_dim"], dtype=np.float32)[act]
+        state["t"] += 1
+        if state["t"] % PEER_EPISODE == 0:  # its untrained ensemble would drift to overflow otherwise
+            state["s"] = env.reset(start)
         obs, reward, done, state["s"] = env.step(act, state["s"], sample=True)
         return obs
 
