@@ -40,6 +40,8 @@ class TorchOps:
             # slower for a narrow output (an ensemble head of 10 columns, [5, 205, 128] @ [5, 128, 10])
             # than for the transposed problem (benchmarks/throughput.py).
             product = torch.matmul(weight.transpose(-1, -2).contiguous(), x.transpose(-1, -2)).transpose(-1, -2)
+        elif x.dim() == 3 and x.shape[0] == weight.shape[0]:
+            product = torch.bmm(x, weight)  # what matmul would call, without its dispatch
         else:
             product = torch.matmul(x, weight)
         return product.add_(bias)
@@ -56,8 +58,10 @@ class TorchOps:
 
     @staticmethod
     def one_hot(index: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tensor:
-        """``[*B]`` integer indices -> ``[*B, classes]`` in ``like``'s dtype."""
-        return F.one_hot(index.long(), classes).to(like.dtype)
+        """``[*B]`` integer indices -> ``[*B, classes]`` in ``like``'s dtype. A comparison, not
+        ``F.one_hot``, which checks the indices' range with a device->host copy (the core has
+        checked the actions on the host already)."""
+        return (index[..., None] == torch.arange(classes, device=index.device)).to(like.dtype)
 
     @staticmethod
     def as_dtype(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
