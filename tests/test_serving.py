@@ -21,11 +21,11 @@ def ckpt(small_checkpoint):
     return load_checkpoint(small_checkpoint)
 
 
-def box_model(seed: int = 0) -> EnsembleWorldModel:
-    """An untrained Box-action ensemble with data-like statistics (obs 3, action 2, a head of 8
+def box_model(seed: int = 0, obs_dim: int = 3) -> EnsembleWorldModel:
+    """An untrained Box-action ensemble with data-like statistics (action 2, a head of 2 (D + 1)
     columns, narrow enough for the transposed product)."""
     torch.manual_seed(seed)
-    model = EnsembleWorldModel(EnsembleConfig(obs_dim=3, action_dim=2, ensemble_size=4, hidden_size=32, num_layers=2)).eval()
+    model = EnsembleWorldModel(EnsembleConfig(obs_dim=obs_dim, action_dim=2, ensemble_size=4, hidden_size=32, num_layers=2)).eval()
     with torch.no_grad():
         for norm in (model.input_norm, model.target_norm):
             norm.mean.copy_(torch.randn_like(norm.mean))
@@ -52,10 +52,10 @@ def assert_same(torch_out, host_out) -> None:
             np.testing.assert_allclose(a.numpy(), b, atol=ATOL, rtol=1e-5, err_msg=field)
 
 
-@pytest.mark.parametrize("which", ["cartpole", "box"])
+@pytest.mark.parametrize("which", ["cartpole", "box", "box-1d"])
 @pytest.mark.parametrize("batch", [1, 7])
 def test_host_path_equals_torch_path_for_every_member_and_the_mean(ckpt, which, batch):
-    model = ckpt.model if which == "cartpole" else box_model()
+    model = {"cartpole": ckpt.model, "box": box_model(), "box-1d": box_model(obs_dim=1)}[which]
     state, action = inputs(model, batch)
     for members in [*(torch.full((batch,), m) for m in range(model.num_members)), "mean"]:
         for uncertainty in (False, True):
@@ -117,10 +117,12 @@ def test_host_weights_follow_training_and_member_selection():
     assert model.serving_weights(host=True).dynamics[0][0].shape[0] == 2
 
 
-def test_training_still_backpropagates_through_the_shared_math():
+@pytest.mark.parametrize("obs_dim", [1, 3])
+def test_training_still_backpropagates_through_the_shared_math(obs_dim):
     """Under autograd the in-place SiLU is off and the weights are gathered afresh: gradients
-    reach every dynamics and termination parameter."""
-    model = box_model().train()
+    reach every dynamics and termination parameter (a 1-D observation included, whose
+    termination weights look like a batch of one to a careless shape test)."""
+    model = box_model(obs_dim=obs_dim).train()
     state, action = inputs(model, 6)
     from learned_envs.models.base import Batch
 

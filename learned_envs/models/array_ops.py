@@ -35,12 +35,13 @@ class TorchOps:
     def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """``x @ weight + bias``. The bias is added in place to the product: ``baddbmm`` would first
         copy the broadcast bias into the whole output, a pass as costly as the activation."""
-        if x.dim() == 3 and weight.shape[-1] < NARROW and x.device.type == "cpu":
+        batched = x.dim() == 3 and weight.dim() == 3  # [E, B, in] @ [E, in, out], or [1, B, in] broadcast
+        if batched and weight.shape[-1] < NARROW and x.device.type == "cpu":
             # The same product, computed as (weight^T @ x^T)^T: the CPU's batched GEMM is ~3.5x
             # slower for a narrow output (an ensemble head of 10 columns, [5, 205, 128] @ [5, 128, 10])
             # than for the transposed problem (benchmarks/throughput.py).
             product = torch.matmul(weight.transpose(-1, -2).contiguous(), x.transpose(-1, -2)).transpose(-1, -2)
-        elif x.dim() == 3 and x.shape[0] == weight.shape[0]:
+        elif batched and x.shape[0] == weight.shape[0]:
             product = torch.bmm(x, weight)  # what matmul would call, without its dispatch
         else:
             product = torch.matmul(x, weight)
