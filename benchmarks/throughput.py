@@ -1,7 +1,7 @@
 """How fast dreams step: the bare batched forward, each face over the batched core, SB3's
 ``DummyVecEnv`` over single dreams, and the real env's own vector env, in one run.
 
-    nice -n 10 python benchmarks/throughput.py                       # full run, ~20 minutes on one CPU thread
+    nice -n 10 python benchmarks/throughput.py                       # full run, ~12 minutes on one CPU thread
     python benchmarks/throughput.py --quick                          # smoke run, ~1 minute
     python benchmarks/throughput.py --checkpoint my.safetensors --device cuda
 
