@@ -3,8 +3,8 @@
     nice -n 10 python benchmarks/step_overhead.py            # ~1 minute on one CPU thread
     python benchmarks/step_overhead.py --sizes 1 4 16 --device cuda
 
-"- predict" columns replace ``model.predict`` with a cached output, so they time only what the
-core (and the face on top of it) adds per step. "ops" counts aten calls per step (torch profiler):
+"- predict" columns replace ``model.predict`` (``predict_host`` for one CPU dream, which steps in
+numpy) with a cached output, so they time only what the core (and the face on top of it) adds per step. "ops" counts aten calls per step (torch profiler):
 at small N each costs a few microseconds whatever its size, so the count is the overhead. Each
 time is the best of ``--repeats`` windows, which keeps a shared machine's noise out.
 Writes JSON (``--out``, default benchmarks/results/step_overhead.json) and prints a markdown table.
@@ -53,9 +53,14 @@ def aten_calls(fn: Callable[[], Any], calls: int = 50) -> float:
 
 
 def cache_predict(core: DreamCore) -> None:
-    """Replace ``core.model.predict`` by one precomputed output: later steps time the core alone."""
-    out = core.model.predict(core.state, torch.zeros(core.num_envs, dtype=torch.long, device=core.device), generator=core.generator)
-    core.model.predict = lambda *args, **kwargs: out
+    """Replace the model step the core calls (``predict``, or ``predict_host`` for a single CPU
+    dream) by one precomputed output: later steps time the core alone."""
+    if core.host:
+        out = core.model.predict_host(core.state.numpy(), np.zeros(core.num_envs, dtype=np.int64), generator=core.host_rng)
+        core.model.predict_host = lambda *args, **kwargs: out
+    else:
+        out = core.model.predict(core.state, torch.zeros(core.num_envs, dtype=torch.long, device=core.device), generator=core.generator)
+        core.model.predict = lambda *args, **kwargs: out
 
 
 def measure(dream_id: str, n: int, device: str, calls: int, repeats: int) -> dict[str, Any]:
@@ -70,6 +75,8 @@ def measure(dream_id: str, n: int, device: str, calls: int, repeats: int) -> dic
     action_tensor = torch.zeros(n, dtype=torch.long, device=core.device)
 
     def predict() -> Any:
+        if core.host:  # the numpy path the core takes for one CPU dream
+            return core.model.predict_host(core.state.numpy(), actions, generator=core.host_rng, temperature=core.temperature)
         return core.model.predict(core.state, action_tensor, generator=core.generator, temperature=core.temperature)
 
     vector = gym.make_vec(dream_id, num_envs=n, **kwargs)

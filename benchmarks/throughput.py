@@ -1,14 +1,15 @@
 """How fast dreams step: the bare batched forward, each face over the batched core, SB3's
 ``DummyVecEnv`` over single dreams, and the real env's own vector env, in one run.
 
-    nice -n 10 python benchmarks/throughput.py                       # full run, ~10 minutes on one CPU thread
+    nice -n 10 python benchmarks/throughput.py                       # full run, ~12 minutes on one CPU thread
     python benchmarks/throughput.py --quick                          # smoke run, ~1 minute
     python benchmarks/throughput.py --checkpoint my.safetensors --device cuda
 
 Prints one markdown table and writes JSON (``--out``, default benchmarks/results/throughput.json).
 Steps/s counts environment steps: N per vector step (a NEXT_STEP reset step counts too).
 
-- (a) forward: ``model.predict`` on N states, nothing else; the ceiling for any face.
+- (a) forward: ``model.predict`` on N states (``predict_host`` for one CPU dream, as the core does), nothing else;
+  the ceiling for any face.
 - (b) vector:  ``DreamVectorEnv`` (``gym.make_vec`` of the dream).
 - (c) sb3:     ``DreamSB3VecEnv`` (``learned_envs.sb3.make_vec_env(..., monitor=False)``).
 - (d) dummy:   SB3 ``DummyVecEnv`` over N ``gym.make`` single dreams (the peer approach).
@@ -16,14 +17,22 @@ Steps/s counts environment steps: N per vector step (a NEXT_STEP reset step coun
 - (f) mbrl:    mbrl-lib 0.2.0's ``ModelEnv`` (the peer) over a ``GaussianMLP`` ensemble of the dream's
   sizes (members = the dream's elites, same width and depth), sampling, ``random_model``
   propagation, at the next multiple of its members >= N (it needs equal slices), with a
-  termination function that returns False (the peer learns none). Skipped without mbrl-lib:
+  termination function that returns False (the peer learns none), its rollouts restarted every 50
+  steps (its randomly initialised ensemble would drift to overflow). Skipped without mbrl-lib:
   ``pip install --no-deps mbrl==0.2.0 hydra-core "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" termcolor pyyaml``.
+- (g) mbrl+term: (f) with the dream's learned termination head as its ``termination_fn``: the
+  same work per step as the dream (which also clips to the data's support and fills its info).
+
+The contenders of one N are timed in ``--rounds`` alternating windows and each keeps its best
+window (the JSON also has the medians): on a shared machine, load that comes and goes then
+falls on all of them alike instead of on whichever ran during it.
 
 Then peak memory while 4096 dreams step ``--memory-steps`` vector steps (RSS read from
 /proc/self/status at start, middle and end, and the CUDA allocator's peak on a GPU), and PPO's wall
 time for ``--ppo-steps`` steps in the dream (``train_in_dream``, the batched SB3 face), in the
 dream through SB3's own ``make_vec_env`` (a ``DummyVecEnv`` over ``gym.make`` single dreams, the
-path SB3 users take) and in the real env (``train_in_real``), with the same zoo hyperparameters.
+path SB3 users take; a single CPU dream steps in numpy) and in the real env (``train_in_real``,
+run before and after the dreams), with the same zoo hyperparameters.
 """
 
 from __future__ import annotations
@@ -41,11 +50,12 @@ import numpy as np
 import torch
 
 import learned_envs
-from learned_envs.checkpoint import read_metadata
+from learned_envs.checkpoint import load_checkpoint, read_metadata
 from learned_envs.dreams.core import DreamCore, resolve_device
 
 SIZES = [1, 16, 64, 256, 1024, 4096]
 DUMMY_MAX_N = 256  # DummyVecEnv over 4096 Python envs takes minutes to build and to time
+PEER_EPISODE = 50  # the peer's rollouts restart every this many steps (a reset is a dict of its state)
 
 
 def rss_mib() -> dict[str, float]:
@@ -60,13 +70,11 @@ def rss_mib() -> dict[str, float]:
 
 
 def time_steps(step: Callable[[], Any], num_envs: int, seconds: float, device: torch.device) -> float:
-    """Environment steps per second of ``step`` (one vector step of ``num_envs``), after warm-up.
+    """Environment steps per second of ``step`` (one vector step of ``num_envs``) over one window.
 
     Runs at least 3 vector steps and until ``seconds`` have passed; synchronises CUDA so queued
     kernels are counted.
     """
-    for _ in range(3):
-        step()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     calls, start = 0, time.perf_counter()
@@ -77,6 +85,22 @@ def time_steps(step: Callable[[], Any], num_envs: int, seconds: float, device: t
             break
     sync()
     return calls * num_envs / (time.perf_counter() - start)
+
+
+def time_interleaved(steps: dict[str, tuple[Callable[[], Any], int]], seconds: float, rounds: int,
+                     device: torch.device) -> dict[str, dict[str, float]]:
+    """Steps/s of each contender (``name -> (step, env steps per call)``), timed in ``rounds``
+    alternating windows of ``seconds / rounds`` each: on a shared machine, load that comes and
+    goes then hits every contender alike. Returns each one's best window (the figure least
+    disturbed by other processes, which only ever slow a window down) and median window."""
+    for step, _ in steps.values():  # warm-up: first calls allocate and fill caches
+        for _ in range(3):
+            step()
+    windows: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, (step, rows) in steps.items():
+            windows[name].append(time_steps(step, rows, seconds / rounds, device))
+    return {name: {"best": max(w), "median": float(np.median(w))} for name, w in windows.items()}
 
 
 def action_batches(num_envs: int, action_space: gym.Space, count: int = 64) -> list[np.ndarray]:
@@ -99,17 +123,21 @@ def cycling(step: Callable[[np.ndarray], Any], batches: list[np.ndarray]) -> Cal
 
 # -- the five contenders ------------------------------------------------------------------
 def forward_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any]:
-    """(a): the world model's batched forward on N states (on the device), no env around it."""
+    """(a): the world model's forward on N states, nothing else: the batched ``predict`` with the
+    actions already on the device, or ``predict_host`` where the core steps in numpy (one CPU dream)."""
     core = DreamCore(gym.spec(dream_id).kwargs["checkpoint"], num_envs=n, device=device)
     core.seed(np.random.default_rng(0))
     core.reset_rows()
-    state, model, gen, temp = core.state, core.model, core.generator, core.temperature
+    model, temp = core.model, core.temperature
+    if core.host:
+        state, rng = core.state.numpy(), core.host_rng
+        return lambda actions: model.predict_host(state, actions.reshape(n), generator=rng, temperature=temp)
     fixed = {}
 
     def step(actions: np.ndarray) -> Any:
-        if "a" not in fixed:  # the actions live on the device already: the forward alone is timed
+        if "a" not in fixed:
             fixed["a"] = torch.as_tensor(actions, device=core.device)
-        return model.predict(state, fixed["a"], generator=gen, temperature=temp)
+        return model.predict(core.state, fixed["a"], generator=core.generator, temperature=temp)
 
     return step
 
@@ -148,8 +176,12 @@ def real_step(env_id: str, n: int) -> Callable[[np.ndarray], Any]:
     return envs.step
 
 
-def mbrl_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any] | None:
-    """(f): mbrl-lib's ``ModelEnv`` over an ensemble of the dream's sizes, or None without mbrl-lib."""
+def mbrl_step(dream_id: str, n: int, device: str, termination: bool = False) -> Callable[[np.ndarray], Any] | None:
+    """(f): mbrl-lib's ``ModelEnv`` over an ensemble of the dream's sizes, or None without mbrl-lib.
+
+    With ``termination`` (g), its ``termination_fn`` is the dream's own learned termination head
+    (support clip, normalisation, MLP), so the peer does the same work per step as the dream.
+    """
     try:
         import mbrl.models as models
         import omegaconf
@@ -165,16 +197,25 @@ def mbrl_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any]
         activation_fn_cfg=omegaconf.OmegaConf.create({"_target_": "torch.nn.SiLU"}))
     dynamics = models.OneDTransitionRewardModel(ensemble, target_is_delta=True, normalize=True, learned_rewards=True, num_elites=members)
     source = gym.make(meta["source_env_id"])
-    env = models.ModelEnv(source, dynamics, termination_fn=lambda a, o: torch.zeros(len(o), 1, dtype=torch.bool, device=o.device),
+    if termination:
+        head = load_checkpoint(gym.spec(dream_id).kwargs["checkpoint"], device=str(resolve_device(device))).model
+        done_fn = lambda a, o: (head.termination_logit(o) > 0)[:, None]  # noqa: E731
+    else:
+        done_fn = lambda a, o: torch.zeros(len(o), 1, dtype=torch.bool, device=o.device)  # noqa: E731
+    env = models.ModelEnv(source, dynamics, termination_fn=done_fn,
                           generator=torch.Generator(device=resolve_device(device)).manual_seed(0))
     rows = -(-n // members) * members
-    state = {"s": env.reset(np.zeros((rows, c["obs_dim"]), dtype=np.float32))}
+    start = np.zeros((rows, c["obs_dim"]), dtype=np.float32)
+    state = {"s": env.reset(start), "t": 0}
     discrete = bool(c["discrete_actions"])
 
     def step(actions: np.ndarray) -> Any:
         act = np.resize(np.asarray(actions), rows) if discrete else np.resize(np.asarray(actions, np.float32), (rows, c["action_dim"]))
         if discrete:  # the peer takes Box actions: one-hot, as the dream's model sees them
             act = np.eye(c["action_dim"], dtype=np.float32)[act]
+        state["t"] += 1
+        if state["t"] % PEER_EPISODE == 0:  # its untrained ensemble would drift to overflow otherwise
+            state["s"] = env.reset(start)
         obs, reward, done, state["s"] = env.step(act, state["s"], sample=True)
         return obs
 
@@ -182,26 +223,46 @@ def mbrl_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any]
     return step
 
 
-def throughput(dream_id: str, source_env: str | None, sizes: list[int], seconds: float, device: str) -> list[dict[str, Any]]:
-    """One row per N: steps/s of (a)-(e) and the ratios."""
+CONTENDERS = ["forward", "vector", "sb3", "dummy", "real", "mbrl", "mbrl_term"]
+
+
+def throughput(dream_id: str, source_env: str | None, sizes: list[int], seconds: float, rounds: int,
+               device: str) -> list[dict[str, Any]]:
+    """One row per N: steps/s of (a)-(g), timed interleaved (:func:`time_interleaved`), and the ratios."""
     space = gym.make(dream_id).action_space
     dev = resolve_device(device)
     rows = []
     for n in sizes:
         batches = action_batches(n, space)
-        row: dict[str, Any] = {"N": n}
-        for name, build in [("forward", forward_step), ("vector", vector_step), ("sb3", sb3_step), ("dummy", dummy_step)]:
-            if name == "dummy" and n > DUMMY_MAX_N:
-                row[name] = None
-                continue
-            row[name] = time_steps(cycling(build(dream_id, n, device), batches), n, seconds, dev)
-        row["real"] = time_steps(cycling(real_step(source_env, n), batches), n, seconds, torch.device("cpu")) if source_env else None
-        peer = mbrl_step(dream_id, n, device)
-        row["mbrl_rows"] = getattr(peer, "rows", None)
-        row["mbrl"] = time_steps(cycling(peer, batches), peer.rows, seconds, dev) if peer is not None else None
+        builds: dict[str, Callable[[], Any] | None] = {
+            "forward": lambda: forward_step(dream_id, n, device),
+            "vector": lambda: vector_step(dream_id, n, device),
+            "sb3": lambda: sb3_step(dream_id, n, device),
+            "dummy": lambda: dummy_step(dream_id, n, device) if n <= DUMMY_MAX_N else None,
+            "real": lambda: real_step(source_env, n) if source_env else None,
+            "mbrl": lambda: mbrl_step(dream_id, n, device),
+            "mbrl_term": lambda: mbrl_step(dream_id, n, device, termination=True),
+        }
+        steps: dict[str, tuple[Callable[[], Any], int]] = {}
+        for name, build in builds.items():
+            step = build()
+            if step is not None:
+                steps[name] = (cycling(step, batches), getattr(step, "rows", n))
+        # The real env is not on the dream's device and ~50x faster: it gets its own windows.
+        real = steps.pop("real", None)
+        timed = time_interleaved(steps, seconds * len(steps), rounds, dev)
+        if real is not None:
+            timed["real"] = time_interleaved({"real": real}, seconds, rounds, torch.device("cpu"))["real"]
+        row: dict[str, Any] = {"N": n, "mbrl_rows": steps["mbrl"][1] if "mbrl" in steps else None}
+        for name in CONTENDERS:
+            row[name] = timed[name]["best"] if name in timed else None
+            row[f"{name}_median"] = timed[name]["median"] if name in timed else None
         ratio = lambda a, b: None if row[a] is None or row[b] is None else row[a] / row[b]  # noqa: E731
         row.update({"vector/forward": ratio("vector", "forward"), "sb3/forward": ratio("sb3", "forward"),
-                    "sb3/dummy": ratio("sb3", "dummy"), "vector/real": ratio("vector", "real"), "vector/mbrl": ratio("vector", "mbrl")})
+                    "sb3/dummy": ratio("sb3", "dummy"), "vector/real": ratio("vector", "real"), "vector/mbrl": ratio("vector", "mbrl"),
+                    "vector/mbrl_term": ratio("vector", "mbrl_term")})
+        median = lambda a, b: None if row[f"{a}_median"] is None or row[f"{b}_median"] is None else row[f"{a}_median"] / row[f"{b}_median"]  # noqa: E731
+        row.update({"vector/mbrl (medians)": median("vector", "mbrl"), "vector/mbrl_term (medians)": median("vector", "mbrl_term")})
         rows.append(row)
         print(f"  N={n}: " + ", ".join(f"{k}={v:.3g}" for k, v in row.items() if k != "N" and v is not None), file=sys.stderr)
     return rows
@@ -228,25 +289,31 @@ def memory(dream_id: str, steps: int, device: str, num_envs: int = 4096) -> dict
 
 
 def ppo_wall_times(dream_id: str, source_env: str | None, steps: int) -> dict[str, Any]:
-    """Seconds PPO (zoo hyperparameters, CPU) takes for ``steps`` steps in the dream and in the real env."""
-    from learned_envs.training import train_in_dream, train_in_real
+    """Seconds PPO (zoo hyperparameters, CPU) takes for ``steps`` steps in the dream and in the real env.
 
-    out: dict[str, Any] = {"steps": steps}
-    start = time.perf_counter()
-    train_in_dream(dream_id, steps, progress=False)
-    out["dream_seconds"] = round(time.perf_counter() - start, 1)
-    # SB3's own make_vec_env: a DummyVecEnv of gym.make dreams, stepped one by one.
+    The real env's run comes first and last, bracketing the two dream runs, and the ratios use the
+    mean of the two: on a shared machine, load that drifts during the ~5 minutes then weighs on
+    both sides of the ratio.
+    """
     from stable_baselines3.common.env_util import make_vec_env
 
-    from learned_envs.training import _learn
+    from learned_envs.training import _learn, train_in_dream, train_in_real
 
-    start = time.perf_counter()
-    _learn("PPO", source_env, lambda n: make_vec_env(dream_id, n_envs=n, seed=0), steps, 0, None)
-    out["dream_sb3_make_vec_env_seconds"] = round(time.perf_counter() - start, 1)
-    if source_env:
+    def seconds(train: Callable[[], Any]) -> float:
         start = time.perf_counter()
-        train_in_real(source_env, steps, progress=False)
-        out["real_seconds"] = round(time.perf_counter() - start, 1)
+        train()
+        return round(time.perf_counter() - start, 1)
+
+    out: dict[str, Any] = {"steps": steps}
+    real_runs = [seconds(lambda: train_in_real(source_env, steps, progress=False))] if source_env else []
+    out["dream_seconds"] = seconds(lambda: train_in_dream(dream_id, steps, progress=False))
+    # SB3's own make_vec_env: a DummyVecEnv of gym.make dreams, stepped one by one.
+    out["dream_sb3_make_vec_env_seconds"] = seconds(
+        lambda: _learn("PPO", source_env, lambda n: make_vec_env(dream_id, n_envs=n, seed=0), steps, 0, None))
+    if source_env:
+        real_runs.append(seconds(lambda: train_in_real(source_env, steps, progress=False)))
+        out["real_runs_seconds"] = real_runs
+        out["real_seconds"] = round(float(np.mean(real_runs)), 1)
         out["dream/real"] = round(out["dream_seconds"] / out["real_seconds"], 2)
         out["dream_sb3_make_vec_env/real"] = round(out["dream_sb3_make_vec_env_seconds"] / out["real_seconds"], 2)
     return out
@@ -260,11 +327,12 @@ def fmt(value: float | None, ratio: bool = False) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    head = ["N", "(a) forward", "(b) vector", "(c) sb3", "(d) dummy", "(e) real", "(f) mbrl-lib", "b/a", "c/a", "c/d", "b/e", "b/f"]
+    head = ["N", "(a) forward", "(b) vector", "(c) sb3", "(d) dummy", "(e) real", "(f) mbrl-lib", "(g) mbrl-lib + term.",
+            "b/a", "c/a", "c/d", "b/e", "b/f", "b/g"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["throughput"]:
-        cells = [str(r["N"])] + [fmt(r[k]) for k in ("forward", "vector", "sb3", "dummy", "real", "mbrl")]
-        cells += [fmt(r[k], ratio=True) for k in ("vector/forward", "sb3/forward", "sb3/dummy", "vector/real", "vector/mbrl")]
+        cells = [str(r["N"])] + [fmt(r[k]) for k in ("forward", "vector", "sb3", "dummy", "real", "mbrl", "mbrl_term")]
+        cells += [fmt(r[k], ratio=True) for k in ("vector/forward", "sb3/forward", "sb3/dummy", "vector/real", "vector/mbrl", "vector/mbrl_term")]
         lines.append("| " + " | ".join(cells) + " |")
     m = result.get("memory")
     if m:
@@ -276,7 +344,8 @@ def markdown(result: dict[str, Any]) -> str:
     p = result.get("ppo")
     if p:
         lines.append(f"\nPPO, {p['steps']:,} steps: dream {p['dream_seconds']} s, through SB3's make_vec_env over gym.make dreams "
-                     f"{p['dream_sb3_make_vec_env_seconds']} s, real {p.get('real_seconds', '-')} s (dream/real {p.get('dream/real', '-')}, "
+                     f"{p['dream_sb3_make_vec_env_seconds']} s, real {p.get('real_seconds', '-')} s "
+                     f"(mean of {p.get('real_runs_seconds', '-')}, before and after; dream/real {p.get('dream/real', '-')}, "
                      f"SB3 make_vec_env dream/real {p.get('dream_sb3_make_vec_env/real', '-')})")
     return "\n".join(lines)
 
@@ -287,7 +356,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--checkpoint", help="benchmark this checkpoint instead of the registered --dream-id")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per contender and N")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per contender and N, split into --rounds windows")
+    parser.add_argument("--rounds", type=int, default=8, help="alternating timing windows per N (the best one counts)")
     parser.add_argument("--memory-steps", type=int, default=1000, help="vector steps of 4096 dreams for the memory check (~2-3 minutes on one CPU thread)")
     parser.add_argument("--ppo-steps", type=int, default=100_000, help="0 skips the PPO timing")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -295,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default="benchmarks/results/throughput.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.memory_steps, args.ppo_steps = 0.3, 50, min(args.ppo_steps, 5000)
+        args.seconds, args.rounds, args.memory_steps, args.ppo_steps = 0.3, 2, 50, min(args.ppo_steps, 5000)
     torch.set_num_threads(args.threads)
     dream_id = args.dream_id
     if args.checkpoint:
@@ -323,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"memory: 4096 dreams x {args.memory_steps} steps", file=sys.stderr)
         result["memory"] = memory(dream_id, args.memory_steps, args.device)
     print(f"throughput of {dream_id} on {result['device']}", file=sys.stderr)
-    result["throughput"] = throughput(dream_id, source_env, args.sizes, args.seconds, args.device)
+    result["throughput"] = throughput(dream_id, source_env, args.sizes, args.seconds, args.rounds, args.device)
     if args.ppo_steps > 0:
         result["ppo"] = ppo_wall_times(dream_id, source_env, args.ppo_steps)
     print(markdown(result))

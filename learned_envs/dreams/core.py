@@ -19,6 +19,7 @@ import torch
 
 from learned_envs.checkpoint import Checkpoint, load_checkpoint
 from learned_envs.dream_settings import DreamSettings
+from learned_envs.models.array_ops import NumpyOps, TorchOps
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -26,6 +27,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def clip_to_bounds(raw: Any, low: Any, high: Any) -> tuple[Any, Any]:
+    """``raw [N, D]`` (tensor or array) clipped to ``low``/``high`` ``[D]``, and the number of
+    clipped dimensions per row ``[N]``."""
+    ops = NumpyOps if isinstance(raw, np.ndarray) else TorchOps
+    clipped = ops.clip(raw, low, high)
+    return clipped, (clipped != raw).sum(-1)
 
 
 @dataclass
@@ -90,14 +99,19 @@ class DreamCore:
         else:
             self._action_size = int(np.prod(self.action_space.shape))
         if not self.discrete:
-            self.action_low = torch.as_tensor(self.action_space.low.reshape(-1), device=self.device)
-            self.action_high = torch.as_tensor(self.action_space.high.reshape(-1), device=self.device)
+            self.action_low = self.action_space.low.reshape(-1).astype(np.float32)
+            self.action_high = self.action_space.high.reshape(-1).astype(np.float32)
         self.generator = torch.Generator(device=self.device)
         self.host_rng = np.random.default_rng(0)  # replaced by seed(); until then as fixed as torch's default
         # [N, S] model states (the observation itself for state-space families); set by reset_rows.
         self.state = self.model.encode(torch.zeros(num_envs, self.obs_low.shape[0], device=self.device))
         self.elapsed = np.zeros(num_envs, dtype=np.int64)  # steps since reset, on the host (truncation is decided there)
         self.members = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        # One dream on the CPU steps in numpy (same math, same draws): torch's per-operation
+        # overhead, ~50 operations a step, costs more than the arithmetic of a batch of one.
+        self.host = (self.device.type == "cpu" and num_envs == 1 and self.model.predict_host is not None
+                     and self.state.dtype == torch.float32)
+        self._host_state_of: torch.Tensor | None = None  # the tensor self._host_state views
 
     @property
     def temperature(self) -> float:
@@ -121,6 +135,7 @@ class DreamCore:
         if getattr(self, "_settings", None) is None or value.reset_from != self._settings.reset_from:
             # [S, D] the reset pool, kept on the host: resets are decided there, without a device round trip.
             self.start_states: np.ndarray = self._reset_pool(value.reset_from)
+        self._obs_low_host, self._obs_high_host = (b.cpu().numpy() for b in (self.obs_low, self.obs_high))
         self._settings = value
 
     def _reset_pool(self, reset_from: str) -> np.ndarray:
@@ -150,7 +165,8 @@ class DreamCore:
     def seed(self, np_random: np.random.Generator) -> None:
         """Seed from a face's ``np_random``, the only source of randomness: the torch generator
         (model noise and per-step members, on the device) and a numpy one (start states and
-        per-episode members, drawn on the host so that a reset needs no device round trip)."""
+        per-episode members, drawn on the host so that a reset needs no device round trip; and
+        every per-step draw of a single CPU dream, which steps in numpy)."""
         self.generator.manual_seed(int(np_random.integers(2**62)))
         self.host_rng = np.random.default_rng(int(np_random.integers(2**62)))
 
@@ -199,8 +215,10 @@ class DreamCore:
         return np.array(self.model.decode(self.state).cpu().numpy(), dtype=self.obs_dtype, copy=True).reshape(-1, *self.obs_shape)
 
     # -- stepping --------------------------------------------------------------------------
-    def _action_tensor(self, actions: Any) -> torch.Tensor:
-        """``actions`` (``[N]`` Discrete, ``[N, *act_shape]`` Box) checked on the host, as a device tensor.
+    def _checked_actions(self, actions: Any) -> np.ndarray:
+        """``actions`` (``[N]`` Discrete, ``[N, *act_shape]`` Box) checked on the host: ``[N]`` int64
+        indices from 0, or ``[N, A]`` float32 clipped to the space (as Pendulum and
+        MountainCarContinuous clip).
 
         A real env rejects an action outside its space; so does the dream, naming the first bad
         row (on CUDA a bad index would otherwise surface as a device-side assert).
@@ -217,7 +235,7 @@ class DreamCore:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"action {action[row]!r} in row {row} is not in the action space {self.action_space}")
-            index = torch.as_tensor(action.astype(np.int64, copy=False), device=self.device)
+            index = action.astype(np.int64, copy=False)
             return index - self.action_start if self.action_start else index
         if action.size != self.num_envs * self._action_size:
             raise ValueError(f"expected actions of shape ({self.num_envs}, *{self.action_space.shape}) for {self.action_space}, "
@@ -226,35 +244,60 @@ class DreamCore:
         if not np.isfinite(action).all():
             row = int(np.flatnonzero(~np.isfinite(action).all(axis=1))[0])
             raise ValueError(f"action {action[row].tolist()} in row {row} is not finite")
-        # Box actions are clipped to the space, as Pendulum and MountainCarContinuous do.
-        return torch.clamp(torch.as_tensor(action, dtype=torch.float32, device=self.device), self.action_low, self.action_high)
+        return np.clip(action.astype(np.float32, copy=False), self.action_low, self.action_high)
 
-    def step(self, actions: Any) -> StepBatch:
-        """Advance every dream by one step with ``actions`` (``[N]`` or ``[N, *act_shape]``)."""
+    def _predict(self, actions: Any) -> tuple[np.ndarray, ...]:
+        """One model step of every dream, the state advanced to the clipped next observations.
+
+        Returns numpy columns ``[N]`` (``observations [N, D]``): observations, reward, termination
+        probability, clipped dimensions, then disagreement and model std where computed.
+        """
         s = self.settings
         members = {"random": None, "fixed": self.members, "mean": "mean"}[s.propagation]
         if members is None and s.temperature == 0:
             members = "mean"  # temperature 0 samples nothing per step, the member draw included
-        penalised = s.uncertainty_penalty > 0
-        out = self.model.predict(self.state, self._action_tensor(actions), generator=self.generator,
-                                 temperature=s.temperature, members=members, uncertainty=self._uncertainty)
-        raw = self.model.decode(out.next_state)
-        nxt = torch.clamp(raw, self.obs_low, self.obs_high)
-        self.state = self.model.encode(nxt)
-        self.elapsed += 1
+        action = self._checked_actions(actions)
+        return self._predict_host(action, members) if self.host else self._predict_device(action, members)
 
-        # One device->host crossing per step: everything the knobs need, packed in one tensor;
-        # the knobs themselves are a few [N] operations on the host.
-        columns = [nxt, out.reward[:, None], out.termination_prob[:, None], (nxt != raw).sum(-1, keepdim=True)]
+    def _predict_host(self, action: np.ndarray, members: torch.Tensor | str | None) -> tuple[np.ndarray, ...]:
+        """:meth:`_predict` of a single CPU dream, in numpy (``predict_host``)."""
+        if self._host_state_of is not self.state:  # a view of self.state, written in place below
+            self._host_state, self._host_state_of = self.state.numpy(), self.state
+        state = self._host_state
+        out = self.model.predict_host(state, action, generator=self.host_rng, temperature=self.settings.temperature,
+                                      members=members.numpy() if isinstance(members, torch.Tensor) else members,
+                                      uncertainty=self._uncertainty)
+        nxt, clipped = clip_to_bounds(out.next_state, self._obs_low_host, self._obs_high_host)
+        state[:] = nxt
+        extra = () if out.disagreement is None else (out.disagreement, out.model_std)
+        return (nxt, out.reward, out.termination_prob, clipped, *extra)
+
+    def _predict_device(self, action: np.ndarray, members: torch.Tensor | str | None) -> tuple[np.ndarray, ...]:
+        """:meth:`_predict` of N dreams on the core's device, with one device->host crossing."""
+        out = self.model.predict(self.state, torch.as_tensor(action, device=self.device), generator=self.generator,
+                                 temperature=self.settings.temperature, members=members, uncertainty=self._uncertainty)
+        nxt, clipped = clip_to_bounds(self.model.decode(out.next_state), self.obs_low, self.obs_high)
+        self.state = self.model.encode(nxt)
+        # Everything the knobs need, packed in one tensor; the knobs themselves are a few [N]
+        # operations on the host.
+        columns = [nxt, out.reward[:, None], out.termination_prob[:, None], clipped[:, None]]
         if out.disagreement is not None:
             columns += [out.disagreement[:, None], out.model_std[:, None]]
         packed = torch.cat(columns, dim=1).cpu().numpy()
         d = nxt.shape[1]
-        reward = packed[:, d].astype(np.float64)
-        clipped = packed[:, d + 2].astype(np.int64)
+        return (packed[:, :d], *packed[:, d:].T)
+
+    def step(self, actions: Any) -> StepBatch:
+        """Advance every dream by one step with ``actions`` (``[N]`` or ``[N, *act_shape]``)."""
+        s = self.settings
+        obs, reward, termination_prob, clipped, *uncertainty = self._predict(actions)
+        self.elapsed += 1
+        reward = reward.astype(np.float64)
+        clipped = clipped.astype(np.int64)
         # -1 marks "not computed" (NaN would make two identical steps compare unequal).
-        disagreement = packed[:, d + 3] if out.disagreement is not None else np.full(self.num_envs, -1.0, np.float32)
-        penalty = (s.uncertainty_penalty * packed[:, d + 4]).astype(np.float32) if penalised else np.zeros(self.num_envs, np.float32)
+        disagreement = uncertainty[0].astype(np.float32) if uncertainty else np.full(self.num_envs, -1.0, np.float32)
+        penalised = s.uncertainty_penalty > 0
+        penalty = (s.uncertainty_penalty * uncertainty[1]).astype(np.float32) if penalised else np.zeros(self.num_envs, np.float32)
         left_bounds = clipped > 0 if s.out_of_bounds == "halt" else np.zeros(self.num_envs, np.bool_)
         halted = disagreement > self._halt_threshold if self._halt_threshold is not None else np.zeros(self.num_envs, np.bool_)
         if penalised:
@@ -263,19 +306,19 @@ class DreamCore:
             # MOReL's halt: its reward replaces the model's, penalty and all.
             penalty = np.where(halted, np.float32(0), penalty)
             reward = np.where(halted, float(s.halt_reward), reward)
-        terminated = (packed[:, d + 1] > 0.5) | halted | left_bounds
+        terminated = (termination_prob > 0.5) | halted | left_bounds
         if self.max_episode_steps is not None:
             # As Gymnasium's TimeLimit: a terminating last step is truncated too (both flags set).
             truncated = self.elapsed >= self.max_episode_steps
         else:
             truncated = np.zeros(self.num_envs, np.bool_)
         return StepBatch(
-            observations=np.ascontiguousarray(packed[:, :d], dtype=self.obs_dtype).reshape(-1, *self.obs_shape),
+            observations=np.ascontiguousarray(obs, dtype=self.obs_dtype).reshape(-1, *self.obs_shape),
             rewards=reward,
             terminated=terminated,
             truncated=truncated,
             info={
-                "disagreement": disagreement.copy() if out.disagreement is not None else disagreement,
+                "disagreement": disagreement,
                 "penalty": penalty,
                 "clipped_dims": clipped,
                 "halted": halted,

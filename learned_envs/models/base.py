@@ -26,7 +26,7 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -37,7 +37,8 @@ class Prediction:
     """One batched model step, as the dream core consumes it.
 
     ``disagreement`` and ``model_std`` are ``None`` unless ``predict`` was asked for them
-    (computing them costs a pass through every member).
+    (computing them costs a pass through every member). Fields are tensors from ``predict`` and
+    numpy arrays from ``predict_host``.
     """
 
     next_state: torch.Tensor  # [B, S]
@@ -116,6 +117,14 @@ class WorldModel(nn.Module, ABC):
         ``temperature`` scales the sampled noise (0: no sampling). ``uncertainty`` also fills
         ``disagreement`` and ``model_std``. Every random draw uses ``generator``.
         """
+
+    # A family whose state is the observation (encode/decode are the identity) may offer
+    # ``predict_host(state, action, *, generator, temperature, members, uncertainty)``: predict's
+    # math on numpy arrays (float32 ``state [B, S]``, ``members`` an index array, ``generator`` a
+    # numpy Generator), returning a Prediction of numpy arrays that agrees with predict to float
+    # rounding given the same draws. The dream core then steps a single CPU dream without torch,
+    # whose per-operation overhead outweighs one dream's arithmetic. None: the family has none.
+    predict_host: Callable[..., Prediction] | None = None
 
     @property
     @abstractmethod

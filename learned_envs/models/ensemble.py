@@ -1,7 +1,8 @@
 """Probabilistic MLP ensemble world model (the PETS / MBPO family), the first :class:`WorldModel`.
 
 E members share one set of batched weights ``[E, in, out]``, so a forward call over all members
-and any batch size B is a handful of ``baddbmm`` calls. Each member outputs a Gaussian over the
+and any batch size B is a handful of batched matrix products (the step's math is in
+:mod:`learned_envs.models.ensemble_serving`, written once for torch and numpy). Each member outputs a Gaussian over the
 normalised target ``[Δobs, reward]``; a separate classifier reads the *next* observation and
 gives the probability that the episode terminates there (Gymnasium envs decide termination from
 the state they reach).
@@ -18,13 +19,16 @@ Tensor shapes: B = batch, E = members, D = flat observation size, A = action fea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learned_envs.models.array_ops import NumpyDraws, NumpyOps, TorchDraws, TorchOps
 from learned_envs.models.base import Batch, ModelConfig, Prediction, WorldModel, register_family
+from learned_envs.models.ensemble_serving import ServingWeights
 from learned_envs.models.normalizer import Normalizer
 
 DYNAMICS, TERMINATION = "dynamics", "termination"
@@ -58,13 +62,7 @@ class EnsembleLinear(nn.Module):
         nn.init.trunc_normal_(self.weight, std=bound, a=-2 * bound, b=2 * bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-def bound_logvar(logvar: torch.Tensor, max_logvar: torch.Tensor, min_logvar: torch.Tensor) -> torch.Tensor:
-    """Soft bounds (PETS): smooth everywhere, so the NLL cannot push the variance to 0 or infinity."""
-    logvar = max_logvar - F.softplus(max_logvar - logvar)
-    return min_logvar + F.softplus(logvar - min_logvar)
+        return TorchOps.affine(x, self.weight, self.bias)
 
 
 @register_family
@@ -113,6 +111,7 @@ class EnsembleWorldModel(WorldModel):
             nn.Linear(c.termination_hidden_size, 1),
         )
         self._positive_weight = 1.0  # termination BCE weight of terminal rows, set by prepare()
+        self._serving_cache: dict[bool, ServingWeights] = {}  # by host: see serving_weights
         self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
@@ -153,31 +152,50 @@ class EnsembleWorldModel(WorldModel):
             return F.one_hot(action.long(), self.config.action_dim).to(self.head.weight.dtype)
         return action.to(self.head.weight.dtype)
 
+    def serving_weights(self, host: bool = False) -> ServingWeights:
+        """The weights as the step's math reads them: the module's own tensors, or with ``host``
+        numpy views of them (CPU only).
+
+        Outside autograd both are cached (gathering ~30 tensors from the module costs more than a
+        small batch's step): they share memory with the parameters, so in-place training shows
+        through, until ``.to()`` or ``keep_members`` put new tensors in place. Under autograd the
+        tensors are gathered afresh, so that the graph reaches the parameters.
+        """
+        cacheable = host or not torch.is_grad_enabled()
+        if cacheable and self._serving_cache.get(host) is not None:
+            return self._serving_cache[host]
+        view: Callable[[torch.Tensor], Any] = (lambda t: t.detach().numpy()) if host else (lambda t: t)
+        weights = ServingWeights(
+            ops=NumpyOps if host else TorchOps,
+            config=self.config,
+            input_mean=view(self.input_norm.mean), input_std=view(self.input_norm.std),
+            target_mean=view(self.target_norm.mean), target_std=view(self.target_norm.std),
+            support_low=view(self.support_low), support_high=view(self.support_high),
+            dynamics=[(view(layer.weight), view(layer.bias)) for layer in [*self.hidden, self.head]],
+            max_logvar=view(self.max_logvar), min_logvar=view(self.min_logvar),
+            # nn.Linear keeps [out, in]; the shared math multiplies by [in, out] (a view).
+            termination=[(view(self.termination[i].weight).T, view(self.termination[i].bias)) for i in (0, 2, 4)],
+        )
+        if cacheable:
+            self._serving_cache[host] = weights
+        return weights
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "EnsembleWorldModel":
+        # .to()/.cuda()/.double() may put new tensors in place of the ones the cached weights share.
+        self._serving_cache.clear()
+        return super()._apply(fn, *args, **kwargs)
+
     def _inputs(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Normalised network inputs ``[*B, D + A]``, the state held inside the data's support."""
-        return self.input_norm.normalize(torch.cat([self._inside(state), self.action_features(action)], dim=-1))
+        return self.serving_weights().inputs(state, action)
 
-    def _inside(self, state: torch.Tensor) -> torch.Tensor:
-        """``state`` moved to the nearest point of the training data's box: beyond its data the
-        model answers as at the data's edge rather than extrapolating a trend it never saw."""
-        return torch.minimum(torch.maximum(state, self.support_low), self.support_high)
-
-    def _members(self, h: torch.Tensor, member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[E, B, in]`` normalised inputs -> means and soft-bounded log-variances ``[E, B, T]``;
-        with ``member``, ``[B, in] -> [B, T]`` through that member alone (its weights are views,
-        so a single dream's step is a chain of plain matrix products)."""
-        pick = (lambda t: t) if member is None else (lambda t: t[member])
-        matmul = torch.baddbmm if member is None else torch.addmm
-        for layer in self.hidden:
-            h = F.silu(matmul(pick(layer.bias), h, pick(layer.weight)))
-        mean, raw_logvar = matmul(pick(self.head.bias), h, pick(self.head.weight)).chunk(2, dim=-1)
-        return mean, bound_logvar(raw_logvar, pick(self.max_logvar), pick(self.min_logvar))
+    def _members(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[E, B, in]`` normalised inputs -> means and soft-bounded log-variances ``[E, B, T]``."""
+        return self.serving_weights().members(h)
 
     def termination_logit(self, next_state: torch.Tensor) -> torch.Tensor:
         """``[*B, D] -> [*B]`` logit that the episode ends in ``next_state``."""
-        d = self.config.obs_dim
-        obs_norm = (self._inside(next_state) - self.input_norm.mean[:d]) / self.input_norm.std[:d]
-        return self.termination(obs_norm).squeeze(-1)
+        return self.serving_weights().termination_logit(next_state)
 
     @torch.inference_mode()
     def predict(
@@ -195,52 +213,15 @@ class EnsembleWorldModel(WorldModel):
         ``disagreement [B]`` is the norm of the std between members' predicted Δobs and
         ``model_std [B]`` the largest member's predicted std norm, both in data std units.
         """
-        x = self._inputs(state, action)
-        batch, d = state.shape[0], self.config.obs_dim
-        if members is None and not uncertainty:
-            mean, logvar = self._one_member_per_row(x, generator)
-            disagreement = model_std = None
-        else:
-            all_mean, all_logvar = self._members(x.unsqueeze(0).expand(self.num_members, -1, -1))
-            disagreement = all_mean[:, :, :d].std(0, unbiased=False).norm(dim=-1)
-            model_std = torch.exp(0.5 * all_logvar[:, :, :d]).norm(dim=-1).max(0).values
-            if isinstance(members, str):
-                if members != "mean":
-                    raise ValueError(f"members must be a tensor, None or 'mean', not {members!r}")
-                mean, logvar = all_mean.mean(0), all_logvar.exp().mean(0).log()
-            else:
-                if members is None:
-                    members = torch.randint(self.num_members, (batch,), device=state.device, generator=generator)
-                rows = torch.arange(batch, device=state.device)
-                mean, logvar = all_mean[members, rows], all_logvar[members, rows]
-        if temperature > 0:
-            noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
-            mean = mean + temperature * torch.exp(0.5 * logvar) * noise
-        target = self.target_norm.denormalize(mean)
-        next_state = state + target[:, :d]
-        return Prediction(
-            next_state=next_state,
-            reward=target[:, d],
-            termination_prob=torch.sigmoid(self.termination_logit(next_state)),
-            disagreement=disagreement,
-            model_std=model_std,
-        )
+        return self.serving_weights().step(state, action, TorchDraws(generator, state.device), temperature, members, uncertainty)
 
-    def _one_member_per_row(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance ``[B, T]`` with each of the B rows sent through one random member.
-
-        The rows land in random slots of an ``[E, k]`` grid (k = ceil(B / E)), one slice per
-        member, so every row's member is uniform and the forward costs k rows per member.
-        """
-        batch, E = x.shape[0], self.num_members
-        if batch == 1:
-            return self._members(x, member=int(torch.randint(E, (1,), generator=generator, device=x.device)))
-        k = -(-batch // E)
-        slots = torch.randperm(E * k, device=x.device, generator=generator)[:batch]
-        grid = x.new_zeros(E * k, x.shape[1])
-        grid[slots] = x
-        mean, logvar = self._members(grid.view(E, k, -1))
-        return mean.reshape(E * k, -1)[slots], logvar.reshape(E * k, -1)[slots]
+    def predict_host(self, state: np.ndarray, action: np.ndarray, *, generator: np.random.Generator | None = None,
+                     temperature: float = 1.0, members: np.ndarray | str | None = None, uncertainty: bool = False) -> Prediction:
+        """:meth:`predict` on numpy arrays (float32 ``state [B, D]``), computed by numpy: the same
+        math (:class:`ServingWeights`) without torch's per-operation overhead, which dominates a
+        step of one dream. Draws come from the numpy ``generator``; the fields are numpy arrays."""
+        draws = NumpyDraws(generator if generator is not None else np.random.default_rng())
+        return self.serving_weights(host=True).step(state, action, draws, temperature, members, uncertainty)
 
     # -- fitting -------------------------------------------------------------------------
     def prepare(self, train: Batch, *, keep_normalizers: bool = False) -> None:
@@ -337,6 +318,7 @@ class EnsembleWorldModel(WorldModel):
             self.min_logvar = nn.Parameter(self.min_logvar[index].clone())
         self.config.ensemble_size = int(len(index))
         self._snapshots.pop(DYNAMICS, None)
+        self._serving_cache.clear()  # its tensors were the replaced ones
 
 
 def default_model_config(rows: int) -> EnsembleConfig:

@@ -1,0 +1,201 @@
+"""The few array operations a world model's serving math needs, for torch and for numpy.
+
+A model writes its step once against :class:`TorchOps`' interface and runs it on either
+library: torch for batches (and any device), numpy for a single dream on the CPU, where
+torch's per-operation dispatch (a few microseconds each, ~50 operations a step) costs more than
+the arithmetic. Both sides compute the same functions; they agree to float32 rounding.
+
+Shapes are whatever the caller passes: every operation works on ``[..., F]`` over the last
+dimension, and ``affine``/``matmul`` broadcast leading (member) dimensions as ``@`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Output widths below this go through the transposed product on the CPU (see TorchOps.affine).
+NARROW = 16
+
+
+class TorchOps:
+    """The operations on torch tensors (any device, autograd-safe)."""
+
+    clip = staticmethod(torch.clamp)  # (x, low, high), tensors broadcast
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    sqrt = staticmethod(torch.sqrt)
+    sigmoid = staticmethod(torch.sigmoid)
+    softplus = staticmethod(F.softplus)
+
+    @staticmethod
+    def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``x @ weight + bias``. The bias is added in place to the product: ``baddbmm`` would first
+        copy the broadcast bias into the whole output, a pass as costly as the activation."""
+        batched = x.dim() == 3 and weight.dim() == 3  # [E, B, in] @ [E, in, out], or [1, B, in] broadcast
+        if batched and weight.shape[-1] < NARROW and x.device.type == "cpu":
+            # The same product, computed as (weight^T @ x^T)^T: the CPU's batched GEMM is ~3.5x
+            # slower for a narrow output (an ensemble head of 10 columns, [5, 205, 128] @ [5, 128, 10])
+            # than for the transposed problem (benchmarks/throughput.py).
+            product = torch.matmul(weight.transpose(-1, -2).contiguous(), x.transpose(-1, -2)).transpose(-1, -2)
+        elif batched and x.shape[0] == weight.shape[0]:
+            product = torch.bmm(x, weight)  # what matmul would call, without its dispatch
+        else:
+            product = torch.matmul(x, weight)
+        return product.add_(bias)
+
+    @staticmethod
+    def silu(x: torch.Tensor) -> torch.Tensor:
+        """SiLU, in place (saving an allocation and a pass) unless autograd needs ``x`` for backward;
+        callers hand it a fresh product only."""
+        return F.silu(x, inplace=not torch.is_grad_enabled())
+
+    @staticmethod
+    def cat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(parts), dim=-1)
+
+    @staticmethod
+    def one_hot(index: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tensor:
+        """``[*B]`` integer indices -> ``[*B, classes]`` in ``like``'s dtype. A comparison, not
+        ``F.one_hot``, which checks the indices' range with a device->host copy (the core has
+        checked the actions on the host already)."""
+        return (index[..., None] == torch.arange(classes, device=index.device)).to(like.dtype)
+
+    @staticmethod
+    def as_dtype(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return x.to(like.dtype)
+
+    @staticmethod
+    def zeros(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(rows, cols)
+
+    @staticmethod
+    def std0(x: torch.Tensor) -> torch.Tensor:
+        """Population std over the first (member) dimension."""
+        return x.std(0, unbiased=False)
+
+    @staticmethod
+    def amax0(x: torch.Tensor) -> torch.Tensor:
+        return x.amax(0)
+
+    @staticmethod
+    def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[..., 2F] -> ([..., F], [..., F])``."""
+        first, second = x.chunk(2, dim=-1)
+        return first, second
+
+
+class NumpyOps:
+    """The same operations on numpy arrays (host memory); float32 in, float32 out."""
+
+    exp = staticmethod(np.exp)
+    log = staticmethod(np.log)
+    sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def clip(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        # Two ufuncs: np.clip's own dispatch costs more than both on a small array.
+        return np.minimum(np.maximum(x, low), high)
+
+    @staticmethod
+    def sigmoid(x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + NumpyOps._exp_minus(x))
+
+    @staticmethod
+    def softplus(x: np.ndarray) -> np.ndarray:
+        return np.logaddexp(0, x)
+
+    @staticmethod
+    def affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        out = x @ weight
+        out += bias
+        return out
+
+    @staticmethod
+    def silu(x: np.ndarray) -> np.ndarray:
+        return x / (1 + NumpyOps._exp_minus(x))
+
+    @staticmethod
+    def _exp_minus(x: np.ndarray) -> np.ndarray:
+        """``exp(-x)``, its argument capped where float32 would overflow (exp(88) ~ 1.7e38): the
+        sigmoid is then ~1e-38 instead of the true ~0 (a tanh form, without overflow, would round
+        sigmoid(-20) = 2e-9 to 0 and lose its relative precision)."""
+        return np.exp(np.minimum(-x, 88))
+
+    @staticmethod
+    def cat(parts: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts, axis=-1)
+
+    @staticmethod
+    def one_hot(index: np.ndarray, classes: int, like: np.ndarray) -> np.ndarray:
+        return (np.asarray(index)[..., None] == np.arange(classes)).astype(like.dtype)
+
+    @staticmethod
+    def as_dtype(x: Any, like: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=like.dtype)
+
+    @staticmethod
+    def zeros(rows: int, cols: int, like: np.ndarray) -> np.ndarray:
+        return np.zeros((rows, cols), dtype=like.dtype)
+
+    @staticmethod
+    def std0(x: np.ndarray) -> np.ndarray:
+        return x.std(0)
+
+    @staticmethod
+    def amax0(x: np.ndarray) -> np.ndarray:
+        return x.max(0)
+
+    @staticmethod
+    def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        half = x.shape[-1] // 2
+        return x[..., :half], x[..., half:]
+
+
+class TorchDraws:
+    """Every random draw of a step from a torch generator, as tensors on ``device``."""
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device):
+        self.generator, self.device = generator, device
+
+    def integers(self, high: int, size: int) -> torch.Tensor:
+        """``[size]`` uniform integers in ``[0, high)``."""
+        return torch.randint(high, (size,), device=self.device, generator=self.generator)
+
+    def permutation(self, n: int) -> torch.Tensor:
+        return torch.randperm(n, device=self.device, generator=self.generator)
+
+    def normal(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise of ``like``'s shape and dtype."""
+        return torch.randn(like.shape, device=self.device, dtype=like.dtype, generator=self.generator)
+
+    def arange(self, n: int) -> torch.Tensor:
+        return torch.arange(n, device=self.device)
+
+
+class NumpyDraws:
+    """The same draws from a numpy generator, as arrays (a torch draw plus its conversion would
+    cost more than a single dream's whole numpy step)."""
+
+    def __init__(self, generator: np.random.Generator):
+        self.generator = generator
+
+    def integers(self, high: int, size: int) -> np.ndarray:
+        # floor(U * high), U uniform on [0, 1) (biased by at most 2**-53): a third of the cost of
+        # Generator.integers, whose argument handling outweighs a draw of one.
+        return (self.generator.random(size) * high).astype(np.int64)
+
+    def permutation(self, n: int) -> np.ndarray:
+        return self.generator.permutation(n)
+
+    def normal(self, like: np.ndarray) -> np.ndarray:
+        return self.generator.standard_normal(like.shape, dtype=like.dtype)
+
+    def arange(self, n: int) -> np.ndarray:
+        return np.arange(n)
+
+
+Draws = TorchDraws | NumpyDraws

@@ -1,0 +1,128 @@
+"""The ensemble's step, written once against :mod:`learned_envs.models.array_ops`: torch for
+batches on any device (and for fitting, under autograd), numpy for a single dream on the CPU.
+
+Shapes: B = batch, E = members, D = flat observation size, A = action features (one-hot width
+for Discrete, flat size for Box), T = D + 1 targets ``[Δobs, reward]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from learned_envs.models.array_ops import Draws, TorchOps
+from learned_envs.models.base import Prediction
+
+if TYPE_CHECKING:
+    from learned_envs.models.ensemble import EnsembleConfig
+
+
+def bound_logvar(logvar: Any, max_logvar: Any, min_logvar: Any, ops: type = TorchOps) -> Any:
+    """Soft bounds (PETS): smooth everywhere, so the NLL cannot push the variance to 0 or infinity."""
+    logvar = max_logvar - ops.softplus(max_logvar - logvar)
+    return min_logvar + ops.softplus(logvar - min_logvar)
+
+
+def mlp(h: Any, layers: Sequence[tuple[Any, Any]], ops: type) -> Any:
+    """``h [..., in]`` through ``(weight [..., in, out], bias)`` layers, SiLU between them (not after the last)."""
+    *hidden, last = layers
+    for weight, bias in hidden:
+        h = ops.silu(ops.affine(h, weight, bias))
+    return ops.affine(h, *last)
+
+
+@dataclass
+class ServingWeights:
+    """The arrays one model step reads, all torch tensors or all numpy views of them; the step's
+    math is written once here, against ``ops``, and runs on either.
+
+    Shapes: E members, D observation size, A action features, T = D + 1 targets.
+    """
+
+    ops: type  # TorchOps or NumpyOps
+    config: EnsembleConfig
+    input_mean: Any  # [D + A]
+    input_std: Any  # [D + A]
+    target_mean: Any  # [T]
+    target_std: Any  # [T]
+    support_low: Any  # [D]
+    support_high: Any  # [D]
+    dynamics: list[tuple[Any, Any]]  # hidden layers then head: (weight [E, in, out], bias [E, 1, out])
+    max_logvar: Any  # [E, 1, T]
+    min_logvar: Any  # [E, 1, T]
+    termination: list[tuple[Any, Any]]  # (weight [in, out], bias [out])
+
+    def inside(self, state: Any) -> Any:
+        """``state [*B, D]`` moved to the nearest point of the training data's box: beyond its data
+        the model answers as at the data's edge rather than extrapolating a trend it never saw."""
+        return self.ops.clip(state, self.support_low, self.support_high)
+
+    def inputs(self, state: Any, action: Any) -> Any:
+        """Normalised network inputs ``[*B, D + A]`` from ``state [*B, D]`` and ``action`` (``[*B]``
+        indices for Discrete, ``[*B, A]`` for Box)."""
+        c, ops = self.config, self.ops
+        features = ops.one_hot(action, c.action_dim, self.input_mean) if c.discrete_actions else ops.as_dtype(action, self.input_mean)
+        return (ops.cat([self.inside(state), features]) - self.input_mean) / self.input_std
+
+    def members(self, h: Any, member: int | None = None) -> tuple[Any, Any]:
+        """``[E, B, in]`` (or ``[1, B, in]``, broadcast) normalised inputs -> means and soft-bounded
+        log-variances ``[E, B, T]``; with ``member``, ``[B, in] -> [B, T]`` through that member alone
+        (its weights are views, so a single dream's step is a chain of plain matrix products)."""
+        pick: Callable[[Any], Any] = (lambda t: t) if member is None else (lambda t: t[member])
+        mean, raw_logvar = self.ops.split(mlp(h, [(pick(w), pick(b)) for w, b in self.dynamics], self.ops))
+        return mean, bound_logvar(raw_logvar, pick(self.max_logvar), pick(self.min_logvar), self.ops)
+
+    def termination_logit(self, next_state: Any) -> Any:
+        """``[*B, D] -> [*B]`` logit that the episode ends in ``next_state``."""
+        d = self.config.obs_dim
+        obs_norm = (self.inside(next_state) - self.input_mean[:d]) / self.input_std[:d]
+        return mlp(obs_norm, self.termination, self.ops)[..., 0]
+
+    def one_member_per_row(self, x: Any, draws: Draws) -> tuple[Any, Any]:
+        """Mean and log-variance ``[B, T]`` with each of the B rows sent through one random member.
+
+        The rows land in random slots of an ``[E, k]`` grid (k = ceil(B / E)), one slice per
+        member, so every row's member is uniform and the forward costs k rows per member.
+        """
+        batch, E = x.shape[0], self.max_logvar.shape[0]
+        if batch == 1:
+            return self.members(x, member=int(draws.integers(E, 1)[0]))
+        k = -(-batch // E)
+        slots = draws.permutation(E * k)[:batch]
+        grid = self.ops.zeros(E * k, x.shape[1], like=x)
+        grid[slots] = x
+        mean, logvar = self.members(grid.reshape(E, k, -1))
+        return mean.reshape(E * k, -1)[slots], logvar.reshape(E * k, -1)[slots]
+
+    def step(self, state: Any, action: Any, draws: Draws, temperature: float, members: Any, uncertainty: bool) -> Prediction:
+        """One model step of ``state [B, D]`` (see :meth:`EnsembleWorldModel.predict`)."""
+        ops, d = self.ops, self.config.obs_dim
+        x = self.inputs(state, action)
+        if members is None and not uncertainty:
+            mean, logvar = self.one_member_per_row(x, draws)
+            disagreement = model_std = None
+        else:
+            all_mean, all_logvar = self.members(x[None])
+            norm = lambda v: ops.sqrt((v * v).sum(-1))  # noqa: E731
+            disagreement = norm(ops.std0(all_mean[:, :, :d]))
+            model_std = ops.amax0(norm(ops.exp(0.5 * all_logvar[:, :, :d])))
+            if isinstance(members, str):
+                if members != "mean":
+                    raise ValueError(f"members must be a tensor, None or 'mean', not {members!r}")
+                mean, logvar = all_mean.mean(0), ops.log(ops.exp(all_logvar).mean(0))
+            else:
+                if members is None:
+                    members = draws.integers(self.max_logvar.shape[0], state.shape[0])
+                rows = draws.arange(state.shape[0])
+                mean, logvar = all_mean[members, rows], all_logvar[members, rows]
+        if temperature > 0:
+            mean = mean + temperature * ops.exp(0.5 * logvar) * draws.normal(mean)
+        target = mean * self.target_std + self.target_mean
+        next_state = state + target[:, :d]
+        return Prediction(
+            next_state=next_state,
+            reward=target[:, d],
+            termination_prob=ops.sigmoid(self.termination_logit(next_state)),
+            disagreement=disagreement,
+            model_std=model_std,
+        )
