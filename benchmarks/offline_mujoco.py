@@ -70,19 +70,10 @@ def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir:
 
 
 def score(policy, env_id: str, episodes: int, seed: int) -> float:
-    """Mean real return of ``policy(obs) -> action`` over ``episodes`` episodes."""
-    import gymnasium as gym
+    """Mean real return of ``policy(obs) -> action`` over ``episodes`` episodes (seeds apart from any data's)."""
+    from learned_envs.training import score_in_real
 
-    real = gym.make(env_id)
-    returns = []
-    for episode in range(episodes):
-        obs, _ = real.reset(seed=100_000 + 1000 * seed + episode)
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = real.step(policy(obs))
-            total, done = total + float(reward), terminated or truncated
-        returns.append(total)
-    return float(np.mean(returns))
+    return score_in_real(policy, env_id, episodes, seed=100_000 + 1000 * seed)[0]
 
 
 def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, episodes: int, env: dict[str, str]) -> dict:

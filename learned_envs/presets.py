@@ -11,7 +11,7 @@ hyperparameters are looked up here by that name, so an untrusted checkpoint cann
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MAX_TRAINING_STEPS = 10**9
@@ -42,7 +42,6 @@ class Preset:
     max_episode_steps: int | None
     reset_states: int
     training: TrainingRecipe
-    notes: list[str] = field(default_factory=list)
 
 
 PRESETS: dict[str, Preset] = {
