@@ -5,6 +5,7 @@
     learned-envs fit DATA [--out FILE] [--id DREAM_ID] [--source-env ENV_ID] [--seed S]
     learned-envs list
     learned-envs train ENV_OR_DREAM_ID --algo PPO|A2C|DQN|SAC --steps N --out AGENT.zip [--seed S] [--dream-kwarg K=V]
+    learned-envs score AGENT.zip ENV_OR_DREAM_ID [--episodes N] [--seed S] [--json]
     learned-envs demo [--steps N] [--seed S]
     learned-envs loop ENV_ID --agent SAC|PPO|DQN --real-steps N --out DIR [--seed S]
     learned-envs evaluate CHECKPOINT_OR_DREAM_ID [--data FILE] [--out DIR] [--horizon K]
@@ -147,6 +148,26 @@ def cmd_fit(args: argparse.Namespace) -> None:
         from learned_envs.paths import user_dream_dir
 
         print(f"registered as {args.id} (in {user_dream_dir()}) at the next `import learned_envs`")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    import learned_envs  # noqa: F401  (registers the dreams, so a dream id names its real env)
+    from learned_envs.data.collecting import load_sb3_agent
+    from learned_envs.evaluation.scores import normalized_score
+    from learned_envs.registry import source_env_of
+    from learned_envs.training import evaluate_in_real
+
+    real_env = source_env_of(args.env_id) or args.env_id
+    agent = load_sb3_agent(args.agent, args.algo)
+    mean, std = evaluate_in_real(agent, real_env, episodes=args.episodes, seed=args.seed)
+    normalized = normalized_score(real_env, mean)
+    row = {"agent": str(args.agent), "env_id": real_env, "episodes": args.episodes, "seed": args.seed,
+           "return_mean": mean, "return_std": std, "d4rl_normalized": normalized}
+    if args.json:
+        print(json.dumps(row))
+        return
+    line = f"{args.agent} in the real {real_env}, {args.episodes} deterministic episodes: return {mean:.1f} +- {std:.1f}"
+    print(line + (f"; D4RL normalised score {normalized:.1f}" if normalized is not None else ""))
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -352,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
                    help="dream knob stored in every refit (e.g. temperature=0.5; default out_of_bounds=clip); repeatable")
     p.set_defaults(func=cmd_loop)
+
+    p = sub.add_parser("score", help="score a saved agent in a real env (a dream id: its source env), with D4RL's "
+                       "normalised score where D4RL has references")
+    p.add_argument("agent", metavar="AGENT.zip", help="an SB3 agent zip (trusted files only: SB3 unpickles parts of it)")
+    p.add_argument("env_id", metavar="ENV_OR_DREAM_ID", help="a real Gymnasium env id, or a dream id (scored in the env it was fitted on)")
+    p.add_argument("--episodes", type=_positive_int, default=10, help="deterministic real episodes (default 10, D4RL's count)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode i uses seed + i (default 0)")
+    p.add_argument("--algo", default="auto", help="SB3 algorithm of the zip (default: read from the zip)")
+    p.add_argument("--json", action="store_true", help="print one JSON row")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="train PPO only in Dream-CartPole-v0 and score it in the real CartPole-v1")
     p.add_argument("--dream", default="Dream-CartPole-v0", help="registered dream to train in (default Dream-CartPole-v0)")

@@ -129,3 +129,17 @@ def registered_dreams() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def source_env_of(env_id: str) -> str | None:
+    """The real env a registered dream was fitted on; None when ``env_id`` is not a dream.
+
+    A dream whose checkpoint names no source env raises a ``ValueError``: there is nothing real to
+    score it against."""
+    entry = _DREAMS.get(env_id)
+    if entry is None:
+        return None
+    source = entry["metadata"].get("source_env_id")
+    if not source:
+        raise ValueError(f"{env_id} was fitted without --source-env; name the real env id instead")
+    return source

@@ -1,8 +1,10 @@
 """Drawing dream states with the source env's own renderer.
 
 Works for envs whose renderer reads an ``unwrapped.state`` attribute that a dream observation
-maps onto (CartPole's, MountainCar's, ...). ``OBS_TO_STATE`` holds the few mappings that are not
-the identity.
+maps onto (CartPole's, MountainCar's, ...; ``OBS_TO_STATE`` holds the few mappings that are not
+the identity), and for Gymnasium's MuJoCo envs, whose observation is the joint positions (less
+the ones excluded, such as the torso's x) and velocities: the renderer is put in that pose with
+``set_state``, excluded positions at their initial values (``OBS_TO_MUJOCO`` holds the exceptions).
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ OBS_TO_STATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def _double_pendulum_pose(obs: np.ndarray, nq: int, nv: int) -> tuple[np.ndarray, np.ndarray]:
+    """InvertedDoublePendulum obs ``(x, sin θ1, sin θ2, cos θ1, cos θ2, ẋ, θ1dot, θ2dot, f)`` -> qpos, qvel."""
+    return np.array([obs[0], np.arctan2(obs[1], obs[3]), np.arctan2(obs[2], obs[4])]), np.asarray(obs[5:8])
+
+
+OBS_TO_MUJOCO: dict[str, Callable[[np.ndarray, int, int], tuple[np.ndarray, np.ndarray]]] = {
+    "InvertedDoublePendulum": _double_pendulum_pose,
+}
+
+
 def quiet_headless_sdl() -> None:
     """Keep SDL (pygame, under the source envs' renderers) from printing ``error: XDG_RUNTIME_DIR
     is invalid`` on machines without a session: drawing to an array needs no audio and no
@@ -41,6 +53,7 @@ def quiet_headless_sdl() -> None:
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's offscreen GL without a display
 
 
 def renderable_source(env_id: str | None) -> bool:
@@ -74,14 +87,40 @@ class SourceRenderer:
         quiet_headless_sdl()  # before the renderer imports pygame
         self.env = gym.make(env_id, render_mode="rgb_array")
         self.env.reset(seed=0)
-        self.to_state = OBS_TO_STATE.get(env_id.split("/")[-1].rsplit("-v", 1)[0], lambda o: o)
-        if not hasattr(self.env.unwrapped, "state"):
+        name = env_id.split("/")[-1].rsplit("-v", 1)[0]
+        self.to_state = OBS_TO_STATE.get(name, lambda o: o)
+        self.to_pose = OBS_TO_MUJOCO.get(name, self._joint_pose)
+        unwrapped = self.env.unwrapped
+        self.mujoco = hasattr(unwrapped, "set_state") and hasattr(unwrapped, "model")
+        if self.mujoco and name not in OBS_TO_MUJOCO:
+            nq, nv, obs_dim = unwrapped.model.nq, unwrapped.model.nv, int(np.prod(self.env.observation_space.shape))
+            if not 0 <= nq + nv - obs_dim <= nq:
+                self.env.close()
+                raise NotImplementedError(f"{env_id}'s observation ({obs_dim} values) is not its joint positions and "
+                                          f"velocities ({nq} + {nv}), so a dream state cannot be drawn")
+        elif not self.mujoco and not hasattr(unwrapped, "state"):
             self.env.close()
             raise NotImplementedError(f"{env_id}'s renderer cannot draw a given state (it has no 'state' attribute)")
 
+    def _joint_pose(self, obs: np.ndarray, nq: int, nv: int) -> tuple[np.ndarray, np.ndarray]:
+        """obs = ``[qpos[skipped:], qvel]``: the first ``skipped`` positions (untracked) stay at their initial values."""
+        shown = obs.size - nv
+        return np.concatenate([self.env.unwrapped.init_qpos[: nq - shown], obs[:shown]]), obs[shown:]
+
     def render(self, observation: np.ndarray) -> np.ndarray:
-        self.env.unwrapped.state = np.asarray(self.to_state(np.asarray(observation, dtype=np.float64)))
-        return self.env.render()
+        obs = np.asarray(observation, dtype=np.float64).ravel()
+        unwrapped = self.env.unwrapped
+        if self.mujoco:
+            unwrapped.set_state(*self.to_pose(obs, unwrapped.model.nq, unwrapped.model.nv))
+            # Gymnasium's offscreen viewer draws into whichever GL context is current; another
+            # MuJoCo env closed since (an env checker's, a second dream's) leaves none of ours.
+            viewer = getattr(getattr(unwrapped, "mujoco_renderer", None), "viewer", None)
+            if viewer is not None and hasattr(viewer, "make_context_current"):
+                viewer.make_context_current()
+        else:
+            unwrapped.state = np.asarray(self.to_state(obs))
+        # MuJoCo's renderer hands back a view of one buffer it draws every frame into
+        return np.array(self.env.render(), copy=True)
 
     def close(self) -> None:
         self.env.close()
