@@ -7,7 +7,8 @@ Datasets are made by D4RL's protocol on Gymnasium's v5 MuJoCo envs, each with pa
     medium        learned-envs train ENV --algo SAC --steps M --out medium.zip --save-replay-buffer replay.pkl
                   learned-envs collect ENV --policy medium.zip --steps ROWS --out DIR/ENV-medium
     medium-replay learned-envs merge replay.pkl --out DIR/ENV-medium-replay                (that agent's whole buffer)
-    medium-expert learned-envs merge DIR/ENV-medium DIR/ENV-expert --out ...               (an expert from a longer run)
+    expert        learned-envs train ENV --algo SAC --steps E --out expert.zip; collect --policy expert.zip
+    medium-expert learned-envs merge DIR/ENV-medium DIR/ENV-expert --out DIR/ENV-medium-expert
 
 Per env, dataset and seed, on the same data and the same number of gradient steps G:
 - **dream + SAC**: ``learned-envs fit DATA --preset offline --id ...`` then ``learned-envs train ID --steps S``
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,8 @@ def cli(*args: str, env: dict[str, str]) -> None:
         raise RuntimeError(f"learned-envs {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
 
-def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir: Path, env: dict[str, str]) -> Path:
+def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir: Path, env: dict[str, str],
+                  expert_steps: int = 1_000_000) -> Path:
     """The dataset ``kind`` of ``env_id`` (cached in ``workdir``), made with package commands only."""
     name = env_id.split("-v")[0].lower()
     out = workdir / f"{name}-{kind}"
@@ -64,6 +67,14 @@ def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir:
         cli("collect", env_id, "--policy", str(medium), "--steps", str(rows), "--out", str(out), "--seed", "1", env=env)
     elif kind == "medium-replay":
         cli("merge", str(replay), "--out", str(out), env=env)
+    elif kind == "expert":
+        expert = workdir / f"{name}-expert-agent.zip"
+        if not expert.exists():
+            cli("train", env_id, "--algo", "SAC", "--steps", str(expert_steps), "--out", str(expert), env=env)
+        cli("collect", env_id, "--policy", str(expert), "--steps", str(rows), "--out", str(out), "--seed", "2", env=env)
+    elif kind == "medium-expert":  # D4RL's: the medium and the expert datasets, concatenated
+        parts = [build_dataset(env_id, part, rows, medium_steps, workdir, env, expert_steps) for part in ("medium", "expert")]
+        cli("merge", *map(str, parts), "--out", str(out), env=env)
     else:
         raise ValueError(f"unknown dataset kind {kind!r}")
     return out
@@ -131,6 +142,16 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
     return {"return": value, "seconds": round(seconds, 1)}
 
 
+def run_learner(algo: str, env_id: str, kind: str, path: str, grad_steps: int, seed: int, episodes: int, workdir: str,
+                env: dict[str, str]) -> dict:
+    """One learner on one dataset and seed (a worker process of the pool)."""
+    from learned_envs.data import load
+
+    if algo == "dream-SAC":
+        return dream_sac(env_id, Path(path), f"{env_id.split('-v')[0]}-{kind}", grad_steps, seed, episodes, env)
+    return d3rlpy_run(algo, env_id, load(path), grad_steps, seed, episodes, Path(workdir) / "d3rlpy_logs")
+
+
 def behaviour_return(data) -> float:
     """Mean return of the dataset's complete episodes (the behaviour policy's own score)."""
     ends = np.flatnonzero(data.terminations | data.truncations)
@@ -144,11 +165,13 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["random", "medium", "medium-replay"])
     parser.add_argument("--rows", type=int, default=200_000, help="transitions per random/medium dataset")
     parser.add_argument("--medium-steps", type=int, default=100_000, help="real SAC steps of the medium behaviour agent")
+    parser.add_argument("--expert-steps", type=int, default=1_000_000, help="real SAC steps of the expert (medium-expert)")
     parser.add_argument("--grad-steps", type=int, default=50_000, help="gradient steps of every learner")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=10, help="real episodes scoring each policy")
     parser.add_argument("--algos", nargs="+", default=["dream-SAC", *D3RLPY_ALGOS])
     parser.add_argument("--workdir", help="where datasets and runs go (default: a new temporary folder); reused if it exists")
+    parser.add_argument("--jobs", type=int, default=1, help="learners trained at once, one process (and core) each")
     parser.add_argument("--out", default=str(RESULT))
     args = parser.parse_args()
 
@@ -162,27 +185,28 @@ def main() -> None:
     for env_id in args.envs:
         for kind in args.datasets:
             start = time.perf_counter()
-            path = build_dataset(env_id, kind, args.rows, args.medium_steps, workdir, env)
+            path = build_dataset(env_id, kind, args.rows, args.medium_steps, workdir, env, args.expert_steps)
             data = load(path)
             build = time.perf_counter() - start
             behaviour = behaviour_return(data)
-            for seed in args.seeds:
-                row = {"env": env_id, "dataset": kind, "rows": len(data), "seed": seed, "grad_steps": args.grad_steps,
-                       "behaviour_return": behaviour, "behaviour_score": normalized_score(env_id, behaviour),
-                       "dataset_seconds": round(build, 1)}
-                for algo in args.algos:
-                    if algo == "dream-SAC":
-                        result = dream_sac(env_id, path, f"{env_id.split('-v')[0]}-{kind}", args.grad_steps, seed,
-                                           args.episodes, env)
-                    else:
-                        result = d3rlpy_run(algo, env_id, data, args.grad_steps, seed, args.episodes, workdir / "d3rlpy_logs")
-                    result["score"] = normalized_score(env_id, result["return"])
-                    row[algo] = result
-                    print(f"{env_id} {kind} seed {seed} {algo}: return {result['return']:.1f}, D4RL score {result['score']:.1f} "
-                          f"({result['seconds']} s)", flush=True)
-                rows.append(row)
-                Path(args.out).write_text(json.dumps({"command": "python benchmarks/offline_mujoco.py " + " ".join(sys.argv[1:]),
-                                                      "rows": rows}, indent=2))
+            # Every (seed, learner) is independent: --jobs of them at once, one core each.
+            tasks = [(algo, seed) for seed in args.seeds for algo in args.algos]
+            with ProcessPoolExecutor(args.jobs) as pool:
+                futures = {task: pool.submit(run_learner, task[0], env_id, kind, str(path), args.grad_steps, task[1],
+                                             args.episodes, str(workdir), env) for task in tasks}
+                for seed in args.seeds:
+                    row = {"env": env_id, "dataset": kind, "rows": len(data), "seed": seed, "grad_steps": args.grad_steps,
+                           "behaviour_return": behaviour, "behaviour_score": normalized_score(env_id, behaviour),
+                           "dataset_seconds": round(build, 1)}
+                    for algo in args.algos:
+                        result = futures[(algo, seed)].result()
+                        result["score"] = normalized_score(env_id, result["return"])
+                        row[algo] = result
+                        print(f"{env_id} {kind} seed {seed} {algo}: return {result['return']:.1f}, D4RL score "
+                              f"{result['score']:.1f} ({result['seconds']} s)", flush=True)
+                    rows.append(row)
+                    Path(args.out).write_text(json.dumps({"command": "python benchmarks/offline_mujoco.py " + " ".join(sys.argv[1:]),
+                                                          "rows": rows}, indent=2))
     print(table(rows, args.algos))
 
 
