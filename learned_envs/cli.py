@@ -371,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=_positive_int, default=5,
                    help="real episodes scoring the agent after each round (default 5; not training data)")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
-                   help="dream knob stored in every refit (e.g. temperature=0.5; default out_of_bounds=clip); repeatable")
+                   help="dream knob stored in every refit (e.g. temperature=0.5; default out_of_bounds: halt where the "
+                   "logged rewards are never negative, else clip); repeatable")
     p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("score", help="score a saved agent in a real env (a dream id: its source env), with D4RL's "

@@ -35,12 +35,19 @@ from tqdm.auto import tqdm
 from learned_envs.atomic import atomic_path
 from learned_envs.training import OFF_POLICY
 
-# Knobs every refit stores unless the user says otherwise. out_of_bounds="clip": where rewards
-# are negative (Pendulum, MountainCarContinuous), a dream that ends episodes on leaving the data
-# pays the agent to leave it; on Pendulum-v1 the loop's SAC learned exactly that (dream episodes
-# of 1-48 steps, real return -1,536 after 1,080 real steps), and with clip reached -123 after 840.
-# The data grows every iteration, so the support the model is clamped to grows with it.
-LOOP_DREAM_DEFAULTS: dict[str, Any] = {"out_of_bounds": "clip"}
+
+def pessimistic_bounds(rewards: np.ndarray) -> str:
+    """How a loop's dream treats a step beyond the data's support: the choice an agent cannot profit from.
+
+    Ending the episode there (``"halt"``) forfeits what is left, the worst outcome where rewards
+    are never negative (CartPole, InvertedPendulum: with ``"clip"`` the loop's PPO learned to
+    drift the cart, which the dream held at the edge of its data while the real track ended
+    beyond it). Where rewards are negative (Pendulum, MountainCarContinuous) ending pays, so the
+    dream goes on at the support's edge (``"clip"``): on Pendulum-v1 a halting dream taught SAC
+    to leave its data (real return -1,536 after 1,080 real steps; -123 after 840 with clip). The
+    data grows every iteration, so the support grows with it.
+    """
+    return "halt" if float(np.min(rewards)) >= 0.0 else "clip"
 
 
 @dataclass
@@ -55,15 +62,14 @@ class LoopConfig:
     iterations: int = 10  # the rest of the budget in this many equal slices
     agent_steps_per_iteration: int | None = None  # None: 3,000 off-policy, 25,000 on-policy (PPO/A2C)
     eval_episodes: int = 5
-    dream_kwargs: dict[str, Any] = field(default_factory=dict)  # on top of LOOP_DREAM_DEFAULTS
+    dream_kwargs: dict[str, Any] = field(default_factory=dict)  # stored in every refit (out_of_bounds: see pessimistic_bounds)
     fit_options: dict[str, Any] = field(default_factory=dict)  # FitConfig fields for every refit (e.g. max_seconds)
 
     def resolved(self) -> "LoopConfig":
         initial = self.initial_steps if self.initial_steps is not None else min(1000, max(1, self.real_steps // 5))
         agent_steps = self.agent_steps_per_iteration or (3000 if self.agent.upper() in OFF_POLICY else 25_000)
         return dataclasses.replace(self, agent=self.agent.upper(), initial_steps=min(initial, self.real_steps),
-                                   agent_steps_per_iteration=agent_steps,
-                                   dream_kwargs={**LOOP_DREAM_DEFAULTS, **self.dream_kwargs})
+                                   agent_steps_per_iteration=agent_steps)
 
     def validate(self) -> None:
         if self.real_steps < 2:
@@ -156,10 +162,12 @@ def _collect(env: gym.Env, agent, steps: int, seed: int):
 
 
 def _refit(cfg: LoopConfig, real_path: Path, dream_path: Path, warm: bool, progress: bool) -> None:
+    from learned_envs.data import load
     from learned_envs.fitting import FitConfig, fit
 
+    defaults = {"out_of_bounds": pessimistic_bounds(load(real_path).rewards), **cfg.dream_kwargs}
     fit(real_path, dream_path, source_env=cfg.env_id, seed=cfg.seed, init=dream_path if warm else None,
-        config=FitConfig(**cfg.fit_options), dream_defaults=cfg.dream_kwargs, progress=False)
+        config=FitConfig(**cfg.fit_options), dream_defaults=defaults, progress=False)
 
 
 def _dream_venv(cfg: LoopConfig, dream_path: Path, n_envs: int):

@@ -13,7 +13,7 @@ import pytest
 
 from learned_envs.checkpoint import load_checkpoint
 from learned_envs.data import load
-from learned_envs.online import LoopConfig, run_loop
+from learned_envs.online import LoopConfig, pessimistic_bounds, run_loop
 
 # Small enough for CI: what is tested is the bookkeeping, not how well the agent learns.
 TINY = dict(env_id="Pendulum-v1", agent="SAC", real_steps=500, initial_steps=200, iterations=3, agent_steps_per_iteration=150,
@@ -27,7 +27,9 @@ def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
     steps = [p["real_steps"] for p in result["curve"]]
     assert steps == [200, 300, 400, 500]  # 200 random, then three slices of 100; scored after each
     assert all(np.isfinite(p["return"]) and p["eval_steps"] == 200 for p in result["curve"])
-    assert load_checkpoint(tmp_path / "dream.safetensors").metadata["fit"]["metrics"]["warm_start"]
+    dream = load_checkpoint(tmp_path / "dream.safetensors").metadata
+    assert dream["fit"]["metrics"]["warm_start"]
+    assert dream["dream"]["out_of_bounds"] == "clip"  # Pendulum's rewards are negative: a halt would pay
     assert (tmp_path / "agent.zip").stat().st_size > 0 and (tmp_path / "curve.png").stat().st_size > 0
     assert json.loads((tmp_path / "curve.json").read_text())["curve"] == result["curve"]
     kinds = real.metadata.get("parts") or real.metadata
@@ -37,6 +39,12 @@ def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
     assert again["curve"] == result["curve"] and len(load(tmp_path / "real.npz")) == 500
 
 
+def test_the_dream_edge_is_the_worse_choice_for_the_logged_rewards():
+    assert pessimistic_bounds(np.ones(10)) == "halt"  # ending forfeits what is left
+    assert pessimistic_bounds(np.array([0.0, 2.0])) == "halt"
+    assert pessimistic_bounds(np.array([-3.0, 100.0])) == "clip"  # ending would spare the agent the costs
+
+
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     run_loop(LoopConfig(**{**TINY, "real_steps": 200, "iterations": 1}), tmp_path, progress=False)
     with pytest.raises(ValueError, match="other settings"):
@@ -44,7 +52,7 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
 
 
 def test_killed_mid_iteration_resumes_without_losing_or_repeating_real_steps(tmp_path):
-    script = f"from learned_envs.online import LoopConfig, run_loop; run_loop(LoopConfig(**{TINY!r}), {str(tmp_path)!r}, progress=False)"
+    script = f"from learned_envs.online import LoopConfig, pessimistic_bounds, run_loop; run_loop(LoopConfig(**{TINY!r}), {str(tmp_path)!r}, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", script])
     state = tmp_path / "state.json"
     deadline = time.time() + 240

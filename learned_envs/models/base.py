@@ -174,6 +174,10 @@ class WorldModel(nn.Module, ABC):
     def keep_members(self, index: torch.Tensor) -> None:
         """Keep only the ensemble members ``index [K]`` (e.g. the elites), in place."""
 
+    def finish_stage(self, stage: str, logged: Batch) -> None:
+        """Called once a stage's best weights are back, with every logged row the fit may use
+        (training and held-out): a family can calibrate what gradient steps left off here."""
+
     # -- checkpoints ---------------------------------------------------------------------
     @classmethod
     @abstractmethod

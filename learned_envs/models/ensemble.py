@@ -308,6 +308,28 @@ class EnsembleWorldModel(WorldModel):
         for name, p in self._stage_tensors(stage).items():
             p.copy_(saved[name])
 
+    @torch.no_grad()
+    def finish_stage(self, stage: str, logged: Batch) -> None:
+        """Termination: move the classifier's decision threshold to where it ends as many logged
+        episodes as it should (the best F1 on ``logged``), folded into the last bias.
+
+        The class-weighted loss learns where ends are, from a handful of terminal rows, but its
+        0.5 threshold sits on the cautious side: on 1,000 random CartPole rows it ended episodes
+        at |angle| ~0.14 where CartPole ends at 0.21, in 8% of a balancing agent's states.
+        """
+        if stage != TERMINATION or not bool(logged.terminated.any()):
+            return
+        logits = torch.cat([self.termination_logit(chunk) for chunk in logged.next_obs.split(65_536)])
+        order = torch.argsort(logits, descending=True)
+        ranked, truth = logits[order], logged.terminated[order] > 0.5
+        true_positives = torch.cumsum(truth.float(), 0)
+        predicted = torch.arange(1, len(ranked) + 1, device=ranked.device, dtype=torch.float32)
+        f1 = 2 * true_positives / (predicted + truth.sum())
+        k = int(torch.argmax(f1))  # predict an end for the k + 1 highest logits
+        cut = ranked[k] if k + 1 == len(ranked) else (ranked[k] + ranked[k + 1]) / 2
+        self.termination[-1].bias.sub_(cut)
+        self._serving_cache.clear()
+
     def keep_members(self, index: torch.Tensor) -> None:
         """Drop every member not in ``index [K]`` (e.g. keep the elites) in place."""
         with torch.no_grad():
