@@ -52,7 +52,7 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
 
 
 def test_killed_mid_iteration_resumes_without_losing_or_repeating_real_steps(tmp_path):
-    script = f"from learned_envs.online import LoopConfig, pessimistic_bounds, run_loop; run_loop(LoopConfig(**{TINY!r}), {str(tmp_path)!r}, progress=False)"
+    script = f"from learned_envs.online import LoopConfig, run_loop; run_loop(LoopConfig(**{TINY!r}), {str(tmp_path)!r}, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", script])
     state = tmp_path / "state.json"
     deadline = time.time() + 240
