@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episode-steps", type=int, help="dream time limit (default: the source env's, or the preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", choices=sorted(PRESETS), help="store a recipe's knobs, time limit and training defaults: "
-                   + "; ".join(f"{name}: {preset.description}" for name, preset in sorted(PRESETS.items())))
+                   # argparse %-formats help strings: a description's "5%" must reach it as "5%%"
+                   + "; ".join(f"{name}: {preset.description}" for name, preset in sorted(PRESETS.items())).replace("%", "%%"))
     p.add_argument("--reset-states", type=int, metavar="N", help="store up to N logged states for reset_from=logged "
                    "(default 0, or the preset's)")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",

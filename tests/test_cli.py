@@ -157,6 +157,8 @@ def test_version_and_help(capsys):
                     for action in sub._actions if action.help is None]
     assert not undocumented, undocumented
     assert ".npz" not in commands["evaluate"]._option_string_actions["--data"].help
+    for name, sub in commands.items():  # argparse %-formats help text: a stray "5%" broke `fit --help` once
+        assert sub.format_help().startswith(f"usage: learned-envs {name}")
 
 
 @pytest.mark.parametrize("text, value", [("true", True), ("False", False), ("none", None), ("0.5", 0.5), ("clip", "clip")])
