@@ -165,9 +165,13 @@ def _refit(cfg: LoopConfig, real_path: Path, dream_path: Path, warm: bool, progr
     from learned_envs.data import load
     from learned_envs.fitting import FitConfig, fit
 
-    defaults = {"out_of_bounds": pessimistic_bounds(load(real_path).rewards), **cfg.dream_kwargs}
+    real = load(real_path)
+    defaults = {"out_of_bounds": pessimistic_bounds(real.rewards), **cfg.dream_kwargs}
+    # With reset_from="logged" (MBPO's branching from real states) every real state is stored: a few thousand rows.
+    branching = defaults.get("reset_from") == "logged"
     fit(real_path, dream_path, source_env=cfg.env_id, seed=cfg.seed, init=dream_path if warm else None,
-        config=FitConfig(**cfg.fit_options), dream_defaults=defaults, progress=False)
+        config=FitConfig(**cfg.fit_options), dream_defaults=defaults,
+        reset_states=len(real) if branching else None, progress=False)
 
 
 def _dream_venv(cfg: LoopConfig, dream_path: Path, n_envs: int):
