@@ -138,7 +138,7 @@ def _fit_seeded(data: Transitions, config: FitConfig, progress: bool, init: Worl
             deadline=deadline,
         )
         best, stage_history = train_stage(model, stage, train, hold, budget, gen, progress)
-        model.finish_stage(stage, train if hold is train else _joined(train, hold))
+        model.finish_stage(stage, [train] if hold is train else [train, hold])
         history.update(stage_history)
         stage_metrics[stage] = best
         if dynamics:
@@ -241,11 +241,6 @@ def termination_metrics(model: WorldModel, train: Batch, hold: Batch) -> dict[st
         "termination_holdout_precision": tp / max(1.0, float(pred.sum())),
         "termination_holdout_recall": tp / max(1.0, float(truth.sum())),
     }
-
-
-def _joined(a: Batch, b: Batch) -> Batch:
-    """The rows of ``a`` then those of ``b``."""
-    return Batch(*(torch.cat([getattr(a, f.name), getattr(b, f.name)]) for f in dataclasses.fields(Batch)))
 
 
 def _check_finite_weights(model: WorldModel) -> None:

@@ -26,7 +26,7 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -174,9 +174,10 @@ class WorldModel(nn.Module, ABC):
     def keep_members(self, index: torch.Tensor) -> None:
         """Keep only the ensemble members ``index [K]`` (e.g. the elites), in place."""
 
-    def finish_stage(self, stage: str, logged: Batch) -> None:
+    def finish_stage(self, stage: str, logged: Sequence[Batch]) -> None:
         """Called once a stage's best weights are back, with every logged row the fit may use
-        (training and held-out): a family can calibrate what gradient steps left off here."""
+        (the training batch and the held-out one, not copied together): a family can calibrate
+        what gradient steps left off here."""
 
     # -- checkpoints ---------------------------------------------------------------------
     @classmethod

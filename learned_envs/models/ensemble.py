@@ -19,7 +19,7 @@ Tensor shapes: B = batch, E = members, D = flat observation size, A = action fea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -309,7 +309,7 @@ class EnsembleWorldModel(WorldModel):
             p.copy_(saved[name])
 
     @torch.no_grad()
-    def finish_stage(self, stage: str, logged: Batch) -> None:
+    def finish_stage(self, stage: str, logged: Sequence[Batch]) -> None:
         """Termination: move the classifier's decision threshold to where it ends as many logged
         episodes as it should (the best F1 on ``logged``), folded into the last bias.
 
@@ -317,11 +317,12 @@ class EnsembleWorldModel(WorldModel):
         0.5 threshold sits on the cautious side: on 1,000 random CartPole rows it ended episodes
         at |angle| ~0.14 where CartPole ends at 0.21, in 8% of a balancing agent's states.
         """
-        if stage != TERMINATION or not bool(logged.terminated.any()):
+        terminated = torch.cat([batch.terminated for batch in logged])
+        if stage != TERMINATION or not bool(terminated.any()):
             return
-        logits = torch.cat([self.termination_logit(chunk) for chunk in logged.next_obs.split(65_536)])
+        logits = torch.cat([self.termination_logit(chunk) for batch in logged for chunk in batch.next_obs.split(65_536)])
         order = torch.argsort(logits, descending=True)
-        ranked, truth = logits[order], logged.terminated[order] > 0.5
+        ranked, truth = logits[order], terminated[order] > 0.5
         true_positives = torch.cumsum(truth.float(), 0)
         predicted = torch.arange(1, len(ranked) + 1, device=ranked.device, dtype=torch.float32)
         f1 = 2 * true_positives / (predicted + truth.sum())
