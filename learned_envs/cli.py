@@ -194,6 +194,7 @@ def cmd_loop(args: argparse.Namespace) -> None:
     config = LoopConfig(env_id=args.env_id, agent=args.agent, real_steps=args.real_steps, seed=args.seed,
                         initial_steps=args.initial_steps, iterations=args.iterations,
                         agent_steps_per_iteration=args.agent_steps, eval_episodes=args.eval_episodes,
+                        dream_check_episodes=args.dream_check_episodes,
                         dream_kwargs=_single_values(args.dream_default, "--dream-default"))
     result = run_loop(config, args.out)
     last = result["curve"][-1] if result["curve"] else None
@@ -371,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-steps", type=_positive_int, help="agent steps in the dream per round (default 3000 off-policy, 25000 PPO/A2C)")
     p.add_argument("--eval-episodes", type=_positive_int, default=5,
                    help="real episodes scoring the agent after each round (default 5; not training data)")
+    p.add_argument("--dream-check-episodes", type=int, default=10,
+                   help="dream episodes judging each round's training: the agent keeps its weights from before the "
+                        "round if the trained ones score >5%% worse in the newest dream (default 10; 0 keeps every round's)")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
                    help="dream knob stored in every refit (e.g. temperature=0.5; default out_of_bounds: halt where the "
                    "logged rewards are never negative, else clip); repeatable")

@@ -32,6 +32,11 @@ def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
     assert dream["dream"]["out_of_bounds"] == "clip"  # Pendulum's rewards are negative: a halt would pay
     assert (tmp_path / "agent.zip").stat().st_size > 0 and (tmp_path / "curve.png").stat().st_size > 0
     assert json.loads((tmp_path / "curve.json").read_text())["curve"] == result["curve"]
+    # Each training after the first is judged in the newest dream against the weights it started from.
+    assert result["curve"][0]["dream_check"] is None
+    for point in result["curve"][2:]:
+        check = point["dream_check"]
+        assert check["kept"] in ("trained", "before") and np.isfinite([check["trained"], check["before"]]).all()
     kinds = real.metadata.get("parts") or real.metadata
     assert "random" in json.dumps(kinds) and "online_loop" in json.dumps(kinds)
     # Done is done: running it again spends nothing more.
@@ -43,6 +48,27 @@ def test_the_dream_edge_is_the_worse_choice_for_the_logged_rewards():
     assert pessimistic_bounds(np.ones(10)) == "halt"  # ending forfeits what is left
     assert pessimistic_bounds(np.array([0.0, 2.0])) == "halt"
     assert pessimistic_bounds(np.array([-3.0, 100.0])) == "clip"  # ending would spare the agent the costs
+
+
+def test_training_that_scores_worse_in_the_dream_is_undone(tmp_path, monkeypatch):
+    import torch
+    from stable_baselines3 import SAC
+
+    import learned_envs.online as online
+
+    seen = []
+
+    def judge(agent, venv, seed):  # the trained weights are scored first, then the ones from before
+        seen.append({k: v.clone() for k, v in agent.policy.state_dict().items()})
+        return -100.0 if len(seen) % 2 else 0.0
+
+    monkeypatch.setattr(online, "_dream_return", judge)
+    result = run_loop(LoopConfig(**{**TINY, "real_steps": 300, "iterations": 1}), tmp_path, progress=False)
+    assert result["curve"][-1]["dream_check"] == {"trained": -100.0, "before": 0.0, "kept": "before"}
+    trained, before = seen[-2], seen[-1]
+    assert any(not torch.equal(trained[k], before[k]) for k in before)  # training did change the weights
+    saved = SAC.load(tmp_path / "agent.zip", device="cpu").policy.state_dict()
+    assert all(torch.equal(saved[k], before[k]) for k in before)
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
