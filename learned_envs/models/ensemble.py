@@ -272,15 +272,27 @@ class EnsembleWorldModel(WorldModel):
         bound = self.LOGVAR_BOUND_WEIGHT * (self.max_logvar.sum(dim=(1, 2)) - self.min_logvar.sum(dim=(1, 2)))
         return nll + bound
 
+    # Share of the worst-predicted holdout rows the dynamics score leaves out (see score()).
+    SCORE_TRIM: ClassVar[float] = 0.01
+
     @torch.no_grad()
     def score(self, holdout: Batch, stage: str) -> torch.Tensor:
-        """Dynamics: ``[E]`` holdout MSE of each member's mean (normalised targets).
-        Termination: ``[1]`` weighted BCE."""
+        """Dynamics: ``[E]`` holdout MSE of each member's mean (normalised targets) over all but the
+        worst-predicted 1% of rows. Termination: ``[1]`` weighted BCE.
+
+        The trim is what lets early stopping see the fit improving. On 100,000 random HalfCheetah
+        rows, 2,000 updates cut the median row's error from 0.055 (at 250 updates) to 0.015, while
+        the plain MSE tripled: 1% of the held-out rows (a flipped body, states the training rows
+        barely visit) carried 68% of it, and a stop judged on them kept a net four times worse on
+        typical states. Rows beyond the data are the ensemble's disagreement's job, not the mean's.
+        """
         if stage == TERMINATION:
             return self.loss(holdout, stage)
         x = self._inputs(holdout.obs, holdout.action)
         mean, _ = self._members(x.unsqueeze(0).expand(self.num_members, -1, -1))
-        return ((mean - self.target_norm.normalize(self._targets(holdout))) ** 2).mean(dim=(1, 2))
+        row_error = ((mean - self.target_norm.normalize(self._targets(holdout))) ** 2).mean(dim=2)  # [E, B]
+        kept = row_error.shape[1] - int(row_error.shape[1] * self.SCORE_TRIM)
+        return torch.topk(row_error, kept, dim=1, largest=False, sorted=False).values.mean(dim=1)
 
     def _stage_tensors(self, stage: str) -> dict[str, torch.Tensor]:
         """The stage's parameters by name; dynamics ones all have the member dimension first."""
