@@ -273,18 +273,20 @@ class EnsembleWorldModel(WorldModel):
         return nll + bound
 
     # Share of the worst-predicted holdout rows the dynamics score leaves out (see score()).
-    SCORE_TRIM: ClassVar[float] = 0.01
+    SCORE_TRIM: ClassVar[float] = 0.05
 
     @torch.no_grad()
     def score(self, holdout: Batch, stage: str) -> torch.Tensor:
         """Dynamics: ``[E]`` holdout MSE of each member's mean (normalised targets) over all but the
-        worst-predicted 1% of rows. Termination: ``[1]`` weighted BCE.
+        worst-predicted 5% of rows. Termination: ``[1]`` weighted BCE.
 
         The trim is what lets early stopping see the fit improving. On 100,000 random HalfCheetah
-        rows, 2,000 updates cut the median row's error from 0.055 (at 250 updates) to 0.015, while
-        the plain MSE tripled: 1% of the held-out rows (a flipped body, states the training rows
-        barely visit) carried 68% of it, and a stop judged on them kept a net four times worse on
-        typical states. Rows beyond the data are the ensemble's disagreement's job, not the mean's.
+        rows the plain MSE rose from 0.087 at 500 updates to 0.27 at 1,750 and was back at 0.089
+        only at 5,000, while the median row's error fell all along (0.036 -> 0.007): a few held-out
+        episodes visit states the training rows barely do (a flipped body), and at 2,000 updates
+        1% of the rows carried 68% of the MSE. A stop judged on them kept a net four times worse on
+        typical states. Without the worst 5% the score falls steadily (0.050 -> 0.015); on CartPole
+        every variant falls alike. Rows beyond the data are the ensemble's disagreement's job.
         """
         if stage == TERMINATION:
             return self.loss(holdout, stage)
