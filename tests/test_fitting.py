@@ -59,6 +59,22 @@ def test_snapshot_and_restore_are_per_member():
     torch.testing.assert_close(model.head.weight[2], before[2])
 
 
+def test_holdout_score_leaves_out_the_worst_five_percent_of_rows():
+    model = _model(members=1)
+    gen = torch.Generator().manual_seed(0)
+    obs, action = torch.randn(200, 4, generator=gen), torch.randint(2, (200,), generator=gen)
+    with torch.no_grad():  # targets the members' own mean predicts: every row's error is ~0
+        mean, _ = model._members(model._inputs(obs, action)[None])
+        target = model.target_norm.denormalize(mean[0])
+    clean = Batch(obs, action, obs + target[:, :4], target[:, 4], torch.zeros(200))
+    worst = torch.arange(10)  # 5% of the rows, a thousand data stds off
+    shifted = Batch(clean.obs, clean.action, clean.next_obs.index_add(0, worst, torch.full((10, 4), 1e3)), clean.reward, clean.terminated)
+    assert model.score(shifted, "dynamics").item() < 1e-6  # those rows are left out
+    eleven = torch.arange(11)  # one row more than the trim, and the score sees it
+    wider = Batch(clean.obs, clean.action, clean.next_obs.index_add(0, eleven, torch.full((11, 4), 1e3)), clean.reward, clean.terminated)
+    assert model.score(wider, "dynamics").item() > 100.0
+
+
 def test_each_row_goes_through_one_uniformly_drawn_member():
     """A plain step sends every row through one member: with identical inputs, every output is
     exactly one member's mean, and every member is drawn about equally often."""
