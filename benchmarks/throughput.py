@@ -297,7 +297,7 @@ def ppo_wall_times(dream_id: str, source_env: str | None, steps: int) -> dict[st
     """
     from stable_baselines3.common.env_util import make_vec_env
 
-    from learned_envs.training import _learn, train_in_dream, train_in_real
+    from learned_envs.training import _learn, hyperparameters, train_in_dream, train_in_real
 
     def seconds(train: Callable[[], Any]) -> float:
         start = time.perf_counter()
@@ -309,7 +309,7 @@ def ppo_wall_times(dream_id: str, source_env: str | None, steps: int) -> dict[st
     out["dream_seconds"] = seconds(lambda: train_in_dream(dream_id, steps, progress=False))
     # SB3's own make_vec_env: a DummyVecEnv of gym.make dreams, stepped one by one.
     out["dream_sb3_make_vec_env_seconds"] = seconds(
-        lambda: _learn("PPO", source_env, lambda n: make_vec_env(dream_id, n_envs=n, seed=0), steps, 0, None))
+        lambda: _learn("PPO", hyperparameters("PPO", source_env), lambda n: make_vec_env(dream_id, n_envs=n, seed=0), steps, 0, None))
     if source_env:
         real_runs.append(seconds(lambda: train_in_real(source_env, steps, progress=False)))
         out["real_runs_seconds"] = real_runs

@@ -278,12 +278,12 @@ class DreamCore:
                                  temperature=self.settings.temperature, members=members, uncertainty=self._uncertainty)
         nxt, clipped = clip_to_bounds(self.model.decode(out.next_state), self.obs_low, self.obs_high)
         self.state = self.model.encode(nxt)
-        # Everything the knobs need, packed in one tensor; the knobs themselves are a few [N]
-        # operations on the host.
-        columns = [nxt, out.reward[:, None], out.termination_prob[:, None], clipped[:, None]]
+        # Everything the knobs need, packed in one tensor (one device->host copy; column_stack
+        # takes the [N] columns as they are); the knobs themselves are a few [N] operations on the host.
+        columns = [nxt, out.reward, out.termination_prob, clipped]
         if out.disagreement is not None:
-            columns += [out.disagreement[:, None], out.model_std[:, None]]
-        packed = torch.cat(columns, dim=1).cpu().numpy()
+            columns += [out.disagreement, out.model_std]
+        packed = torch.column_stack(columns).cpu().numpy()
         d = nxt.shape[1]
         return (packed[:, :d], *packed[:, d:].T)
 

@@ -33,19 +33,23 @@ class TorchOps:
 
     @staticmethod
     def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """``x @ weight + bias``. The bias is added in place to the product: ``baddbmm`` would first
-        copy the broadcast bias into the whole output, a pass as costly as the activation."""
+        """``x @ weight + bias``, the bias fused into the product (``baddbmm``/``addmm``: the GEMM
+        accumulates onto a copy of the broadcast bias). On the CPU that is ~20 us cheaper per
+        ``[5, 205, 128]`` layer than a product followed by an in-place add, whose extra pass reads
+        and writes the whole output again: ~5-10% of a 1,024-dream step (benchmarks/throughput.py).
+        It rounds like the separate add where MKL sums the inner dimension in one block (the
+        128-wide CartPole sizes, >= 4 rows a member); elsewhere results can differ in the last bit."""
         batched = x.dim() == 3 and weight.dim() == 3  # [E, B, in] @ [E, in, out], or [1, B, in] broadcast
         if batched and weight.shape[-1] < NARROW and x.device.type == "cpu":
-            # The same product, computed as (weight^T @ x^T)^T: the CPU's batched GEMM is ~3.5x
-            # slower for a narrow output (an ensemble head of 10 columns, [5, 205, 128] @ [5, 128, 10])
+            # The same product, computed as (weight^T @ x^T + bias^T)^T: the CPU's batched GEMM is
+            # ~3.5x slower for a narrow output (an ensemble head of 10 columns, [5, 205, 128] @ [5, 128, 10])
             # than for the transposed problem (benchmarks/throughput.py).
-            product = torch.matmul(weight.transpose(-1, -2).contiguous(), x.transpose(-1, -2)).transpose(-1, -2)
-        elif batched and x.shape[0] == weight.shape[0]:
-            product = torch.bmm(x, weight)  # what matmul would call, without its dispatch
-        else:
-            product = torch.matmul(x, weight)
-        return product.add_(bias)
+            return torch.baddbmm(bias.transpose(-1, -2), weight.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2)
+        if batched and x.shape[0] == weight.shape[0]:
+            return torch.baddbmm(bias, x, weight)
+        if x.dim() == 2 and weight.dim() == 2:
+            return torch.addmm(bias, x, weight)
+        return torch.matmul(x, weight).add_(bias)
 
     @staticmethod
     def silu(x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +71,12 @@ class TorchOps:
     @staticmethod
     def as_dtype(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return x.to(like.dtype)
+
+    @staticmethod
+    def take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``x[index]`` for ``x [R, F]`` and ``index [B]``: ``index_select``, a third of the cost of
+        advanced indexing on a few thousand rows."""
+        return x.index_select(0, index)
 
     @staticmethod
     def zeros(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
@@ -136,6 +146,10 @@ class NumpyOps:
     @staticmethod
     def as_dtype(x: Any, like: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=like.dtype)
+
+    @staticmethod
+    def take_rows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return x[index]
 
     @staticmethod
     def zeros(rows: int, cols: int, like: np.ndarray) -> np.ndarray:

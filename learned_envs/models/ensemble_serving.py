@@ -7,7 +7,7 @@ for Discrete, flat size for Box), T = D + 1 targets ``[Δobs, reward]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from learned_envs.models.array_ops import Draws, TorchOps
@@ -51,6 +51,14 @@ class ServingWeights:
     max_logvar: Any  # [E, 1, T]
     min_logvar: Any  # [E, 1, T]
     termination: list[tuple[Any, Any]]  # (weight [in, out], bias [out])
+    # The observation part of the input normaliser ([D] views, sharing memory like the rest): sliced
+    # once here, not twice a step.
+    obs_mean: Any = field(init=False)
+    obs_std: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        d = self.config.obs_dim
+        self.obs_mean, self.obs_std = self.input_mean[:d], self.input_std[:d]
 
     def inside(self, state: Any) -> Any:
         """``state [*B, D]`` moved to the nearest point of the training data's box: beyond its data
@@ -74,8 +82,7 @@ class ServingWeights:
 
     def termination_logit(self, next_state: Any) -> Any:
         """``[*B, D] -> [*B]`` logit that the episode ends in ``next_state``."""
-        d = self.config.obs_dim
-        obs_norm = (self.inside(next_state) - self.input_mean[:d]) / self.input_std[:d]
+        obs_norm = (self.inside(next_state) - self.obs_mean) / self.obs_std
         return mlp(obs_norm, self.termination, self.ops)[..., 0]
 
     def one_member_per_row(self, x: Any, draws: Draws) -> tuple[Any, Any]:
@@ -92,7 +99,7 @@ class ServingWeights:
         grid = self.ops.zeros(E * k, x.shape[1], like=x)
         grid[slots] = x
         mean, logvar = self.members(grid.reshape(E, k, -1))
-        return mean.reshape(E * k, -1)[slots], logvar.reshape(E * k, -1)[slots]
+        return self.ops.take_rows(mean.reshape(E * k, -1), slots), self.ops.take_rows(logvar.reshape(E * k, -1), slots)
 
     def step(self, state: Any, action: Any, draws: Draws, temperature: float, members: Any, uncertainty: bool) -> Prediction:
         """One model step of ``state [B, D]`` (see :meth:`EnsembleWorldModel.predict`)."""
@@ -116,7 +123,12 @@ class ServingWeights:
                 rows = draws.arange(state.shape[0])
                 mean, logvar = all_mean[members, rows], all_logvar[members, rows]
         if temperature > 0:
-            mean = mean + temperature * ops.exp(0.5 * logvar) * draws.normal(mean)
+            # mean + (temperature * std) * noise; at temperature 1 that product is std itself (exactly),
+            # so the pass that would multiply by 1 is skipped.
+            scale = ops.exp(0.5 * logvar)
+            if temperature != 1:
+                scale = temperature * scale
+            mean = mean + scale * draws.normal(mean)
         target = mean * self.target_std + self.target_mean
         next_state = state + target[:, :d]
         return Prediction(
