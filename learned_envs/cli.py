@@ -194,7 +194,7 @@ def cmd_loop(args: argparse.Namespace) -> None:
     config = LoopConfig(env_id=args.env_id, agent=args.agent, real_steps=args.real_steps, seed=args.seed,
                         initial_steps=args.initial_steps, iterations=args.iterations,
                         agent_steps_per_iteration=args.agent_steps, eval_episodes=args.eval_episodes,
-                        dream_check_episodes=args.dream_check_episodes,
+                        dream_check_episodes=args.dream_check_episodes, explore_fraction=args.explore_fraction,
                         dream_kwargs=_single_values(args.dream_default, "--dream-default"))
     result = run_loop(config, args.out)
     last = result["curve"][-1] if result["curve"] else None
@@ -375,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dream-check-episodes", type=int, default=10,
                    help="dream episodes judging each round's training: the agent keeps its weights from before the "
                         "round if the trained ones score >5%% worse in the newest dream (default 10; 0 keeps every round's)")
+    p.add_argument("--explore-fraction", type=float, default=0.0,
+                   help="share of each round's real steps taken by an explorer trained in the dream on the members' "
+                        "disagreement, where the data is thin (default 0: the agent takes them all; e.g. 0.5 where "
+                        "random steps never find a reward)")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
                    help="dream knob stored in every refit (e.g. temperature=0.5; default out_of_bounds: halt where the "
                    "logged rewards are never negative, else clip); repeatable")

@@ -3,17 +3,19 @@
     learned-envs loop Pendulum-v1 --agent SAC --real-steps 3000 --out runs/loop_pendulum
 
 1. ``initial_steps`` uniformly random real steps, then a first fit;
-2. each iteration: ``steps_per_iteration`` real steps with the current agent (its own
-   exploration: SAC/PPO sample their policy, DQN its epsilon), appended with episode boundaries
-   kept (an iteration's last episode is cut as a truncation); a refit warm-started from the
-   previous dream; the same SB3 agent trained further, only in the dream (episodes start from
-   logged real starts), then kept only if it does at least as well in the newest dream as the
-   agent it started from (``dream_check_episodes``, see :func:`_train`); the agent scored over
+2. each iteration: ``steps_per_iteration`` real steps, the first ``explore_fraction`` of them
+   with the explorer and the rest with the current agent (its own exploration: SAC/PPO sample
+   their policy, DQN its epsilon), appended with episode boundaries kept (each run's last episode
+   is cut as a truncation); a refit warm-started from the previous dream; the same SB3 agent
+   trained further, only in the dream (episodes start from logged real starts), then kept only
+   if it does at least as well in the newest dream as the agent it started from
+   (``dream_check_episodes``, see :func:`_train`); the explorer trained further in the same
+   dream on the members' disagreement alone (see :func:`_train_explorer`); the agent scored over
    ``eval_episodes`` real episodes;
 3. until ``real_steps`` real transitions are spent.
 
 Everything lives in ``out``: ``real.npz`` (every real transition the loop trained on, and no
-other), ``dream.safetensors``, ``agent.zip``, ``curve.json`` (real return against real steps, per
+other), ``dream.safetensors``, ``agent.zip``, ``explorer.zip``, ``curve.json`` (real return against real steps, per
 iteration) and ``curve.png``. Each phase of an iteration is recorded in ``state.json`` after its
 files are written, so a loop killed at any point and started again with the same command goes
 on from the last finished phase: real transitions already written are neither lost nor
@@ -32,6 +34,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from tqdm.auto import tqdm
 
 from learned_envs.atomic import atomic_path
@@ -65,6 +68,7 @@ class LoopConfig:
     agent_steps_per_iteration: int | None = None  # None: 3,000 off-policy, 25,000 on-policy (PPO/A2C)
     eval_episodes: int = 5
     dream_check_episodes: int = 10  # dream episodes judging each iteration's training (0: keep it unjudged)
+    explore_fraction: float = 0.0  # share of each iteration's real steps taken by the disagreement explorer (opt-in, see _train_explorer)
     dream_kwargs: dict[str, Any] = field(default_factory=dict)  # stored in every refit (out_of_bounds: see pessimistic_bounds)
     fit_options: dict[str, Any] = field(default_factory=dict)  # FitConfig fields for every refit (e.g. max_seconds)
 
@@ -79,6 +83,8 @@ class LoopConfig:
             raise ValueError(f"real_steps must be at least 2, got {self.real_steps}")
         if self.iterations < 1 or self.eval_episodes < 1:
             raise ValueError("iterations and eval_episodes must be at least 1")
+        if not 0.0 <= self.explore_fraction <= 1.0:
+            raise ValueError(f"explore_fraction must be in [0, 1], got {self.explore_fraction}")
         if self.dream_check_episodes < 0:
             raise ValueError(f"dream_check_episodes must be 0 or more, got {self.dream_check_episodes}")
         if self.initial_steps is not None and not 1 <= self.initial_steps <= self.real_steps:
@@ -117,10 +123,11 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
     out.mkdir(parents=True, exist_ok=True)
     state = LoopState(out, config)
     real_path, dream_path, agent_path = out / "real.npz", out / "dream.safetensors", out / "agent.zip"
+    explorer_path = out / "explorer.zip"
     env = gym.make(cfg.env_id)
     slice_steps = max(1, -(-(cfg.real_steps - cfg.initial_steps) // cfg.iterations))
     bar = tqdm(total=cfg.real_steps, initial=state["real_steps"], desc=f"loop {cfg.env_id}", unit="real step", disable=not progress)
-    agent = None
+    agent = explorer = None
     while True:
         phase, iteration = state["phase"], state["iteration"]
         if phase in ("start", "evaluated"):
@@ -130,8 +137,13 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
             steps = cfg.initial_steps if spent == 0 else min(slice_steps, cfg.real_steps - spent)
             if spent > 0 and agent is None:
                 agent = _load_agent(cfg, agent_path)
-            new = _collect(env, agent, steps, seed=cfg.seed * 100_003 + iteration)
-            data = concatenate([load(real_path), new], source=str(real_path)) if spent else new
+            if spent > 0 and explorer is None:
+                explorer = _load_agent(cfg, explorer_path)
+            seed = cfg.seed * 100_003 + iteration
+            explored = round(cfg.explore_fraction * steps) if explorer is not None else 0
+            runs = ([_collect(env, explorer, explored, seed=seed + 50_000, kind="explorer")] if explored else [])
+            runs += [_collect(env, agent, steps - explored, seed=seed)] if steps > explored else []
+            data = concatenate([load(real_path), *runs] if spent else runs, source=str(real_path))
             save(data, real_path)
             bar.update(steps)
             state.advance(phase="collected", real_steps=spent + steps)
@@ -142,6 +154,10 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
             agent, check = _train(cfg, agent, agent_path, dream_path, progress, seed=20_000 + 1000 * cfg.seed + iteration)
             state.advance(phase="trained", dream_check=check)
         elif phase == "trained":
+            if cfg.explore_fraction > 0:
+                explorer = _train_explorer(cfg, explorer, explorer_path, dream_path, progress)
+            state.advance(phase="explored")
+        elif phase == "explored":
             if agent is None:
                 agent = _load_agent(cfg, agent_path)
             mean, std, eval_steps = _evaluate(agent, cfg.env_id, cfg.eval_episodes, seed=10_000 + 1000 * cfg.seed + iteration)
@@ -155,15 +171,16 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
     return {"curve": state["curve"], "real": str(real_path), "dream": str(dream_path), "agent": str(agent_path)}
 
 
-def _collect(env: gym.Env, agent, steps: int, seed: int):
-    """``steps`` real transitions: uniform random without an agent, else the agent's exploring policy."""
+def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent"):
+    """``steps`` real transitions: uniform random without an agent, else the agent's (or the
+    explorer's) exploring policy."""
     from learned_envs.data.collecting import rollout
 
     if agent is None:
         env.action_space.seed(seed)
         return rollout(env, lambda obs: env.action_space.sample(), steps, seed, {"kind": "random"})
     return rollout(env, lambda obs: agent.predict(obs, deterministic=False)[0], steps, seed,
-                   {"kind": "sb3", "algo": type(agent).__name__, "exploring": True, "online_loop": True})
+                   {"kind": "sb3", "algo": type(agent).__name__, "exploring": True, "online_loop": True, "role": kind})
 
 
 def _refit(cfg: LoopConfig, real_path: Path, dream_path: Path, warm: bool, progress: bool) -> None:
@@ -179,7 +196,7 @@ def _refit(cfg: LoopConfig, real_path: Path, dream_path: Path, warm: bool, progr
         reset_states=len(real) if branching else None, progress=False)
 
 
-def _dream_venv(cfg: LoopConfig, dream_path: Path, n_envs: int):
+def _dream_venv(cfg: LoopConfig, dream_path: Path, n_envs: int, **dream_kwargs: Any):
     """The SB3 VecEnv of the newest dream (registered as ``Loop-<Env>-v0`` for this process)."""
     import re
 
@@ -189,7 +206,7 @@ def _dream_venv(cfg: LoopConfig, dream_path: Path, n_envs: int):
     name = re.sub(r"[^A-Za-z0-9_.]", "", cfg.env_id.split("/")[-1].split(":")[-1].rsplit("-v", 1)[0]) or "Env"
     dream_id = f"Loop-{name}-v0"
     register_dream(dream_id, dream_path)
-    return make_vec_env(dream_id, n_envs=n_envs, seed=cfg.seed)
+    return make_vec_env(dream_id, n_envs=n_envs, seed=cfg.seed, **dream_kwargs)
 
 
 def _train(cfg: LoopConfig, agent, agent_path: Path, dream_path: Path, progress: bool, seed: int):
@@ -238,6 +255,93 @@ def _train(cfg: LoopConfig, agent, agent_path: Path, dream_path: Path, progress:
     with atomic_path(agent_path) as tmp, open(tmp, "wb") as fh:
         agent.save(fh)
     return agent, check
+
+
+def _train_explorer(cfg: LoopConfig, explorer, explorer_path: Path, dream_path: Path, progress: bool):
+    """The explorer, trained ``agent_steps_per_iteration`` more steps in the newest dream on the
+    members' disagreement alone, in units of the largest disagreement over the logged data.
+
+    The agent is trained on the task's reward and takes what that reward shows it; where the
+    logged data holds no sign of a reward (MountainCarContinuous: random steps never reach the
+    flag, and every step costs its action), the agent learns to stand still and the loop never
+    logs anything new. The explorer is drawn to where the members disagree, which is where the
+    data is thin, and spends part of each iteration's real steps there (Plan2Explore's split of
+    an explorer and a task policy, both learned in the model). Its replay buffer is relabelled
+    with the newest dream's disagreement before it trains, as data logged since makes the old
+    rewards stale.
+
+    Opt-in (``explore_fraction``, default 0): on MountainCarContinuous-v0 with half of each
+    iteration's steps given to it, the explorer reached the flag, and by the last of ten
+    iterations the dream scored the agent at 28, but the agent's real return was still below 0
+    after 10,000 real steps (runs/s18/mcc0L, seed 0); it has not been measured on the envs the
+    loop already solves, so it is not on by default there.
+    """
+    import stable_baselines3 as sb3
+    import torch
+
+    from learned_envs.checkpoint import load_checkpoint
+    from learned_envs.training import ProgressBar, hyperparameters
+
+    checkpoint = load_checkpoint(dream_path)
+    scale = float(checkpoint.metadata["fit"]["metrics"]["max_train_disagreement"]) or 1.0
+    model = checkpoint.model
+
+    def novelty(obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """``[B]`` disagreement of the dream's members at ``(obs [B, D], action [B] or [B, A])``, over ``scale``."""
+        state = model.encode(torch.as_tensor(obs.reshape(len(obs), -1), dtype=torch.float32))
+        out = model.predict(state, torch.as_tensor(action), temperature=0.0, members="mean", uncertainty=True)
+        return out.disagreement.numpy() / scale
+
+    params = hyperparameters(cfg.agent, cfg.env_id)
+    n_envs, policy = params.pop("n_envs"), params.pop("policy")
+    venv = NoveltyReward(_dream_venv(cfg, dream_path, n_envs, uncertainty_info=True), scale)
+    if explorer is None and explorer_path.exists():
+        explorer = getattr(sb3, cfg.agent).load(explorer_path, env=venv, device="cpu")
+    elif explorer is None:
+        explorer = getattr(sb3, cfg.agent)(policy, venv, seed=cfg.seed + 1, verbose=0, device="cpu", **params)
+    else:
+        explorer.set_env(venv)
+    _relabel(explorer, novelty)
+    steps = cfg.agent_steps_per_iteration
+    explorer.learn(steps, reset_num_timesteps=False, callback=ProgressBar(steps, "explorer in the dream") if progress else None)
+    with atomic_path(explorer_path) as tmp, open(tmp, "wb") as fh:
+        explorer.save(fh)
+    return explorer
+
+
+class NoveltyReward(VecEnvWrapper):
+    """A dream VecEnv whose reward is ``info["disagreement"] / scale`` (the dream must fill it:
+    ``uncertainty_info=True``)."""
+
+    def __init__(self, venv: VecEnv, scale: float):
+        super().__init__(venv)
+        self.scale = scale
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, _, dones, infos = self.venv.step_wait()
+        rewards = np.array([info["disagreement"] for info in infos], dtype=np.float32) / self.scale
+        return obs, rewards, dones, infos
+
+
+def _relabel(agent, reward_of) -> None:
+    """Rewrite the rewards of an off-policy ``agent``'s replay buffer as ``reward_of(obs, action)``
+    (actions in the env's units); on-policy agents keep no buffer across iterations."""
+    buffer = getattr(agent, "replay_buffer", None)
+    size = 0 if buffer is None else (buffer.buffer_size if buffer.full else buffer.pos)
+    if size == 0:
+        return
+    n_envs = buffer.n_envs
+    obs = buffer.observations[:size].reshape(size * n_envs, -1)
+    actions = buffer.actions[:size].reshape(size * n_envs, -1)
+    if isinstance(agent.action_space, gym.spaces.Box):
+        actions = agent.policy.unscale_action(actions)  # SAC/TD3 store actions scaled to [-1, 1]
+    else:
+        actions = actions.reshape(-1).astype(np.int64) - int(agent.action_space.start)  # the model's indices count from 0
+    rewards = np.concatenate([reward_of(obs[lo:lo + 4096], actions[lo:lo + 4096]) for lo in range(0, len(obs), 4096)])
+    buffer.rewards[:size] = rewards.reshape(size, n_envs)
 
 
 def _dream_return(agent, venv, seed: int) -> float:

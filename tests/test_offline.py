@@ -37,7 +37,7 @@ def test_preset_stores_knobs_horizon_logged_states_and_recipe(pendulum):
     meta = read_metadata(dream)
     assert meta["dream"]["reset_from"] == "logged" and meta["dream"]["max_episode_steps"] == 5
     assert meta["dream"]["uncertainty_penalty"] > 0
-    assert meta["training"] == {"preset": "offline", "algo": "SAC", "steps": 400_000}
+    assert meta["training"] == {"preset": "offline", "algo": "SAC", "steps": 600_000}
     states = load_checkpoint(dream).reset_states.numpy()
     assert states.shape == (300, 3)
     logged = {tuple(row) for row in data.observations.astype(np.float32)}

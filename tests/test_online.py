@@ -18,10 +18,11 @@ from learned_envs.online import LoopConfig, pessimistic_bounds, run_loop
 # Small enough for CI: what is tested is the bookkeeping, not how well the agent learns.
 TINY = dict(env_id="Pendulum-v1", agent="SAC", real_steps=500, initial_steps=200, iterations=3, agent_steps_per_iteration=150,
             eval_episodes=1, fit_options={"max_updates": 60, "min_updates": 0, "eval_every": 20, "termination_max_updates": 20})
+EXPLORING = {**TINY, "explore_fraction": 0.5}
 
 
 def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
-    result = run_loop(LoopConfig(**TINY), tmp_path, progress=False)
+    result = run_loop(LoopConfig(**EXPLORING), tmp_path, progress=False)
     real = load(tmp_path / "real.npz")
     assert len(real) == 500
     steps = [p["real_steps"] for p in result["curve"]]
@@ -37,10 +38,11 @@ def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
     for point in result["curve"][2:]:
         check = point["dream_check"]
         assert check["kept"] in ("trained", "before") and np.isfinite([check["trained"], check["before"]]).all()
-    kinds = real.metadata.get("parts") or real.metadata
-    assert "random" in json.dumps(kinds) and "online_loop" in json.dumps(kinds)
+    kinds = json.dumps(real.metadata.get("parts") or real.metadata)
+    assert "random" in kinds and '"role": "agent"' in kinds and '"role": "explorer"' in kinds
+    assert (tmp_path / "explorer.zip").stat().st_size > 0
     # Done is done: running it again spends nothing more.
-    again = run_loop(LoopConfig(**TINY), tmp_path, progress=False)
+    again = run_loop(LoopConfig(**EXPLORING), tmp_path, progress=False)
     assert again["curve"] == result["curve"] and len(load(tmp_path / "real.npz")) == 500
 
 
@@ -69,6 +71,26 @@ def test_training_that_scores_worse_in_the_dream_is_undone(tmp_path, monkeypatch
     assert any(not torch.equal(trained[k], before[k]) for k in before)  # training did change the weights
     saved = SAC.load(tmp_path / "agent.zip", device="cpu").policy.state_dict()
     assert all(torch.equal(saved[k], before[k]) for k in before)
+
+
+def test_the_explorer_is_rewarded_by_the_members_disagreement(tmp_path):
+    from stable_baselines3 import SAC
+
+    from learned_envs.online import NoveltyReward, _dream_venv, _relabel
+
+    cfg = LoopConfig(**{**EXPLORING, "real_steps": 300, "iterations": 1}).resolved()
+    run_loop(cfg, tmp_path, progress=False)
+    venv = NoveltyReward(_dream_venv(cfg, tmp_path / "dream.safetensors", 3, uncertainty_info=True), scale=2.0)
+    venv.reset()
+    for _ in range(5):
+        _, rewards, _, infos = venv.step(np.full((3, 1), 1.5, dtype=np.float32))
+        assert np.allclose(rewards, [info["disagreement"] / 2.0 for info in infos]) and (rewards > 0).all()
+    # Its replay buffer is relabelled with the newest dream, from the actions in the env's units.
+    explorer = SAC.load(tmp_path / "explorer.zip", env=venv, device="cpu")
+    explorer.learn(60)
+    stored = explorer.replay_buffer.actions[:explorer.replay_buffer.pos].copy()  # SAC stores them scaled to [-1, 1]
+    _relabel(explorer, lambda obs, action: action[:, 0])
+    np.testing.assert_allclose(explorer.replay_buffer.rewards[:explorer.replay_buffer.pos], 2.0 * stored[..., 0], rtol=1e-6)
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
