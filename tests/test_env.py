@@ -113,6 +113,26 @@ def test_render_uses_source_renderer(small_dream_id):
     assert not np.array_equal(left, right)  # the drawn cart follows the dream state
 
 
+def test_a_dream_steps_without_its_source_envs_package(small_checkpoint, tmp_path):
+    # A HalfCheetah dream on a machine without mujoco: the source id is registered, its module is missing.
+    from tests.helpers import rewrite_metadata
+
+    gym.register("Test-MissingPackage-v0", entry_point="learned_envs_no_such_package_here:Env")
+    path = rewrite_metadata(small_checkpoint, tmp_path / "orphan.safetensors",
+                            lambda meta: meta.update(source_env_id="Test-MissingPackage-v0"), digest="restamp")
+    learned_envs.register_dream("Test-Orphan-v0", path)
+    env = gym.make("Test-Orphan-v0")
+    env.reset(seed=0)
+    assert env.step(env.action_space.sample())[0].shape == (4,)
+    envs = gym.make_vec("Test-Orphan-v0", num_envs=3)
+    envs.reset(seed=0)
+    assert envs.step(np.array([0, 1, 0]))[0].shape == (3, 4)
+    with pytest.raises(ImportError, match="learned_envs_no_such_package_here"):
+        drawn = gym.make("Test-Orphan-v0", render_mode="rgb_array")
+        drawn.reset(seed=0)
+        drawn.render()
+
+
 def test_register_dream_any_file(small_checkpoint):
     learned_envs.register_dream("Test-Registered-v3", small_checkpoint, temperature=0.0, max_episode_steps=7)
     env = gym.make("Test-Registered-v3")

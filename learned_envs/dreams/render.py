@@ -66,11 +66,18 @@ def renderable_source(env_id: str | None) -> bool:
 
 
 def source_render_fps(env_id: str | None, default: int = 30) -> int:
-    """The source env's ``metadata["render_fps"]``, read from its class without building it."""
+    """The source env's ``metadata["render_fps"]``, read from its class without building it.
+
+    ``default`` where the class cannot be imported here: a dream steps without its source env's
+    package (a HalfCheetah dream on a machine without ``mujoco``), only rendering needs it.
+    """
     if not renderable_source(env_id):
         return default
     entry = gym.spec(env_id).entry_point
-    creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    try:
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    except (ImportError, gym.error.DependencyNotInstalled):
+        return default
     return int(getattr(creator, "metadata", {}).get("render_fps") or default)
 
 
