@@ -11,7 +11,7 @@ real transitions the dream was fitted on (from the checkpoint).
     python benchmarks/transfer_suite.py --ray auto                        # each run a Ray task on a running cluster
     python benchmarks/transfer_suite.py --envs Pendulum-v1 --seeds 0 --steps 10000   # reduced
     python benchmarks/transfer_suite.py --envs MountainCar-v0 --dream-kwarg temperature=0.5
-    python benchmarks/transfer_suite.py --table-from benchmarks/results/transfer_suite_*.json   # one table from earlier runs
+    python benchmarks/transfer_suite.py --table-from old.json rerun.json   # one table from earlier runs (later files win)
 
 Writes benchmarks/results/transfer_suite.json (``--out``) and prints a markdown table.
 """
@@ -85,6 +85,21 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merge_runs(runs: list[dict]) -> list[dict]:
+    """One result per env from several runs' files, in order: a later file's row for an env and
+    seed updates the earlier one field by field, so a dream-only rerun (``--no-real``) keeps the
+    earlier run's agents trained in the real env, whose training involves no dream."""
+    merged: dict[str, dict] = {}
+    for run in runs:
+        for result in run["results"]:
+            earlier = merged.get(result["env"])
+            seeds = {s["seed"]: dict(s) for s in (earlier["seeds"] if earlier else [])}
+            for row in result["seeds"]:
+                seeds.setdefault(row["seed"], {}).update(row)
+            merged[result["env"]] = {**result, "seeds": [seeds[k] for k in sorted(seeds)]}
+    return list(merged.values())
+
+
 def _knob(text: str):
     key, _, value = text.partition("=")
     try:
@@ -105,11 +120,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
     parser.add_argument("--ray", metavar="ADDRESS", help='each run a Ray task: "local" (--jobs CPUs) or a cluster address ("auto", "ray://head:10001")')
     parser.add_argument("--out", default="benchmarks/results/transfer_suite.json")
-    parser.add_argument("--table-from", nargs="+", metavar="JSON", help="print one table from result files of earlier runs, and run nothing")
+    parser.add_argument("--table-from", nargs="+", metavar="JSON", help="print one table from result files of earlier runs, and run nothing; "
+                        "a later file's rows update an earlier one's, env by env and seed by seed")
     args = parser.parse_args()
     if args.table_from:
         runs = [json.loads(Path(path).read_text()) for path in args.table_from]
-        print(table([r for run in runs for r in run["results"]]))
+        print(table(merge_runs(runs)))
         for path, run in zip(args.table_from, runs):
             print(f"{path}: {run['command']}")
         return

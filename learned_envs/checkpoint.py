@@ -315,11 +315,13 @@ def _check_fit_metrics(path: Path, metrics: dict[str, Any]) -> None:
 
 
 def _check_model(path: Path, model_meta: dict[str, Any]) -> None:
-    """Every size in the config a positive whole number. The family name is only looked up, in
+    """Every size in the config a positive whole number, every flag a bool. The family name is only looked up, in
     :func:`~learned_envs.models.base.model_family`, at load: the families are torch modules, and
     reading a header must not import torch (``import learned_envs`` reads every header)."""
-    for key, value in model_meta["config"].items():  # discrete_actions is a bool, checked with the schema
-        if key != "discrete_actions" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    # Flags (discrete_actions, checked with the schema; terminal_bonus) are bools: which keys may be
+    # flags is the family's to say, at load (config_from_json).
+    for key, value in model_meta["config"].items():
+        if not isinstance(value, bool) and (not isinstance(value, int) or value < 1):
             raise CheckpointError(f"{path}: metadata key 'model.config.{key}' should be a positive whole number, not {_described(value)}")
 
 

@@ -40,7 +40,8 @@ def test_config_from_json_refuses_sizes_before_anything_is_built():
     good = _model().config.to_json()
     assert EnsembleWorldModel.config_from_json(good) == _model().config
     for key, value, message in (("num_layers", 200_000, "above this family's limit"), ("hidden_size", 0, "positive whole number"),
-                                ("hidden_size", 1.5, "positive whole number"), ("bogus", 1, "unknown key")):
+                                ("hidden_size", 1.5, "positive whole number"), ("bogus", 1, "unknown key"),
+                                ("terminal_bonus", 1, "true or false"), ("hidden_size", True, "positive whole number")):
         with pytest.raises(ValueError, match=message):
             EnsembleWorldModel.config_from_json({**good, key: value})
 
@@ -242,3 +243,68 @@ def test_d4rl_normalised_score_uses_d4rls_references():
     assert normalized_score("Hopper-v5", 3234.3) == pytest.approx(100.0)
     assert normalized_score("Walker2d-v5", (1.629008 + 4592.3) / 2) == pytest.approx(50.0)
     assert normalized_score("CartPole-v1", 500.0) is None
+
+
+# -- rewards of the transitions that end an episode -------------------------------------------------
+def _goal_chain(episodes: int = 40, seed: int = 0) -> Transitions:
+    """A 1-D walk to a flag: ``x' = x + 0.1 a``, reward ``-0.01 a^2`` a step and +100 on the step
+    that reaches ``x >= 0.5`` (which ends the episode), as MountainCarContinuous pays."""
+    import gymnasium as gym
+
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list] = {k: [] for k in ("obs", "act", "rew", "nxt", "term", "trunc", "ep")}
+    for episode in range(episodes):
+        x = rng.uniform(-0.5, 0.0)
+        for t in range(60):
+            a = float(np.clip(rng.normal(0.3, 0.8), -1, 1))
+            nxt = x + 0.1 * a
+            ended = nxt >= 0.5
+            for key, value in zip(rows, ([x], [a], -0.01 * a * a + 100.0 * ended, [nxt], ended, t == 59 and not ended, episode)):
+                rows[key].append(value)
+            x = nxt
+            if ended:
+                break
+    box = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    return Transitions(observations=np.array(rows["obs"], np.float32), actions=np.array(rows["act"], np.float32),
+                       rewards=np.array(rows["rew"], np.float64), next_observations=np.array(rows["nxt"], np.float32),
+                       terminations=np.array(rows["term"]), truncations=np.array(rows["trunc"]),
+                       observation_space=box, action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
+                       episode_ids=np.array(rows["ep"]))
+
+
+def test_a_goal_bonus_is_paid_where_the_episode_ends_not_smeared_over_the_states_near_it(tmp_path):
+    data = _goal_chain()
+    assert 10 <= int(data.terminations.sum()) <= 40
+    config = FitConfig(model=EnsembleConfig(hidden_size=32, num_layers=2, ensemble_size=3), num_elites=2,
+                       max_updates=600, min_updates=600, termination_max_updates=600)
+    model = load_checkpoint(fit(data, tmp_path / "goal.safetensors", config=config, seed=0, progress=False)).model
+    assert float(model.terminal_bonus) == pytest.approx(100.0, abs=2.0)
+    x = torch.tensor([[-0.3], [0.0], [0.3], [0.4], [0.48]])
+    toward = model.predict(x, torch.full((5, 1), 0.5), temperature=0.0, members="mean")
+    assert (toward.reward[:4].abs() < 0.5).all(), toward.reward  # ordinary steps pay about -0.0025, up to the flag
+    assert (toward.termination_prob[:3] < 0.5).all()
+    assert float(toward.termination_prob[4]) > 0.5 and float(toward.reward[4]) == pytest.approx(100.0, abs=3.0)
+    away = model.predict(x[4:], torch.full((1, 1), -1.0), temperature=0.0, members="mean")
+    assert float(away.termination_prob[0]) < 0.5 and abs(float(away.reward[0])) < 0.5  # backing off ends nothing, earns nothing
+
+
+def test_a_checkpoint_from_before_the_terminal_bonus_loads_and_pays_as_it_did(small_checkpoint, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from learned_envs.checkpoint import METADATA_DIGEST_KEY, METADATA_KEY, TENSOR_DIGEST_KEY, _digest
+
+    tensors = load_file(str(small_checkpoint))
+    del tensors["model.terminal_bonus"]
+    meta = read_metadata(small_checkpoint)
+    del meta["model"]["config"]["terminal_bonus"]
+    meta[TENSOR_DIGEST_KEY] = _digest(tensors)
+    meta.pop(METADATA_DIGEST_KEY)  # as files from before that digest: they load on the tensor digest alone
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={METADATA_KEY: json.dumps(meta)})
+    new, legacy = load_checkpoint(small_checkpoint).model, load_checkpoint(old).model
+    assert legacy.config.terminal_bonus is False and legacy.terminal_bonus is None
+    obs = torch.zeros(4, legacy.config.obs_dim)
+    act = torch.tensor([0, 1, 0, 1])
+    bonus = float(new.terminal_bonus)
+    a, b = (m.predict(obs, act, temperature=0.0, members="mean") for m in (legacy, new))
+    torch.testing.assert_close(a.reward + bonus * (a.termination_prob > 0.5), b.reward)

@@ -113,7 +113,10 @@ class FitConfig:
             raise FitError(f"model must be a model config (e.g. EnsembleConfig), got {type(self.model).__name__}")
         for f in dataclasses.fields(self.model):
             value = getattr(self.model, f.name)
-            if f.name not in ("obs_dim", "action_dim", "discrete_actions"):
+            if f.type in (bool, "bool"):
+                if not isinstance(value, bool):
+                    raise FitError(f"model.{f.name} must be true or false, got {value!r}")
+            elif f.name not in ("obs_dim", "action_dim"):
                 _whole(f"model.{f.name}", value, 1)
         members = getattr(self.model, "ensemble_size", None)
         if members is not None and self.num_elites > members:

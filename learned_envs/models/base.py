@@ -89,6 +89,8 @@ class WorldModel(nn.Module, ABC):
     Config: ClassVar[type[ModelConfig]]
     # Largest accepted value of each size field of a Config read from an untrusted file.
     size_limits: ClassVar[dict[str, int]] = {}
+    # Config fields added after checkpoints were written without them: the value their absence meant.
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
     config: ModelConfig
 
     # -- serving -------------------------------------------------------------------------
@@ -188,8 +190,10 @@ class WorldModel(nn.Module, ABC):
     @classmethod
     def config_from_json(cls, values: dict[str, Any]) -> ModelConfig:
         """A ``Config`` from untrusted JSON: known keys only, each size a whole number in
-        ``[1, size_limits]``; raises ``ValueError`` naming the key."""
+        ``[1, size_limits]``, each flag a bool (a missing one as ``legacy_defaults`` says); raises
+        ``ValueError`` naming the key."""
         known = {f.name: f for f in dataclasses.fields(cls.Config)}
+        values = {**{k: v for k, v in cls.legacy_defaults.items() if k not in values}, **values}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"unknown key(s) {unknown}; known: {sorted(known)}")
@@ -198,7 +202,7 @@ class WorldModel(nn.Module, ABC):
         if missing:
             raise ValueError(f"missing key(s) {missing}")
         for key, value in values.items():
-            if key == "discrete_actions":
+            if known[key].type in (bool, "bool"):
                 if not isinstance(value, bool):
                     raise ValueError(f"'{key}' should be true or false, not {value!r:.80}")
                 continue

@@ -49,6 +49,10 @@ class EnsembleConfig(ModelConfig):
     hidden_size: int = 200
     num_layers: int = 4
     termination_hidden_size: int = 64
+    # The reward of a transition the termination head ends is the dynamics' reward plus one fitted
+    # bonus (the ``terminal_bonus`` tensor), and the dynamics learn reward from the other rows only.
+    # False in checkpoints written before this field (they hold no such tensor).
+    terminal_bonus: bool = True
 
 
 class EnsembleLinear(nn.Module):
@@ -82,6 +86,8 @@ class EnsembleWorldModel(WorldModel):
         "num_layers": 16, "termination_hidden_size": 4096,
     }
     stages: ClassVar[tuple[str, ...]] = (DYNAMICS, TERMINATION)
+    # Config fields that older checkpoints' metadata lacks, and what their absence meant then.
+    legacy_defaults: ClassVar[dict[str, Any]] = {"terminal_bonus": False}
 
     # Weight of PETS's penalty on the log-variance bounds, which keeps them from drifting apart.
     LOGVAR_BOUND_WEIGHT: ClassVar[float] = 0.01
@@ -110,6 +116,12 @@ class EnsembleWorldModel(WorldModel):
             nn.SiLU(),
             nn.Linear(c.termination_hidden_size, 1),
         )
+        # [1] reward added where the termination head ends an episode: an end's reward beyond what the
+        # dynamics predict (a goal's +100), which one Gaussian head would smear over the states near it.
+        if c.terminal_bonus:
+            self.register_buffer("terminal_bonus", torch.zeros(1))
+        else:
+            self.terminal_bonus = None
         self._positive_weight = 1.0  # termination BCE weight of terminal rows, set by prepare()
         self._serving_cache: dict[bool, ServingWeights] = {}  # by host: see serving_weights
         self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
@@ -132,6 +144,8 @@ class EnsembleWorldModel(WorldModel):
         th = c.termination_hidden_size
         for i, (a, b) in zip((0, 2, 4), ((c.obs_dim, th), (th, th), (th, 1))):
             shapes[f"termination.{i}.weight"], shapes[f"termination.{i}.bias"] = (b, a), (b,)
+        if c.terminal_bonus:
+            shapes["terminal_bonus"] = (1,)
         return shapes
 
     @property
@@ -175,6 +189,7 @@ class EnsembleWorldModel(WorldModel):
             max_logvar=view(self.max_logvar), min_logvar=view(self.min_logvar),
             # nn.Linear keeps [out, in]; the shared math multiplies by [in, out] (a view).
             termination=[(view(self.termination[i].weight).T, view(self.termination[i].bias)) for i in (0, 2, 4)],
+            terminal_bonus=None if self.terminal_bonus is None else view(self.terminal_bonus),
         )
         if cacheable:
             self._serving_cache[host] = weights
@@ -228,7 +243,19 @@ class EnsembleWorldModel(WorldModel):
         """Normalisers from the training rows; the terminal rows' BCE weight (negatives / positives)."""
         if not keep_normalizers:
             self.input_norm.fit(torch.cat([train.obs, self.action_features(train.action)], dim=-1))
-            self.target_norm.fit(self._targets(train))
+            targets = self._targets(train)
+            ongoing = train.terminated < 0.5
+            if self.terminal_bonus is not None and int(ongoing.sum()) >= 2:
+                # The reward column's scale from the rows it is learned on: a goal's +100 among
+                # rewards of -0.1 would otherwise shrink every ordinary reward difference to noise.
+                reward_norm = Normalizer(1)
+                reward_norm.fit(targets[ongoing][:, -1:])
+                self.target_norm.fit(targets)
+                with torch.no_grad():
+                    self.target_norm.mean[-1:] = reward_norm.mean
+                    self.target_norm.std[-1:] = reward_norm.std
+            else:
+                self.target_norm.fit(targets)
         seen = torch.cat([train.obs, train.next_obs])
         low, high = seen.min(0).values, seen.max(0).values
         if keep_normalizers:  # a warm start widens the support to the new data
@@ -268,9 +295,18 @@ class EnsembleWorldModel(WorldModel):
             return loss.reshape(1)
         mean, logvar = self._members(self._inputs(batch.obs, batch.action))
         target = self.target_norm.normalize(self._targets(batch))
-        nll = ((mean - target) ** 2 * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
+        weight = self._target_weight(batch)
+        nll = (((mean - target) ** 2 * torch.exp(-logvar) + logvar) * weight).sum(dim=(1, 2)) / weight.sum(dim=(1, 2))
         bound = self.LOGVAR_BOUND_WEIGHT * (self.max_logvar.sum(dim=(1, 2)) - self.min_logvar.sum(dim=(1, 2)))
         return nll + bound
+
+    def _target_weight(self, batch: Batch) -> torch.Tensor:
+        """``[*B, T]`` weight of each target in the dynamics loss: 1, except the reward of a
+        terminal row (0) when that reward is the terminal bonus's to learn."""
+        weight = torch.ones(*batch.terminated.shape, self.config.obs_dim + 1, device=batch.terminated.device)
+        if self.terminal_bonus is not None:
+            weight[..., -1] = 1.0 - batch.terminated
+        return weight
 
     # Share of the worst-predicted holdout rows the dynamics score leaves out (see score()).
     SCORE_TRIM: ClassVar[float] = 0.05
@@ -292,7 +328,8 @@ class EnsembleWorldModel(WorldModel):
             return self.loss(holdout, stage)
         x = self._inputs(holdout.obs, holdout.action)
         mean, _ = self._members(x.unsqueeze(0).expand(self.num_members, -1, -1))
-        row_error = ((mean - self.target_norm.normalize(self._targets(holdout))) ** 2).mean(dim=2)  # [E, B]
+        weight = self._target_weight(holdout)
+        row_error = ((mean - self.target_norm.normalize(self._targets(holdout))) ** 2 * weight).sum(dim=-1) / weight.sum(dim=-1)  # [E, B]
         kept = row_error.shape[1] - int(row_error.shape[1] * self.SCORE_TRIM)
         return torch.topk(row_error, kept, dim=1, largest=False, sorted=False).values.mean(dim=1)
 
@@ -330,6 +367,9 @@ class EnsembleWorldModel(WorldModel):
         The class-weighted loss learns where ends are, from a handful of terminal rows, but its
         0.5 threshold sits on the cautious side: on 1,000 random CartPole rows it ended episodes
         at |angle| ~0.14 where CartPole ends at 0.21, in 8% of a balancing agent's states.
+
+        Then the terminal bonus: the logged ends' mean reward beyond the dynamics' reward for them
+        (MountainCarContinuous's +100 at the flag; 0 where an end pays like any other step).
         """
         terminated = torch.cat([batch.terminated for batch in logged])
         if stage != TERMINATION or not bool(terminated.any()):
@@ -344,6 +384,13 @@ class EnsembleWorldModel(WorldModel):
         cut = ranked[k] if k + 1 == len(ranked) else (ranked[k] + ranked[k + 1]) / 2
         self.termination[-1].bias.sub_(cut)
         self._serving_cache.clear()
+        if self.terminal_bonus is not None:
+            # The logged ends' mean reward beyond what the dynamics' reward head (the bonus at 0) says of them.
+            self.terminal_bonus.zero_()
+            ends = [batch.index(torch.nonzero(batch.terminated > 0.5).squeeze(-1)) for batch in logged]
+            residual = torch.cat([b.reward - self.predict(b.obs, b.action, temperature=0.0, members="mean").reward
+                                  for b in ends if len(b)])
+            self.terminal_bonus.copy_(residual.mean().reshape(1))
 
     def keep_members(self, index: torch.Tensor) -> None:
         """Drop every member not in ``index [K]`` (e.g. keep the elites) in place."""

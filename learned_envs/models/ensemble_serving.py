@@ -51,6 +51,7 @@ class ServingWeights:
     max_logvar: Any  # [E, 1, T]
     min_logvar: Any  # [E, 1, T]
     termination: list[tuple[Any, Any]]  # (weight [in, out], bias [out])
+    terminal_bonus: Any = None  # [1], added to the reward where the termination head ends the episode; None: no bonus
     # The observation part of the input normaliser ([D] views, sharing memory like the rest): sliced
     # once here, not twice a step.
     obs_mean: Any = field(init=False)
@@ -131,10 +132,13 @@ class ServingWeights:
             mean = mean + scale * draws.normal(mean)
         target = mean * self.target_std + self.target_mean
         next_state = state + target[:, :d]
+        reward, termination_prob = target[:, d], ops.sigmoid(self.termination_logit(next_state))
+        if self.terminal_bonus is not None:
+            reward = reward + self.terminal_bonus * ops.as_dtype(termination_prob > 0.5, reward)
         return Prediction(
             next_state=next_state,
-            reward=target[:, d],
-            termination_prob=ops.sigmoid(self.termination_logit(next_state)),
+            reward=reward,
+            termination_prob=termination_prob,
             disagreement=disagreement,
             model_std=model_std,
         )
