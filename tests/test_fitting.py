@@ -308,3 +308,17 @@ def test_a_checkpoint_from_before_the_terminal_bonus_loads_and_pays_as_it_did(sm
     bonus = float(new.terminal_bonus)
     a, b = (m.predict(obs, act, temperature=0.0, members="mean") for m in (legacy, new))
     torch.testing.assert_close(a.reward + bonus * (a.termination_prob > 0.5), b.reward)
+
+
+def test_a_warm_start_that_meets_its_first_ends_learns_where_they_are(tmp_path):
+    data = _goal_chain()
+    reached = np.isin(data.episode_ids, data.episode_ids[data.terminations])
+    first = fit(data.select(~reached), tmp_path / "no_ends.safetensors", seed=0, progress=False,
+                config=FitConfig(model=EnsembleConfig(hidden_size=32, num_layers=2, ensemble_size=3), num_elites=2,
+                                 max_updates=300, min_updates=300))
+    assert not load_checkpoint(first).model.termination[0].weight.any()  # data without ends: a head that never fires
+    config = FitConfig(num_elites=2, max_updates=300, min_updates=300, termination_max_updates=600)
+    model = load_checkpoint(fit(data, tmp_path / "warm.safetensors", init=first, config=config, seed=0, progress=False)).model
+    x = torch.tensor([[-0.3], [0.0], [0.3], [0.48]])
+    ends = model.predict(x, torch.full((4, 1), 0.5), temperature=0.0, members="mean").termination_prob
+    assert (ends[:3] < 0.5).all() and float(ends[3]) > 0.5, ends

@@ -109,13 +109,7 @@ class EnsembleWorldModel(WorldModel):
         # absence) where it has seen no data.
         self.register_buffer("support_low", torch.full((c.obs_dim,), -torch.inf))
         self.register_buffer("support_high", torch.full((c.obs_dim,), torch.inf))
-        self.termination = nn.Sequential(
-            nn.Linear(c.obs_dim, c.termination_hidden_size),
-            nn.SiLU(),
-            nn.Linear(c.termination_hidden_size, c.termination_hidden_size),
-            nn.SiLU(),
-            nn.Linear(c.termination_hidden_size, 1),
-        )
+        self.termination = termination_head(c)
         # [1] reward added where the termination head ends an episode: an end's reward beyond what the
         # dynamics predict (a goal's +100), which one Gaussian head would smear over the states near it.
         if c.terminal_bonus:
@@ -271,6 +265,11 @@ class EnsembleWorldModel(WorldModel):
                 for p in self.termination.parameters():
                     p.zero_()
                 self.termination[-1].bias.fill_(-20.0)
+        elif not any(bool(self.termination[i].weight.any()) for i in (0, 2)):
+            # A warm start from a dream whose data had no ends, meeting its first ones: the head
+            # above was zeroed, and zero weights get zero gradients (every hidden unit alike), so it
+            # would learn a constant. Fresh weights, drawn on the CPU from the fit's seeded generator.
+            self.termination.load_state_dict(termination_head(self.config).state_dict())
 
     def fit_stages(self, train: Batch) -> tuple[str, ...]:
         """The stages worth training on ``train``: termination only if the data has terminal rows."""
@@ -403,6 +402,17 @@ class EnsembleWorldModel(WorldModel):
         self.config.ensemble_size = int(len(index))
         self._snapshots.pop(DYNAMICS, None)
         self._serving_cache.clear()  # its tensors were the replaced ones
+
+
+def termination_head(c: EnsembleConfig) -> nn.Sequential:
+    """The termination classifier, freshly initialised: next observation ``[*B, D] -> [*B, 1]`` logit."""
+    return nn.Sequential(
+        nn.Linear(c.obs_dim, c.termination_hidden_size),
+        nn.SiLU(),
+        nn.Linear(c.termination_hidden_size, c.termination_hidden_size),
+        nn.SiLU(),
+        nn.Linear(c.termination_hidden_size, 1),
+    )
 
 
 def default_model_config(rows: int) -> EnsembleConfig:
