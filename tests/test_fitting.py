@@ -317,8 +317,11 @@ def test_a_warm_start_that_meets_its_first_ends_learns_where_they_are(tmp_path):
                 config=FitConfig(model=EnsembleConfig(hidden_size=32, num_layers=2, ensemble_size=3), num_elites=2,
                                  max_updates=300, min_updates=300))
     assert not load_checkpoint(first).model.termination[0].weight.any()  # data without ends: a head that never fires
-    config = FitConfig(num_elites=2, max_updates=300, min_updates=300, termination_max_updates=600)
-    model = load_checkpoint(fit(data, tmp_path / "warm.safetensors", init=first, config=config, seed=0, progress=False)).model
+    warm = load_checkpoint(fit(data, tmp_path / "warm.safetensors", init=first, config=FitConfig(num_elites=2), seed=0,
+                               progress=False))
+    history, model = warm.metadata["fit"]["history"], warm.model
+    # The fresh head is fitted with a cold fit's budget (at least 500 updates), the dynamics with a warm one's.
+    assert history["termination_updates"][0] >= 500 > history["dynamics_updates"][0]
     x = torch.tensor([[-0.3], [0.0], [0.3], [0.48]])
     ends = model.predict(x, torch.full((4, 1), 0.5), temperature=0.0, members="mean").termination_prob
     assert (ends[:3] < 0.5).all() and float(ends[3]) > 0.5, ends

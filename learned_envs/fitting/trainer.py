@@ -115,26 +115,29 @@ def _fit_seeded(data: Transitions, config: FitConfig, progress: bool, init: Worl
     if init is None:
         model = family_of_config(cfg.model)(model_config_for(data, cfg)).to(device)
         model.prepare(train)
+        fresh: frozenset[str] = frozenset()
     else:
         model = init.to(device)
-        model.prepare(train, keep_normalizers=True)
+        fresh = model.prepare(train, keep_normalizers=True)  # stages drawn afresh get a cold fit's budget
+    cold = config.resolved(int(train_mask.sum())) if fresh else cfg
     stages = model.fit_stages(train)
     deadline = None if cfg.max_seconds is None else start + cfg.max_seconds
     history: dict[str, list[float]] = {}
     stage_metrics: dict[str, Any] = {}
     for stage in stages:
         dynamics = stage == stages[0]
+        stage_cfg = cold if stage in fresh else cfg
         budget = StageBudget(
-            batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate if dynamics else cfg.termination_learning_rate,
-            weight_decay=cfg.weight_decay if dynamics else cfg.termination_weight_decay,
-            max_updates=cfg.max_updates if dynamics else cfg.termination_max_updates,
-            min_updates=min(cfg.min_updates, cfg.max_updates if dynamics else cfg.termination_max_updates),
-            eval_every=cfg.eval_every,
-            patience=cfg.patience,
-            improvement=cfg.improvement,
-            lr_decays=cfg.lr_decays,
-            lr_decay_factor=cfg.lr_decay_factor,
+            batch_size=stage_cfg.batch_size,
+            learning_rate=stage_cfg.learning_rate if dynamics else stage_cfg.termination_learning_rate,
+            weight_decay=stage_cfg.weight_decay if dynamics else stage_cfg.termination_weight_decay,
+            max_updates=stage_cfg.max_updates if dynamics else stage_cfg.termination_max_updates,
+            min_updates=min(stage_cfg.min_updates, stage_cfg.max_updates if dynamics else stage_cfg.termination_max_updates),
+            eval_every=stage_cfg.eval_every,
+            patience=stage_cfg.patience,
+            improvement=stage_cfg.improvement,
+            lr_decays=stage_cfg.lr_decays,
+            lr_decay_factor=stage_cfg.lr_decay_factor,
             deadline=deadline,
         )
         best, stage_history = train_stage(model, stage, train, hold, budget, gen, progress)

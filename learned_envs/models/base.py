@@ -137,12 +137,14 @@ class WorldModel(nn.Module, ABC):
     stages: ClassVar[tuple[str, ...]]  # trained in this order, each by the same early-stopping loop
 
     @abstractmethod
-    def prepare(self, train: Batch, *, keep_normalizers: bool = False) -> None:
+    def prepare(self, train: Batch, *, keep_normalizers: bool = False) -> frozenset[str]:
         """Set data-dependent statistics from the training rows, before any stage.
 
         ``keep_normalizers`` (a warm start) keeps the input/output scaling the weights were
-        trained under and updates only what the loss needs (e.g. class weights).
+        trained under and updates only what the loss needs (e.g. class weights). Returns the
+        stages whose weights it drew afresh: a warm start fits those with a cold fit's budget.
         """
+        return frozenset()
 
     def fit_stages(self, train: Batch) -> tuple[str, ...]:
         """The stages worth training on ``train`` (all of :attr:`stages` unless a family says otherwise)."""

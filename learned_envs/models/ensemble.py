@@ -233,8 +233,9 @@ class EnsembleWorldModel(WorldModel):
         return self.serving_weights(host=True).step(state, action, draws, temperature, members, uncertainty)
 
     # -- fitting -------------------------------------------------------------------------
-    def prepare(self, train: Batch, *, keep_normalizers: bool = False) -> None:
-        """Normalisers from the training rows; the terminal rows' BCE weight (negatives / positives)."""
+    def prepare(self, train: Batch, *, keep_normalizers: bool = False) -> frozenset[str]:
+        """Normalisers from the training rows; the terminal rows' BCE weight (negatives / positives).
+        Returns ``{"termination"}`` where it drew that head afresh (see below), else nothing."""
         if not keep_normalizers:
             self.input_norm.fit(torch.cat([train.obs, self.action_features(train.action)], dim=-1))
             targets = self._targets(train)
@@ -270,6 +271,8 @@ class EnsembleWorldModel(WorldModel):
             # above was zeroed, and zero weights get zero gradients (every hidden unit alike), so it
             # would learn a constant. Fresh weights, drawn on the CPU from the fit's seeded generator.
             self.termination.load_state_dict(termination_head(self.config).state_dict())
+            return frozenset({TERMINATION})
+        return frozenset()
 
     def fit_stages(self, train: Batch) -> tuple[str, ...]:
         """The stages worth training on ``train``: termination only if the data has terminal rows."""
