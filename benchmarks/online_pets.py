@@ -145,7 +145,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {"runs": []}
-    kept = [r for r in previous["runs"] if (r["env_id"], r["seed"]) not in {(x["env_id"], x["seed"]) for x in rows}]
+    rerun = {(x["env_id"], x["seed"]) for x in rows}
+    kept = [r for r in previous["runs"] if (r["env_id"], r["seed"]) not in rerun]
     Path(args.out).write_text(json.dumps({"benchmark": "online_pets", "peer": "mbrl-lib 0.2.0 PETS (CEM)",
                                           "runs": kept + rows}, indent=1))
     print(f"wrote {args.out}")

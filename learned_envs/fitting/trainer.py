@@ -96,7 +96,8 @@ def _fit_seeded(data: Transitions, config: FitConfig, progress: bool, init: Worl
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
     train_mask, hold_mask = split_by_episode(data, config.holdout_fraction, rng)
-    cfg = config.resolved(int(train_mask.sum()), warm_start=init is not None)
+    train_rows = int(train_mask.sum())
+    cfg = config.resolved(train_rows, warm_start=init is not None)
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     every = to_batch(data, device)
@@ -119,7 +120,7 @@ def _fit_seeded(data: Transitions, config: FitConfig, progress: bool, init: Worl
     else:
         model = init.to(device)
         fresh = model.prepare(train, keep_normalizers=True)  # stages drawn afresh get a cold fit's budget
-    cold = config.resolved(int(train_mask.sum())) if fresh else cfg
+    cold = config.resolved(train_rows) if fresh else cfg
     stages = model.fit_stages(train)
     deadline = None if cfg.max_seconds is None else start + cfg.max_seconds
     history: dict[str, list[float]] = {}
@@ -156,7 +157,7 @@ def _fit_seeded(data: Transitions, config: FitConfig, progress: bool, init: Worl
         "holdout_mse_per_member": [float(v) for v in elite_scores],
         "holdout_mse": float(elite_scores.mean()),
         **termination_metrics(model, train, hold),
-        "train_rows": int(train_mask.sum()),
+        "train_rows": train_rows,
         "holdout_rows": int(hold_mask.sum()),
         "holdout": holdout_source,
         "warm_start": init is not None,
