@@ -373,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=_positive_int, default=5,
                    help="real episodes scoring the agent after each round (default 5; not training data)")
     p.add_argument("--dream-check-episodes", type=int, default=10,
-                   help="dream episodes judging each round's training: the agent keeps its weights from before the "
-                        "round if the trained ones score >5%% worse in the newest dream (default 10; 0 keeps every round's)")
+                   help="dream episodes judging each round's training: the trained learner replaces the acting agent "
+                        "unless it scores >5%% worse in the newest dream; the learner trains on either way "
+                        "(default 10; 0: every round's learner acts)")
     p.add_argument("--explore-fraction", type=float, default=0.0,
                    help="share of each round's real steps taken by an explorer trained in the dream on the members' "
                         "disagreement, where the data is thin (default 0: the agent takes them all; e.g. 0.5 where "

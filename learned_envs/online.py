@@ -4,19 +4,20 @@
 
 1. ``initial_steps`` uniformly random real steps, then a first fit;
 2. each iteration: ``steps_per_iteration`` real steps, the first ``explore_fraction`` of them
-   with the explorer and the rest with the current agent (its own exploration: SAC/PPO sample
+   with the explorer and the rest with the acting agent (its own exploration: SAC/PPO sample
    their policy, DQN its epsilon), appended with episode boundaries kept (each run's last episode
-   is cut as a truncation); a refit warm-started from the previous dream; the same SB3 agent
-   trained further, only in the dream (episodes start from logged real starts), then kept only
-   if it does at least as well in the newest dream as the agent it started from
-   (``dream_check_episodes``, see :func:`_train`); the explorer trained further in the same
-   dream on the members' disagreement alone (see :func:`_train_explorer`); the agent scored over
+   is cut as a truncation); a refit warm-started from the previous dream; the same SB3 learner
+   trained further, only in the dream (episodes start from logged real starts), which becomes
+   the acting agent if it does at least as well in the newest dream (``dream_check_episodes``,
+   see :func:`_train`); the explorer trained further in the same dream on the members'
+   disagreement alone (see :func:`_train_explorer`); the acting agent scored over
    ``eval_episodes`` real episodes;
 3. until ``real_steps`` real transitions are spent.
 
 Everything lives in ``out``: ``real.npz`` (every real transition the loop trained on, and no
-other), ``dream.safetensors``, ``agent.zip``, ``explorer.zip``, ``curve.json`` (real return against real steps, per
-iteration) and ``curve.png``. Each phase of an iteration is recorded in ``state.json`` after its
+other), ``dream.safetensors``, ``agent.zip`` (the acting agent), ``learner.zip``, ``explorer.zip``,
+``curve.json`` (real return against real steps, per iteration) and ``curve.png``. Each phase of an
+iteration is recorded in ``state.json`` after its
 files are written, so a loop killed at any point and started again with the same command goes
 on from the last finished phase: real transitions already written are neither lost nor
 collected twice. Evaluation episodes are measurement, not training data: they are counted in
@@ -127,7 +128,7 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
     env = gym.make(cfg.env_id)
     slice_steps = max(1, -(-(cfg.real_steps - cfg.initial_steps) // cfg.iterations))
     bar = tqdm(total=cfg.real_steps, initial=state["real_steps"], desc=f"loop {cfg.env_id}", unit="real step", disable=not progress)
-    agent = explorer = None
+    agent = learner = explorer = None  # the acting agent, the one that trains on, the explorer
     while True:
         phase, iteration = state["phase"], state["iteration"]
         if phase in ("start", "evaluated"):
@@ -151,7 +152,8 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
             _refit(cfg, real_path, dream_path, warm=dream_path.exists(), progress=progress)
             state.advance(phase="fitted")
         elif phase == "fitted":
-            agent, check = _train(cfg, agent, agent_path, dream_path, progress, seed=20_000 + 1000 * cfg.seed + iteration)
+            learner, check = _train(cfg, learner, agent_path, dream_path, progress, seed=20_000 + 1000 * cfg.seed + iteration)
+            agent = _load_agent(cfg, agent_path)
             state.advance(phase="trained", dream_check=check)
         elif phase == "trained":
             if cfg.explore_fraction > 0:
@@ -209,52 +211,54 @@ def _dream_venv(cfg: LoopConfig, dream_path: Path, n_envs: int, **dream_kwargs: 
     return make_vec_env(dream_id, n_envs=n_envs, seed=cfg.seed, **dream_kwargs)
 
 
-def _train(cfg: LoopConfig, agent, agent_path: Path, dream_path: Path, progress: bool, seed: int):
-    """The same agent, trained ``agent_steps_per_iteration`` more steps in the newest dream, and the dream check.
+def _train(cfg: LoopConfig, learner, agent_path: Path, dream_path: Path, progress: bool, seed: int):
+    """The learner, trained ``agent_steps_per_iteration`` more steps in the newest dream, and the
+    dream check that decides whether it becomes the acting agent.
 
+    Two SB3 agents of one algorithm: the learner (``learner.zip``) trains on in every iteration,
+    and the acting agent (``agent.zip``) is what the loop collects real steps with and scores.
     A trained agent can get worse: SAC on InvertedPendulum-v5 balanced for 1,000 steps after
-    1,560 real steps, then fell to 200-400 with more training. So the policy's weights from before this iteration's training are
-    scored beside the trained ones in the newest dream (``dream_check_episodes`` deterministic
-    episodes, the same starts and draws for both), and the trained weights are kept unless they
-    score worse there by more than 5% (returns are noisy). The replay buffer and optimiser
-    carry on either way; no real step is spent on the choice. The verdict is only as good as the
-    dream: a halting InvertedPendulum dream scored a policy that balances for 1,000 real steps at
-    100-300, and one fall (1,000 -> 107 real) passed with both weights scored alike.
-    """
-    import copy
+    1,560 real steps, then fell to 200-400 with more training. So the trained learner is scored
+    beside the acting agent in the newest dream (``dream_check_episodes`` deterministic episodes,
+    the same starts and draws for both), and replaces it unless it scores worse there by more
+    than 5% (returns are noisy); no real step is spent on the choice.
 
+    The verdict only chooses who acts: the learner keeps its own weights either way. Where the
+    check reset the learner to the weights it started from, a learner that must get worse before
+    it gets better never got anywhere: on MountainCarContinuous-v0 a policy that stands still
+    (return 0) beat every half-trained one that pushed (each step costs its action), and nine of
+    ten iterations undid their training. The verdict is only as good as the dream: a halting
+    InvertedPendulum dream scored a policy that balances for 1,000 real steps at 100-300.
+    """
     import stable_baselines3 as sb3
 
     from learned_envs.training import ProgressBar, hyperparameters
 
+    algo = getattr(sb3, cfg.agent)
+    learner_path = agent_path.with_name("learner.zip")
     params = hyperparameters(cfg.agent, cfg.env_id)
     n_envs, policy = params.pop("n_envs"), params.pop("policy")
     venv = _dream_venv(cfg, dream_path, n_envs)
-    if agent is None and agent_path.exists():
-        agent = getattr(sb3, cfg.agent).load(agent_path, env=venv, device="cpu")
-    elif agent is None:
-        agent = getattr(sb3, cfg.agent)(policy, venv, seed=cfg.seed, verbose=0, device="cpu", **params)
+    if learner is None:
+        saved = learner_path if learner_path.exists() else agent_path
+        learner = (algo.load(saved, env=venv, device="cpu") if saved.exists()
+                   else algo(policy, venv, seed=cfg.seed, verbose=0, device="cpu", **params))
     else:
-        agent.set_env(venv)
-    judged = cfg.dream_check_episodes > 0 and agent_path.exists()  # the first training has nothing to be judged against
-    before = copy.deepcopy(agent.policy.state_dict()) if judged else None
+        learner.set_env(venv)
     steps = cfg.agent_steps_per_iteration
-    agent.learn(steps, reset_num_timesteps=False, callback=ProgressBar(steps, f"{cfg.agent} in the dream") if progress else None)
-    check = None
-    if before is not None:
+    learner.learn(steps, reset_num_timesteps=False, callback=ProgressBar(steps, f"{cfg.agent} in the dream") if progress else None)
+    check, keep = None, True
+    if cfg.dream_check_episodes > 0 and agent_path.exists():  # the first training has nothing to be judged against
         check_venv = _dream_venv(cfg, dream_path, cfg.dream_check_episodes)
-        trained = copy.deepcopy(agent.policy.state_dict())
-        trained_return = _dream_return(agent, check_venv, seed)
-        agent.policy.load_state_dict(before)
-        before_return = _dream_return(agent, check_venv, seed)
-        keep = trained_return >= before_return - 0.05 * abs(before_return)
-        if keep:
-            agent.policy.load_state_dict(trained)
+        trained_return = _dream_return(learner, check_venv, seed)
+        acting_return = _dream_return(algo.load(agent_path, device="cpu"), check_venv, seed)
         check_venv.close()
-        check = {"trained": trained_return, "before": before_return, "kept": "trained" if keep else "before"}
-    with atomic_path(agent_path) as tmp, open(tmp, "wb") as fh:
-        agent.save(fh)
-    return agent, check
+        keep = trained_return >= acting_return - 0.05 * abs(acting_return)
+        check = {"trained": trained_return, "before": acting_return, "kept": "trained" if keep else "before"}
+    for path in (learner_path, agent_path) if keep else (learner_path,):
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            learner.save(fh)
+    return learner, check
 
 
 def _train_explorer(cfg: LoopConfig, explorer, explorer_path: Path, dream_path: Path, progress: bool):

@@ -31,9 +31,10 @@ def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
     dream = load_checkpoint(tmp_path / "dream.safetensors").metadata
     assert dream["fit"]["metrics"]["warm_start"]
     assert dream["dream"]["out_of_bounds"] == "clip"  # Pendulum's rewards are negative: a halt would pay
-    assert (tmp_path / "agent.zip").stat().st_size > 0 and (tmp_path / "curve.png").stat().st_size > 0
+    for name in ("agent.zip", "learner.zip", "curve.png"):
+        assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "curve.json").read_text())["curve"] == result["curve"]
-    # Each training after the first is judged in the newest dream against the weights it started from.
+    # Each training after the first is judged in the newest dream against the acting agent.
     assert result["curve"][0]["dream_check"] is None
     for point in result["curve"][2:]:
         check = point["dream_check"]
@@ -52,7 +53,7 @@ def test_the_dream_edge_is_the_worse_choice_for_the_logged_rewards():
     assert pessimistic_bounds(np.array([-3.0, 100.0])) == "clip"  # ending would spare the agent the costs
 
 
-def test_training_that_scores_worse_in_the_dream_is_undone(tmp_path, monkeypatch):
+def test_training_that_scores_worse_in_the_dream_does_not_act_but_the_learner_keeps_it(tmp_path, monkeypatch):
     import torch
     from stable_baselines3 import SAC
 
@@ -60,17 +61,33 @@ def test_training_that_scores_worse_in_the_dream_is_undone(tmp_path, monkeypatch
 
     seen = []
 
-    def judge(agent, venv, seed):  # the trained weights are scored first, then the ones from before
+    def judge(agent, venv, seed):  # the trained learner is scored first, then the acting agent
         seen.append({k: v.clone() for k, v in agent.policy.state_dict().items()})
         return -100.0 if len(seen) % 2 else 0.0
 
     monkeypatch.setattr(online, "_dream_return", judge)
     result = run_loop(LoopConfig(**{**TINY, "real_steps": 300, "iterations": 1}), tmp_path, progress=False)
     assert result["curve"][-1]["dream_check"] == {"trained": -100.0, "before": 0.0, "kept": "before"}
-    trained, before = seen[-2], seen[-1]
-    assert any(not torch.equal(trained[k], before[k]) for k in before)  # training did change the weights
+    trained, acting = seen[-2], seen[-1]
+    assert any(not torch.equal(trained[k], acting[k]) for k in acting)  # training did change the weights
     saved = SAC.load(tmp_path / "agent.zip", device="cpu").policy.state_dict()
-    assert all(torch.equal(saved[k], before[k]) for k in before)
+    assert all(torch.equal(saved[k], acting[k]) for k in acting)  # the agent that acts and is scored
+    learner = SAC.load(tmp_path / "learner.zip", device="cpu").policy.state_dict()
+    assert all(torch.equal(learner[k], trained[k]) for k in trained)  # trains on from where it got to
+
+
+def test_training_that_scores_as_well_in_the_dream_becomes_the_acting_agent(tmp_path, monkeypatch):
+    import torch
+    from stable_baselines3 import SAC
+
+    import learned_envs.online as online
+
+    monkeypatch.setattr(online, "_dream_return", lambda agent, venv, seed: 0.0)
+    result = run_loop(LoopConfig(**{**TINY, "real_steps": 300, "iterations": 1}), tmp_path, progress=False)
+    assert result["curve"][-1]["dream_check"] == {"trained": 0.0, "before": 0.0, "kept": "trained"}
+    saved = SAC.load(tmp_path / "agent.zip", device="cpu").policy.state_dict()
+    learner = SAC.load(tmp_path / "learner.zip", device="cpu").policy.state_dict()
+    assert all(torch.equal(saved[k], learner[k]) for k in learner)
 
 
 def test_the_explorer_is_rewarded_by_the_members_disagreement(tmp_path):
