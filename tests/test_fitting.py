@@ -288,6 +288,42 @@ def test_a_goal_bonus_is_paid_where_the_episode_ends_not_smeared_over_the_states
     assert float(away.termination_prob[0]) < 0.5 and abs(float(away.reward[0])) < 0.5  # backing off ends nothing, earns nothing
 
 
+def test_each_termination_minibatch_draws_ends_as_often_as_other_rows(tmp_path, monkeypatch):
+    data = _goal_chain()
+    assert data.terminations.mean() < 0.1  # drawn uniformly, a batch would hold a few ends at most
+    shares = []
+    loss = EnsembleWorldModel.loss
+
+    def spy(self, batch, stage):
+        if stage == "termination" and self.training:  # the holdout score runs in eval mode
+            shares.append(float(batch.terminated.mean()))
+        return loss(self, batch, stage)
+
+    monkeypatch.setattr(EnsembleWorldModel, "loss", spy)
+    fit(data, tmp_path / "goal.safetensors", seed=0, progress=False,
+        config=FitConfig(model=EnsembleConfig(hidden_size=32, num_layers=2, ensemble_size=3), num_elites=2,
+                         max_updates=100, termination_max_updates=100, min_updates=100))
+    assert len(shares) == 100 and set(shares) == {0.5}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_dream_ends_every_logged_flag_arrival_of_mountaincarcontinuous(seed):
+    """12 flag arrivals among 4,000 logged rows: with ends drawn uniformly (one in a batch every
+    few updates, weighted ~330 times a common row) one or two arrivals on these seeds stayed below
+    the calibrated threshold, so the dream drove through the flag there."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / "data" / "mountaincarcontinuous_mixed_4000.npz"
+    data = load(path)
+    config = FitConfig(model=EnsembleConfig(hidden_size=64, num_layers=2, ensemble_size=3), num_elites=2, max_updates=300, seed=seed)
+    result = fit_world_model(data, config, progress=False)
+    ends = data.terminations.astype(bool)
+    with torch.no_grad():
+        fires = (torch.sigmoid(result.model.termination_logit(torch.as_tensor(data.next_observations))) > 0.5).numpy()
+    assert fires[ends].all(), f"{int((~fires[ends]).sum())} of {int(ends.sum())} flag arrivals not ended"
+    assert ends.sum() / fires.sum() >= 0.8  # and it does not end episodes anywhere else to get there
+
+
 def test_a_checkpoint_from_before_the_terminal_bonus_loads_and_pays_as_it_did(small_checkpoint, tmp_path):
     from safetensors.numpy import load_file, save_file
 

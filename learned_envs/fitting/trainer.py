@@ -181,6 +181,9 @@ def train_stage(model: WorldModel, stage: str, train: Batch, hold: Batch, budget
     M, n, device = model.stage_members(stage), len(train), train.obs.device
     # Each member's bootstrap: n row indices drawn with replacement, as int32 ([M, N], 4 bytes a row).
     bootstrap = torch.randint(n, (M, n), generator=gen, device=device, dtype=torch.int32) if M > 1 else None
+    strata = model.strata(train, stage)
+    if strata is not None:  # equal shares of each group in every minibatch (instead of the bootstrap)
+        share = max(1, budget.batch_size // len(strata))
     optimizer = torch.optim.AdamW(list(model.stage_parameters(stage)), lr=budget.learning_rate, weight_decay=budget.weight_decay)
     best = torch.full((M,), math.inf, device=device)
     history: dict[str, list[float]] = {f"{stage}_train_loss": [], f"{stage}_holdout": [], f"{stage}_update": []}
@@ -189,8 +192,11 @@ def train_stage(model: WorldModel, stage: str, train: Batch, hold: Batch, budget
     update = 0
     for update in range(1, budget.max_updates + 1):
         model.train()
-        draw = torch.randint(n, (M, budget.batch_size), generator=gen, device=device)
-        rows = bootstrap.gather(1, draw.to(torch.int32)).long() if bootstrap is not None else draw
+        if strata is not None:
+            rows = torch.cat([group[torch.randint(len(group), (M, share), generator=gen, device=device)] for group in strata], dim=1)
+        else:
+            draw = torch.randint(n, (M, budget.batch_size), generator=gen, device=device)
+            rows = bootstrap.gather(1, draw.to(torch.int32)).long() if bootstrap is not None else draw
         loss = model.loss(train.index(rows), stage)
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()

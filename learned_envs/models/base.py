@@ -141,7 +141,7 @@ class WorldModel(nn.Module, ABC):
         """Set data-dependent statistics from the training rows, before any stage.
 
         ``keep_normalizers`` (a warm start) keeps the input/output scaling the weights were
-        trained under and updates only what the loss needs (e.g. class weights). Returns the
+        trained under and updates only what the data bounds (e.g. the support box). Returns the
         stages whose weights it drew afresh: a warm start fits those with a cold fit's budget.
         """
         return frozenset()
@@ -149,6 +149,13 @@ class WorldModel(nn.Module, ABC):
     def fit_stages(self, train: Batch) -> tuple[str, ...]:
         """The stages worth training on ``train`` (all of :attr:`stages` unless a family says otherwise)."""
         return self.stages
+
+    def strata(self, train: Batch, stage: str) -> list[torch.Tensor] | None:
+        """Row groups ``[rows_i]`` (indices into ``train``) that each minibatch of ``stage`` draws
+        equally from, or ``None`` for uniform rows (the default). For a rare class that the loss
+        must not drown in the common one, drawing it as often as the rest is the same objective
+        as weighting it up, with far less noise."""
+        return None
 
     @abstractmethod
     def stage_parameters(self, stage: str) -> Iterator[nn.Parameter]:
