@@ -193,7 +193,8 @@ def cmd_loop(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)  # small networks: a second thread costs more in sync than it saves
     config = LoopConfig(env_id=args.env_id, agent=args.agent, real_steps=args.real_steps, seed=args.seed,
                         initial_steps=args.initial_steps, iterations=args.iterations,
-                        agent_steps_per_iteration=args.agent_steps, eval_episodes=args.eval_episodes,
+                        agent_steps_per_iteration=args.agent_steps, explorer_steps_per_iteration=args.explorer_steps,
+                        eval_episodes=args.eval_episodes,
                         dream_check_episodes=args.dream_check_episodes, explore_fraction=args.explore_fraction,
                         dream_kwargs=_single_values(args.dream_default, "--dream-default"))
     result = run_loop(config, args.out)
@@ -370,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uniformly random real steps before the first fit (default: a fifth of --real-steps, at most 1000)")
     p.add_argument("--iterations", type=_positive_int, default=10, help="collect-refit-train rounds after the random steps (default 10)")
     p.add_argument("--agent-steps", type=_positive_int, help="agent steps in the dream per round (default 3000 off-policy, 25000 PPO/A2C)")
+    p.add_argument("--explorer-steps", type=_positive_int,
+                   help="explorer steps in the dream per round, with --explore-fraction (default: --agent-steps)")
     p.add_argument("--eval-episodes", type=_positive_int, default=5,
                    help="real episodes scoring the agent after each round (default 5; not training data)")
     p.add_argument("--dream-check-episodes", type=int, default=10,

@@ -67,6 +67,7 @@ class LoopConfig:
     initial_steps: int | None = None  # None: a fifth of real_steps, at most 1,000
     iterations: int = 10  # the rest of the budget in this many equal slices
     agent_steps_per_iteration: int | None = None  # None: 3,000 off-policy, 25,000 on-policy (PPO/A2C)
+    explorer_steps_per_iteration: int | None = None  # None: the agent's (explore_fraction > 0 only)
     eval_episodes: int = 5
     dream_check_episodes: int = 10  # dream episodes judging each iteration's training (0: keep it unjudged)
     explore_fraction: float = 0.0  # share of each iteration's real steps taken by the disagreement explorer (opt-in, see _train_explorer)
@@ -77,7 +78,8 @@ class LoopConfig:
         initial = self.initial_steps if self.initial_steps is not None else min(1000, max(1, self.real_steps // 5))
         agent_steps = self.agent_steps_per_iteration or (3000 if self.agent.upper() in OFF_POLICY else 25_000)
         return dataclasses.replace(self, agent=self.agent.upper(), initial_steps=min(initial, self.real_steps),
-                                   agent_steps_per_iteration=agent_steps)
+                                   agent_steps_per_iteration=agent_steps,
+                                   explorer_steps_per_iteration=self.explorer_steps_per_iteration or agent_steps)
 
     def validate(self) -> None:
         if self.real_steps < 2:
@@ -101,7 +103,9 @@ class LoopState:
                                      "real_steps": 0, "curve": []}
         if self.path.exists():
             saved = json.loads(self.path.read_text())
-            if saved.get("config") != self.data["config"]:
+            # A folder from before a knob existed ran with that knob's default.
+            defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(LoopConfig) if f.default is not dataclasses.MISSING}
+            if {**defaults, **(saved.get("config") or {})} != self.data["config"]:
                 raise ValueError(f"{out} holds a loop with other settings ({saved.get('config')}); use another --out or the same options")
             self.data = saved
 
@@ -262,7 +266,7 @@ def _train(cfg: LoopConfig, learner, agent_path: Path, dream_path: Path, progres
 
 
 def _train_explorer(cfg: LoopConfig, explorer, explorer_path: Path, dream_path: Path, progress: bool):
-    """The explorer, trained ``agent_steps_per_iteration`` more steps in the newest dream on the
+    """The explorer, trained ``explorer_steps_per_iteration`` more steps in the newest dream on the
     members' disagreement alone, in units of the largest disagreement over the logged data.
 
     The agent is trained on the task's reward and takes what that reward shows it; where the
@@ -306,7 +310,7 @@ def _train_explorer(cfg: LoopConfig, explorer, explorer_path: Path, dream_path: 
     else:
         explorer.set_env(venv)
     _relabel(explorer, novelty)
-    steps = cfg.agent_steps_per_iteration
+    steps = cfg.explorer_steps_per_iteration
     explorer.learn(steps, reset_num_timesteps=False, callback=ProgressBar(steps, "explorer in the dream") if progress else None)
     with atomic_path(explorer_path) as tmp, open(tmp, "wb") as fh:
         explorer.save(fh)

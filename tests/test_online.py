@@ -116,6 +116,20 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
         run_loop(LoopConfig(**{**TINY, "real_steps": 300}), tmp_path, progress=False)
 
 
+def test_a_folder_from_before_a_knob_existed_resumes_with_that_knobs_default(tmp_path):
+    import dataclasses
+
+    from learned_envs.online import LoopState
+
+    config = LoopConfig(**TINY)
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    del saved["explorer_steps_per_iteration"]  # added at stop 21
+    (tmp_path / "state.json").write_text(json.dumps({"config": saved, "iteration": 2, "phase": "fitted", "real_steps": 300, "curve": []}))
+    assert LoopState(tmp_path, config)["phase"] == "fitted"
+    with pytest.raises(ValueError, match="other settings"):
+        LoopState(tmp_path, LoopConfig(**{**TINY, "explorer_steps_per_iteration": 5}))
+
+
 def test_killed_mid_iteration_resumes_without_losing_or_repeating_real_steps(tmp_path):
     script = f"from learned_envs.online import LoopConfig, run_loop; run_loop(LoopConfig(**{TINY!r}), {str(tmp_path)!r}, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", script])
