@@ -71,7 +71,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     parser.add_argument("--episodes", type=int, default=20, help="real episodes scoring each final agent")
     parser.add_argument("--out", default=str(RESULT))
+    parser.add_argument("--table-from", nargs="+", metavar="JSON",
+                        help="print the table and redraw the plot from earlier runs' files (a later file's row for an env "
+                             "and seed replaces an earlier one), and run nothing")
     args = parser.parse_args()
+    if args.table_from:
+        runs = [json.loads(Path(path).read_text()) for path in args.table_from]
+        merged = {(r["env"], r["seed"]): r for run in runs for r in run["rows"]}
+        rows = [merged[key] for key in sorted(merged, key=lambda k: (list(ENVS).index(k[0]) if k[0] in ENVS else len(ENVS), k))]
+        print(table(rows))
+        for path, run in zip(args.table_from, runs):
+            print(f"{path}: {run.get('command') or '; '.join(run.get('commands', []))}")
+        plot(rows)
+        return
     workdir = tempfile.mkdtemp(prefix="online_bench_")
     jobs = [(env_id, seed) for env_id in args.envs for seed in args.seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
