@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,9 +260,11 @@ def _train(cfg: LoopConfig, learner, agent_path: Path, dream_path: Path, progres
         check_venv.close()
         keep = trained_return >= acting_return - 0.05 * abs(acting_return)
         check = {"trained": trained_return, "before": acting_return, "kept": "trained" if keep else "before"}
-    for path in (learner_path, agent_path) if keep else (learner_path,):
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            learner.save(fh)
+    with atomic_path(learner_path) as tmp, open(tmp, "wb") as fh:
+        learner.save(fh)
+    if keep:  # the same bytes: copied, not serialised twice
+        with atomic_path(agent_path) as tmp:
+            shutil.copyfile(learner_path, tmp)
     return learner, check
 
 

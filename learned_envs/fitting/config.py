@@ -111,9 +111,10 @@ class FitConfig:
             return
         if not isinstance(self.model, ModelConfig):
             raise FitError(f"model must be a model config (e.g. EnsembleConfig), got {type(self.model).__name__}")
+        flags = self.model.flags()
         for f in dataclasses.fields(self.model):
             value = getattr(self.model, f.name)
-            if f.type in (bool, "bool"):
+            if f.name in flags:
                 if not isinstance(value, bool):
                     raise FitError(f"model.{f.name} must be true or false, got {value!r}")
             elif f.name not in ("obs_dim", "action_dim"):

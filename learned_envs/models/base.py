@@ -81,6 +81,11 @@ class ModelConfig:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def flags(cls) -> frozenset[str]:
+        """The fields that are true/false switches (the rest are sizes)."""
+        return frozenset(f.name for f in dataclasses.fields(cls) if f.type in (bool, "bool"))
+
 
 class WorldModel(nn.Module, ABC):
     """A learned environment model, batched over a leading dimension B, on any torch device."""
@@ -210,8 +215,9 @@ class WorldModel(nn.Module, ABC):
                          if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         if missing:
             raise ValueError(f"missing key(s) {missing}")
+        flags = cls.Config.flags()
         for key, value in values.items():
-            if known[key].type in (bool, "bool"):
+            if key in flags:
                 if not isinstance(value, bool):
                     raise ValueError(f"'{key}' should be true or false, not {value!r:.80}")
                 continue
