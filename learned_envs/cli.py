@@ -1,6 +1,7 @@
 """learned-envs: world models fitted on logged data, served as Gymnasium environments (dreams).
 
-    learned-envs collect ENV_ID --steps N --out FILE [--format npz|minari|hdf5|sb3] [--policy random|AGENT.zip] [--epsilon E] [--seed S]
+    learned-envs collect ENV_ID --steps N --out FILE [--format npz|minari|hdf5|sb3] [--policy random|pink|AGENT.zip]
+        [--epsilon E] [--seed S]
     learned-envs merge DATA [DATA ...] --out FILE
     learned-envs fit DATA [--out FILE] [--id DREAM_ID] [--source-env ENV_ID] [--seed S]
     learned-envs list
@@ -192,7 +193,7 @@ def cmd_loop(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)  # small networks: a second thread costs more in sync than it saves
     config = LoopConfig(env_id=args.env_id, agent=args.agent, real_steps=args.real_steps, seed=args.seed,
-                        initial_steps=args.initial_steps, iterations=args.iterations,
+                        initial_steps=args.initial_steps, initial_policy=args.initial_policy, iterations=args.iterations,
                         agent_steps_per_iteration=args.agent_steps, explorer_steps_per_iteration=args.explorer_steps,
                         eval_episodes=args.eval_episodes,
                         dream_check_episodes=args.dream_check_episodes, explore_fraction=args.explore_fraction,
@@ -295,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where to write: FILE.npz, FILE.hdf5 (D4RL-style), FILE.pkl (SB3 replay buffer), "
                    "a Minari dataset folder or minari:DATASET_ID (under $MINARI_DATASETS_PATH)")
     p.add_argument("--format", choices=["npz", "minari", "hdf5", "sb3"], help="data format (default: the one --out names)")
-    p.add_argument("--policy", default="random", help="'random' or the path of a saved SB3 agent (.zip; trusted files only)")
+    p.add_argument("--policy", default="random", help="'random' (uniform actions), 'pink' (pink-noise actions, Box spaces: "
+                   "correlated in time, they travel further) or the path of a saved SB3 agent (.zip; trusted files only)")
     p.add_argument("--algo", default="auto", help="SB3 algorithm of --policy (default: read from the zip)")
     p.add_argument("--epsilon", type=float, default=0.0, help="share of uniformly random actions mixed into --policy")
     p.add_argument("--seed", type=int, default=0, help="seed of the env resets and the random actions (default 0)")
@@ -368,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the run (resumed if it exists): real.npz, dream.safetensors, agent.zip, curve.json/png")
     p.add_argument("--seed", type=int, default=0, help="seed of the real episodes, the fits and the agent (default 0)")
     p.add_argument("--initial-steps", type=_positive_int,
-                   help="uniformly random real steps before the first fit (default: a fifth of --real-steps, at most 1000)")
+                   help="random real steps before the first fit (default: a fifth of --real-steps, at most 1000)")
+    p.add_argument("--initial-policy", choices=("random", "pink"), default="random",
+                   help="actions of the random steps: uniform (default) or pink noise (Box spaces: correlated in time, "
+                        "they travel further, e.g. up MountainCar's hill)")
     p.add_argument("--iterations", type=_positive_int, default=10, help="collect-refit-train rounds after the random steps (default 10)")
     p.add_argument("--agent-steps", type=_positive_int, help="agent steps in the dream per round (default 3000 off-policy, 25000 PPO/A2C)")
     p.add_argument("--explorer-steps", type=_positive_int,

@@ -2,7 +2,7 @@
 
     learned-envs loop Pendulum-v1 --agent SAC --real-steps 3000 --out runs/loop_pendulum
 
-1. ``initial_steps`` uniformly random real steps, then a first fit;
+1. ``initial_steps`` random real steps (uniform, or pink noise: ``initial_policy``), then a first fit;
 2. each iteration: ``steps_per_iteration`` real steps, the first ``explore_fraction`` of them
    with the explorer and the rest with the acting agent (its own exploration: SAC/PPO sample
    their policy, DQN its epsilon), appended with episode boundaries kept (each run's last episode
@@ -66,6 +66,7 @@ class LoopConfig:
     real_steps: int = 3000
     seed: int = 0
     initial_steps: int | None = None  # None: a fifth of real_steps, at most 1,000
+    initial_policy: str = "random"  # the initial steps' actions: "random" (uniform) or "pink" (Box spaces; see _collect)
     iterations: int = 10  # the rest of the budget in this many equal slices
     agent_steps_per_iteration: int | None = None  # None: 3,000 off-policy, 25,000 on-policy (PPO/A2C)
     explorer_steps_per_iteration: int | None = None  # None: the agent's (explore_fraction > 0 only)
@@ -89,6 +90,8 @@ class LoopConfig:
             raise ValueError("iterations and eval_episodes must be at least 1")
         if not 0.0 <= self.explore_fraction <= 1.0:
             raise ValueError(f"explore_fraction must be in [0, 1], got {self.explore_fraction}")
+        if self.initial_policy not in ("random", "pink"):
+            raise ValueError(f"initial_policy must be 'random' or 'pink', got {self.initial_policy!r}")
         if self.dream_check_episodes < 0:
             raise ValueError(f"dream_check_episodes must be 0 or more, got {self.dream_check_episodes}")
         if self.initial_steps is not None and not 1 <= self.initial_steps <= self.real_steps:
@@ -148,7 +151,7 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
             seed = cfg.seed * 100_003 + iteration
             explored = round(cfg.explore_fraction * steps) if explorer is not None else 0
             runs = ([_collect(env, explorer, explored, seed=seed + 50_000, kind="explorer")] if explored else [])
-            runs += [_collect(env, agent, steps - explored, seed=seed)] if steps > explored else []
+            runs += [_collect(env, agent, steps - explored, seed=seed, initial_policy=cfg.initial_policy)] if steps > explored else []
             data = concatenate([load(real_path), *runs] if spent else runs, source=str(real_path))
             save(data, real_path)
             bar.update(steps)
@@ -178,12 +181,16 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
     return {"curve": state["curve"], "real": str(real_path), "dream": str(dream_path), "agent": str(agent_path)}
 
 
-def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent"):
-    """``steps`` real transitions: uniform random without an agent, else the agent's (or the
-    explorer's) exploring policy."""
-    from learned_envs.data.collecting import rollout
+def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent", initial_policy: str = "random"):
+    """``steps`` real transitions: without an agent, random actions (``initial_policy``: uniform,
+    or pink noise, whose runs of one-way pushes travel further: :class:`~learned_envs.data.collecting.PinkNoise`),
+    else the agent's (or the explorer's) exploring policy."""
+    from learned_envs.data.collecting import make_behaviour_policy, rollout
 
     if agent is None:
+        if initial_policy == "pink":
+            act, behaviour = make_behaviour_policy(env, "pink", 0.0, np.random.default_rng(seed))
+            return rollout(env, act, steps, seed, behaviour)
         env.action_space.seed(seed)
         return rollout(env, lambda obs: env.action_space.sample(), steps, seed, {"kind": "random"})
     return rollout(env, lambda obs: agent.predict(obs, deterministic=False)[0], steps, seed,

@@ -44,6 +44,26 @@ def test_collect_fit_list_make(tmp_path):
     assert shown.stdout.strip() == "(4,)", shown.stderr
 
 
+def test_collect_pink_noise_actions_stay_in_the_space_and_move_together(tmp_path):
+    from learned_envs.data import load
+
+    data = tmp_path / "pink.npz"
+    run("collect", "MountainCarContinuous-v0", "--steps", "2000", "--policy", "pink", "--seed", "3", "--out", str(data), home=tmp_path)
+    logged = load(data)
+    assert logged.metadata["behaviour_policy"] == {"kind": "pink", "exponent": 1.0}
+    actions = logged.actions[:, 0]
+    assert actions.min() >= -1.0 and actions.max() <= 1.0 and actions.std() > 0.3
+    # Correlated in time (uniform random actions: lag-1 correlation ~0), and so the car travels
+    # further than uniform actions take it in the same steps.
+    assert np.corrcoef(actions[:-1], actions[1:])[0, 1] > 0.4
+    uniform = tmp_path / "uniform.npz"
+    run("collect", "MountainCarContinuous-v0", "--steps", "2000", "--seed", "3", "--out", str(uniform), home=tmp_path)
+    assert np.ptp(logged.observations[:, 0]) > np.ptp(load(uniform).observations[:, 0])
+    refused = run("collect", "CartPole-v1", "--steps", "10", "--policy", "pink", "--out", str(tmp_path / "x.npz"),
+                  home=tmp_path, check=False)
+    assert refused.returncode != 0 and "Box action space" in refused.stderr and not (tmp_path / "x.npz").exists()
+
+
 def test_collect_with_sb3_agent_and_epsilon(tmp_path):
     from stable_baselines3 import PPO
 

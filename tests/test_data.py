@@ -159,3 +159,18 @@ def test_fit_leaves_the_callers_global_torch_rng_alone(good, tmp_path):
     assert first.keys() == second.keys()
     for key in first:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+@pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0])
+def test_colored_noise_has_unit_variance_and_its_power_falls_with_frequency_as_asked(exponent):
+    from learned_envs.data.collecting import colored_noise
+
+    noise = colored_noise(np.random.default_rng(0), 4096, 2, exponent)
+    assert noise.shape == (4096, 2)
+    np.testing.assert_allclose(noise.std(0), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(noise, colored_noise(np.random.default_rng(0), 4096, 2, exponent))  # seeded
+    # The slope of log power against log frequency is -exponent (fitted over the whole spectrum).
+    power = np.abs(np.fft.rfft(noise, axis=0)[1:]) ** 2
+    freqs = np.fft.rfftfreq(4096)[1:]
+    slope = np.polyfit(np.log(freqs), np.log(power.mean(1)), 1)[0]
+    assert abs(slope + exponent) < 0.15, slope

@@ -110,6 +110,23 @@ def test_the_explorer_is_rewarded_by_the_members_disagreement(tmp_path):
     np.testing.assert_allclose(explorer.replay_buffer.rewards[:explorer.replay_buffer.pos], 2.0 * stored[..., 0], rtol=1e-6)
 
 
+def test_the_initial_steps_can_be_pink_noise_and_are_seeded():
+    import gymnasium as gym
+
+    from learned_envs.online import _collect
+
+    env = gym.make("MountainCarContinuous-v0")
+    first, again = (_collect(env, None, 300, seed=4, initial_policy="pink") for _ in range(2))
+    assert first.metadata["behaviour_policy"]["kind"] == "pink"
+    np.testing.assert_array_equal(first.actions, again.actions)
+    assert np.corrcoef(first.actions[:-1, 0], first.actions[1:, 0])[0, 1] > 0.4
+    uniform = _collect(env, None, 300, seed=4)
+    assert uniform.metadata["behaviour_policy"] == {"kind": "random"}
+    assert abs(np.corrcoef(uniform.actions[:-1, 0], uniform.actions[1:, 0])[0, 1]) < 0.2
+    with pytest.raises(ValueError, match="initial_policy"):
+        LoopConfig(**{**TINY, "initial_policy": "brown"}).validate()
+
+
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     run_loop(LoopConfig(**{**TINY, "real_steps": 200, "iterations": 1}), tmp_path, progress=False)
     with pytest.raises(ValueError, match="other settings"):
