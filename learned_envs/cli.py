@@ -193,7 +193,7 @@ def cmd_loop(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)  # small networks: a second thread costs more in sync than it saves
     config = LoopConfig(env_id=args.env_id, agent=args.agent, real_steps=args.real_steps, seed=args.seed,
-                        initial_steps=args.initial_steps, initial_policy=args.initial_policy, iterations=args.iterations,
+                        initial_steps=args.initial_steps, noise=args.noise, iterations=args.iterations,
                         agent_steps_per_iteration=args.agent_steps, explorer_steps_per_iteration=args.explorer_steps,
                         eval_episodes=args.eval_episodes,
                         dream_check_episodes=args.dream_check_episodes, explore_fraction=args.explore_fraction,
@@ -371,9 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the real episodes, the fits and the agent (default 0)")
     p.add_argument("--initial-steps", type=_positive_int,
                    help="random real steps before the first fit (default: a fifth of --real-steps, at most 1000)")
-    p.add_argument("--initial-policy", choices=("random", "pink"), default="random",
-                   help="actions of the random steps: uniform (default) or pink noise (Box spaces: correlated in time, "
-                        "they travel further, e.g. up MountainCar's hill)")
+    p.add_argument("--noise", choices=("white", "pink"), default="white",
+                   help="randomness of the real steps: white (default: uniform random steps, the agent's own sampling) "
+                        "or pink (Box actions: correlated in time, it travels further, e.g. up MountainCar's hill)")
     p.add_argument("--iterations", type=_positive_int, default=10, help="collect-refit-train rounds after the random steps (default 10)")
     p.add_argument("--agent-steps", type=_positive_int, help="agent steps in the dream per round (default 3000 off-policy, 25000 PPO/A2C)")
     p.add_argument("--explorer-steps", type=_positive_int,

@@ -2,7 +2,7 @@
 
     learned-envs loop Pendulum-v1 --agent SAC --real-steps 3000 --out runs/loop_pendulum
 
-1. ``initial_steps`` random real steps (uniform, or pink noise: ``initial_policy``), then a first fit;
+1. ``initial_steps`` random real steps (uniform, or pink noise: ``noise``), then a first fit;
 2. each iteration: ``steps_per_iteration`` real steps, the first ``explore_fraction`` of them
    with the explorer and the rest with the acting agent (its own exploration: SAC/PPO sample
    their policy, DQN its epsilon), appended with episode boundaries kept (each run's last episode
@@ -66,7 +66,7 @@ class LoopConfig:
     real_steps: int = 3000
     seed: int = 0
     initial_steps: int | None = None  # None: a fifth of real_steps, at most 1,000
-    initial_policy: str = "random"  # the initial steps' actions: "random" (uniform) or "pink" (Box spaces; see _collect)
+    noise: str = "white"  # the real steps' exploration noise: "white" or "pink" (Box actions; see _collect)
     iterations: int = 10  # the rest of the budget in this many equal slices
     agent_steps_per_iteration: int | None = None  # None: 3,000 off-policy, 25,000 on-policy (PPO/A2C)
     explorer_steps_per_iteration: int | None = None  # None: the agent's (explore_fraction > 0 only)
@@ -90,8 +90,8 @@ class LoopConfig:
             raise ValueError("iterations and eval_episodes must be at least 1")
         if not 0.0 <= self.explore_fraction <= 1.0:
             raise ValueError(f"explore_fraction must be in [0, 1], got {self.explore_fraction}")
-        if self.initial_policy not in ("random", "pink"):
-            raise ValueError(f"initial_policy must be 'random' or 'pink', got {self.initial_policy!r}")
+        if self.noise not in ("white", "pink"):
+            raise ValueError(f"noise must be 'white' or 'pink', got {self.noise!r}")
         if self.dream_check_episodes < 0:
             raise ValueError(f"dream_check_episodes must be 0 or more, got {self.dream_check_episodes}")
         if self.initial_steps is not None and not 1 <= self.initial_steps <= self.real_steps:
@@ -151,7 +151,7 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
             seed = cfg.seed * 100_003 + iteration
             explored = round(cfg.explore_fraction * steps) if explorer is not None else 0
             runs = ([_collect(env, explorer, explored, seed=seed + 50_000, kind="explorer")] if explored else [])
-            runs += [_collect(env, agent, steps - explored, seed=seed, initial_policy=cfg.initial_policy)] if steps > explored else []
+            runs += [_collect(env, agent, steps - explored, seed=seed, noise=cfg.noise)] if steps > explored else []
             data = concatenate([load(real_path), *runs] if spent else runs, source=str(real_path))
             save(data, real_path)
             bar.update(steps)
@@ -181,20 +181,55 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
     return {"curve": state["curve"], "real": str(real_path), "dream": str(dream_path), "agent": str(agent_path)}
 
 
-def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent", initial_policy: str = "random"):
-    """``steps`` real transitions: without an agent, random actions (``initial_policy``: uniform,
-    or pink noise, whose runs of one-way pushes travel further: :class:`~learned_envs.data.collecting.PinkNoise`),
-    else the agent's (or the explorer's) exploring policy."""
-    from learned_envs.data.collecting import make_behaviour_policy, rollout
+def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent", noise: str = "white"):
+    """``steps`` real transitions: without an agent, random actions, else the agent's (or the
+    explorer's) exploring policy.
 
+    ``noise="pink"`` (Box actions) makes that randomness pink, correlated in time: random actions
+    are :class:`~learned_envs.data.collecting.PinkNoise`, and the agent's exploring actions are
+    drawn from its own distribution with pink noise for its standard normal draws
+    (:func:`pink_exploration`). A run of one-way pushes travels further than white noise, which
+    averages out within a few steps: on MountainCarContinuous-v0, 1,000 pink random steps reached
+    the flag on 21 seeds of 30, uniform ones on none.
+    """
+    from learned_envs.data.collecting import PinkNoise, PinkNoiseStream, require_box, rollout
+
+    rng = np.random.default_rng(seed)
     if agent is None:
-        if initial_policy == "pink":
-            act, behaviour = make_behaviour_policy(env, "pink", 0.0, np.random.default_rng(seed))
-            return rollout(env, act, steps, seed, behaviour)
+        if noise == "pink":
+            return rollout(env, PinkNoise(env.action_space, rng), steps, seed, {"kind": "pink", "exponent": 1.0})
         env.action_space.seed(seed)
         return rollout(env, lambda obs: env.action_space.sample(), steps, seed, {"kind": "random"})
-    return rollout(env, lambda obs: agent.predict(obs, deterministic=False)[0], steps, seed,
-                   {"kind": "sb3", "algo": type(agent).__name__, "exploring": True, "online_loop": True, "role": kind})
+    behaviour = {"kind": "sb3", "algo": type(agent).__name__, "exploring": True, "online_loop": True, "role": kind}
+    if noise == "pink":
+        require_box(env.action_space, "pink exploration noise")
+        stream = PinkNoiseStream(rng, int(np.prod(env.action_space.shape)))
+        return rollout(env, lambda obs: pink_exploration(agent, obs, stream()), steps, seed, {**behaviour, "noise": "pink"})
+    return rollout(env, lambda obs: agent.predict(obs, deterministic=False)[0], steps, seed, behaviour)
+
+
+def pink_exploration(agent, obs: np.ndarray, draw: np.ndarray) -> np.ndarray:
+    """The exploring action of an SB3 agent with a Box action space at ``obs``, with ``draw``
+    (``[A]``, unit variance) in place of its standard normal draw: SAC's squashed Gaussian
+    ``tanh(mean + std * draw)``, PPO/A2C's Gaussian ``mean + std * draw`` (clipped to the space,
+    as SB3 clips), TD3/DDPG's deterministic action plus ``0.1 * draw`` in its [-1, 1] scale."""
+    import torch
+    from stable_baselines3 import SAC, TD3
+
+    policy = agent.policy
+    obs_tensor, _ = policy.obs_to_tensor(obs)
+    eps = torch.as_tensor(draw, dtype=torch.float32).reshape(1, -1)
+    with torch.no_grad():
+        if isinstance(agent, SAC):
+            mean, log_std, _ = policy.actor.get_action_dist_params(obs_tensor)
+            scaled = torch.tanh(mean + log_std.exp() * eps)
+        elif isinstance(agent, TD3):  # DDPG is a TD3
+            scaled = torch.clamp(policy.actor(obs_tensor) + 0.1 * eps, -1.0, 1.0)
+        else:
+            gaussian = policy.get_distribution(obs_tensor).distribution
+            action = (gaussian.mean + gaussian.stddev * eps).numpy().reshape(agent.action_space.shape)
+            return np.clip(action, agent.action_space.low, agent.action_space.high)
+    return policy.unscale_action(scaled.numpy()).reshape(agent.action_space.shape)
 
 
 def _refit(cfg: LoopConfig, real_path: Path, dream_path: Path, warm: bool, progress: bool) -> None:

@@ -110,21 +110,44 @@ def test_the_explorer_is_rewarded_by_the_members_disagreement(tmp_path):
     np.testing.assert_allclose(explorer.replay_buffer.rewards[:explorer.replay_buffer.pos], 2.0 * stored[..., 0], rtol=1e-6)
 
 
-def test_the_initial_steps_can_be_pink_noise_and_are_seeded():
+def test_the_random_steps_can_be_pink_noise_and_are_seeded():
     import gymnasium as gym
 
     from learned_envs.online import _collect
 
     env = gym.make("MountainCarContinuous-v0")
-    first, again = (_collect(env, None, 300, seed=4, initial_policy="pink") for _ in range(2))
+    first, again = (_collect(env, None, 300, seed=4, noise="pink") for _ in range(2))
     assert first.metadata["behaviour_policy"]["kind"] == "pink"
     np.testing.assert_array_equal(first.actions, again.actions)
     assert np.corrcoef(first.actions[:-1, 0], first.actions[1:, 0])[0, 1] > 0.4
     uniform = _collect(env, None, 300, seed=4)
     assert uniform.metadata["behaviour_policy"] == {"kind": "random"}
     assert abs(np.corrcoef(uniform.actions[:-1, 0], uniform.actions[1:, 0])[0, 1]) < 0.2
-    with pytest.raises(ValueError, match="initial_policy"):
-        LoopConfig(**{**TINY, "initial_policy": "brown"}).validate()
+    with pytest.raises(ValueError, match="noise"):
+        LoopConfig(**{**TINY, "noise": "brown"}).validate()
+
+
+@pytest.mark.parametrize("algo", ["SAC", "TD3", "PPO"])
+def test_pink_exploration_is_the_agents_own_distribution_driven_by_the_given_draw(algo):
+    import gymnasium as gym
+    import stable_baselines3 as sb3
+
+    from learned_envs.online import _collect, pink_exploration
+
+    env = gym.make("Pendulum-v1")
+    agent = getattr(sb3, algo)("MlpPolicy", env, seed=0, device="cpu")
+    obs = env.reset(seed=1)[0]
+    # A zero draw is the agent's deterministic action.
+    np.testing.assert_allclose(pink_exploration(agent, obs, np.zeros(1)), agent.predict(obs, deterministic=True)[0], rtol=1e-5)
+    if algo == "SAC":
+        mean, log_std, _ = agent.actor.get_action_dist_params(agent.policy.obs_to_tensor(obs)[0])
+        expected = 2.0 * np.tanh(mean.detach().numpy()[0] + np.exp(log_std.detach().numpy()[0]) * 0.7)  # Pendulum's torque is in [-2, 2]
+        np.testing.assert_allclose(pink_exploration(agent, obs, np.array([0.7])), expected, rtol=1e-5)
+    run = _collect(env, agent, 200, seed=3, noise="pink")
+    assert run.metadata["behaviour_policy"]["noise"] == "pink"
+    assert (np.abs(run.actions) <= 2.0).all()
+    with pytest.raises(ValueError, match="Box action space"):
+        _collect(gym.make("CartPole-v1"), None, 10, seed=0, noise="pink")
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):

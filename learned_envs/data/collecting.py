@@ -64,6 +64,21 @@ def colored_noise(rng: np.random.Generator, steps: int, dims: int, exponent: flo
     return noise / noise.std(axis=0, keepdims=True)
 
 
+class PinkNoiseStream:
+    """Unit-variance pink noise (:func:`colored_noise`, exponent 1), one ``[dims]`` vector per
+    call, drawn from ``rng`` in blocks of ``block`` steps."""
+
+    def __init__(self, rng: np.random.Generator, dims: int, block: int = 1000):
+        self.rng, self.dims, self.block = rng, dims, block
+        self.noise = np.empty((0, dims))
+
+    def __call__(self) -> np.ndarray:
+        if not len(self.noise):
+            self.noise = colored_noise(self.rng, self.block, self.dims)
+        sample, self.noise = self.noise[0], self.noise[1:]
+        return sample
+
+
 class PinkNoise:
     """Random actions of a Box space from pink noise: temporally correlated, so a run of actions
     pushes one way for a while, where uniform random actions average out within a few steps.
@@ -72,26 +87,28 @@ class PinkNoise:
     1,000 real steps from 30 seeds, uniform random actions never reached the flag (the car's
     median furthest point x = -0.22); pink noise reached it on 21 seeds (median x = 0.46).
     Each dimension is ``center + half_width * clip(noise, -1, 1)``; unbounded dimensions take the
-    unit-variance noise as it is. The noise comes in blocks of ``block`` steps.
+    unit-variance noise as it is.
     """
 
-    def __init__(self, space: gym.spaces.Box, rng: np.random.Generator, block: int = 1000):
-        if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"pink-noise actions need a Box action space, not {space}; use uniform random actions")
-        self.space, self.rng, self.block = space, rng, block
+    def __init__(self, space: gym.spaces.Box, rng: np.random.Generator):
+        require_box(space, "pink-noise actions")
+        self.space = space
         low, high = space.low.reshape(-1).astype(np.float64), space.high.reshape(-1).astype(np.float64)
-        bounded = np.isfinite(low) & np.isfinite(high)
-        self.center = np.where(bounded, (low + high) / 2, 0.0)
-        self.half_width = np.where(bounded, (high - low) / 2, 1.0)
-        self.bounded = bounded
-        self.noise = np.empty((0, low.size))
+        self.bounded = np.isfinite(low) & np.isfinite(high)
+        self.center = np.where(self.bounded, (low + high) / 2, 0.0)
+        self.half_width = np.where(self.bounded, (high - low) / 2, 1.0)
+        self.stream = PinkNoiseStream(rng, low.size)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        if not len(self.noise):
-            self.noise = colored_noise(self.rng, self.block, self.center.size)
-        noise, self.noise = self.noise[0], self.noise[1:]
+        noise = self.stream()
         noise = np.where(self.bounded, np.clip(noise, -1.0, 1.0), noise)
         return (self.center + self.half_width * noise).astype(self.space.dtype).reshape(self.space.shape)
+
+
+def require_box(space: gym.Space, what: str) -> None:
+    """A ``ValueError`` naming ``what`` unless ``space`` is a Box (noise added to actions needs one)."""
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"{what} need a Box action space, not {space}; use uniform random actions (white noise)")
 
 
 def make_behaviour_policy(
