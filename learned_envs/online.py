@@ -211,7 +211,7 @@ def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent", no
 def pink_exploration(agent, obs: np.ndarray, draw: np.ndarray) -> np.ndarray:
     """The exploring action of an SB3 agent with a Box action space at ``obs``, with ``draw``
     (``[A]``, unit variance) in place of its standard normal draw: SAC's squashed Gaussian
-    ``tanh(mean + std * draw)``, PPO/A2C's Gaussian ``mean + std * draw`` (clipped to the space,
+    ``tanh(mean + std * draw)`` (with gSDE, std is the state-dependent one), PPO/A2C's Gaussian ``mean + std * draw`` (clipped to the space,
     as SB3 clips), TD3/DDPG's deterministic action plus ``0.1 * draw`` in its [-1, 1] scale."""
     import torch
     from stable_baselines3 import SAC, TD3
@@ -221,8 +221,10 @@ def pink_exploration(agent, obs: np.ndarray, draw: np.ndarray) -> np.ndarray:
     eps = torch.as_tensor(draw, dtype=torch.float32).reshape(1, -1)
     with torch.no_grad():
         if isinstance(agent, SAC):
-            mean, log_std, _ = policy.actor.get_action_dist_params(obs_tensor)
-            scaled = torch.tanh(mean + log_std.exp() * eps)
+            # Through the actor's own distribution, so gSDE (use_sde, state-dependent std) is covered too.
+            mean, log_std, extra = policy.actor.get_action_dist_params(obs_tensor)
+            gaussian = policy.actor.action_dist.proba_distribution(mean, log_std, **extra).distribution
+            scaled = torch.tanh(gaussian.mean + gaussian.stddev * eps)
         elif isinstance(agent, TD3):  # DDPG is a TD3
             scaled = torch.clamp(policy.actor(obs_tensor) + 0.1 * eps, -1.0, 1.0)
         else:

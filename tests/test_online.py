@@ -127,7 +127,7 @@ def test_the_random_steps_can_be_pink_noise_and_are_seeded():
         LoopConfig(**{**TINY, "noise": "brown"}).validate()
 
 
-@pytest.mark.parametrize("algo", ["SAC", "TD3", "PPO"])
+@pytest.mark.parametrize("algo", ["SAC", "SAC-gSDE", "TD3", "PPO"])
 def test_pink_exploration_is_the_agents_own_distribution_driven_by_the_given_draw(algo):
     import gymnasium as gym
     import stable_baselines3 as sb3
@@ -135,7 +135,8 @@ def test_pink_exploration_is_the_agents_own_distribution_driven_by_the_given_dra
     from learned_envs.online import _collect, pink_exploration
 
     env = gym.make("Pendulum-v1")
-    agent = getattr(sb3, algo)("MlpPolicy", env, seed=0, device="cpu")
+    options = {"use_sde": True} if algo == "SAC-gSDE" else {}  # rl-zoo's SAC for MountainCarContinuous uses gSDE
+    agent = getattr(sb3, algo.split("-")[0])("MlpPolicy", env, seed=0, device="cpu", **options)
     obs = env.reset(seed=1)[0]
     # A zero draw is the agent's deterministic action.
     np.testing.assert_allclose(pink_exploration(agent, obs, np.zeros(1)), agent.predict(obs, deterministic=True)[0], rtol=1e-5)
