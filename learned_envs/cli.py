@@ -197,6 +197,7 @@ def cmd_loop(args: argparse.Namespace) -> None:
                         agent_steps_per_iteration=args.agent_steps, explorer_steps_per_iteration=args.explorer_steps,
                         eval_episodes=args.eval_episodes,
                         dream_check_episodes=args.dream_check_episodes, explore_fraction=args.explore_fraction,
+                        explorer=args.explorer,
                         dream_kwargs=_single_values(args.dream_default, "--dream-default"))
     result = run_loop(config, args.out)
     last = result["curve"][-1] if result["curve"] else None
@@ -385,9 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "unless it scores >5%% worse in the newest dream; the learner trains on either way "
                         "(default 10; 0: every round's learner acts)")
     p.add_argument("--explore-fraction", type=float, default=0.0,
-                   help="share of each round's real steps taken by an explorer trained in the dream on the members' "
-                        "disagreement, where the data is thin (default 0: the agent takes them all; e.g. 0.5 where "
-                        "random steps never find a reward)")
+                   help="share of each round's real steps taken by the explorer (--explorer) (default 0: the agent "
+                        "takes them all; e.g. 0.5 where random steps never find a reward)")
+    p.add_argument("--explorer", choices=("disagreement", "random"), default="disagreement",
+                   help="who takes --explore-fraction's steps: an SB3 agent trained in the dream on the members' "
+                        "disagreement (default), or random actions (uniform, or pink with --noise pink)")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
                    help="dream knob stored in every refit (e.g. temperature=0.5; default out_of_bounds: halt where the "
                    "logged rewards are never negative, else clip); repeatable")

@@ -4,14 +4,14 @@
 
 1. ``initial_steps`` random real steps (uniform, or pink noise: ``noise``), then a first fit;
 2. each iteration: ``steps_per_iteration`` real steps, the first ``explore_fraction`` of them
-   with the explorer and the rest with the acting agent (its own exploration: SAC/PPO sample
-   their policy, DQN its epsilon), appended with episode boundaries kept (each run's last episode
-   is cut as a truncation); a refit warm-started from the previous dream; the same SB3 learner
-   trained further, only in the dream (episodes start from logged real starts), which becomes
-   the acting agent if it does at least as well in the newest dream (``dream_check_episodes``,
-   see :func:`_train`); the explorer trained further in the same dream on the members'
-   disagreement alone (see :func:`_train_explorer`); the acting agent scored over
-   ``eval_episodes`` real episodes;
+   with the explorer (``explorer``: a second SB3 agent, or random actions) and the rest with the
+   acting agent (its own exploration: SAC/PPO sample their policy, DQN its epsilon), appended
+   with episode boundaries kept (each run's last episode is cut as a truncation); a refit
+   warm-started from the previous dream; the same SB3 learner trained further, only in the
+   dream (episodes start from logged real starts), which becomes the acting agent if it does at
+   least as well in the newest dream (``dream_check_episodes``, see :func:`_train`); an SB3
+   explorer trained further in the same dream on the members' disagreement alone (see
+   :func:`_train_explorer`); the acting agent scored over ``eval_episodes`` real episodes;
 3. until ``real_steps`` real transitions are spent.
 
 Everything lives in ``out``: ``real.npz`` (every real transition the loop trained on, and no
@@ -72,7 +72,8 @@ class LoopConfig:
     explorer_steps_per_iteration: int | None = None  # None: the agent's (explore_fraction > 0 only)
     eval_episodes: int = 5
     dream_check_episodes: int = 10  # dream episodes judging each iteration's training (0: keep it unjudged)
-    explore_fraction: float = 0.0  # share of each iteration's real steps taken by the disagreement explorer (opt-in, see _train_explorer)
+    explore_fraction: float = 0.0  # share of each iteration's real steps taken by the explorer (opt-in)
+    explorer: str = "disagreement"  # "disagreement": an SB3 agent trained on it (see _train_explorer); "random": random actions of `noise`
     dream_kwargs: dict[str, Any] = field(default_factory=dict)  # stored in every refit (out_of_bounds: see pessimistic_bounds)
     fit_options: dict[str, Any] = field(default_factory=dict)  # FitConfig fields for every refit (e.g. max_seconds)
 
@@ -90,6 +91,8 @@ class LoopConfig:
             raise ValueError("iterations and eval_episodes must be at least 1")
         if not 0.0 <= self.explore_fraction <= 1.0:
             raise ValueError(f"explore_fraction must be in [0, 1], got {self.explore_fraction}")
+        if self.explorer not in ("disagreement", "random"):
+            raise ValueError(f"explorer must be 'disagreement' or 'random', got {self.explorer!r}")
         if self.noise not in ("white", "pink"):
             raise ValueError(f"noise must be 'white' or 'pink', got {self.noise!r}")
         if self.dream_check_episodes < 0:
@@ -149,8 +152,10 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
             if spent > 0 and explorer is None:
                 explorer = _load_agent(cfg, explorer_path)
             seed = cfg.seed * 100_003 + iteration
-            explored = round(cfg.explore_fraction * steps) if explorer is not None else 0
-            runs = ([_collect(env, explorer, explored, seed=seed + 50_000, kind="explorer")] if explored else [])
+            # The trained explorer acts once it exists; random actions from the first round on.
+            exploring = explorer is not None or (cfg.explorer == "random" and spent > 0)
+            explored = round(cfg.explore_fraction * steps) if exploring else 0
+            runs = ([_collect(env, explorer, explored, seed=seed + 50_000, kind="explorer", noise=cfg.noise)] if explored else [])
             runs += [_collect(env, agent, steps - explored, seed=seed, noise=cfg.noise)] if steps > explored else []
             data = concatenate([load(real_path), *runs] if spent else runs, source=str(real_path))
             save(data, real_path)
@@ -164,7 +169,7 @@ def run_loop(config: LoopConfig, out: str | os.PathLike, progress: bool = True) 
             agent = _load_agent(cfg, agent_path)
             state.advance(phase="trained", dream_check=check)
         elif phase == "trained":
-            if cfg.explore_fraction > 0:
+            if cfg.explore_fraction > 0 and cfg.explorer == "disagreement":
                 explorer = _train_explorer(cfg, explorer, explorer_path, dream_path, progress)
             state.advance(phase="explored")
         elif phase == "explored":

@@ -151,6 +151,20 @@ def test_pink_exploration_is_the_agents_own_distribution_driven_by_the_given_dra
         _collect(gym.make("CartPole-v1"), None, 10, seed=0, noise="pink")
 
 
+def test_a_random_explorer_takes_its_share_of_every_round_and_trains_nothing(tmp_path):
+    result = run_loop(LoopConfig(**{**EXPLORING, "explorer": "random", "noise": "pink"}), tmp_path, progress=False)
+    real = load(tmp_path / "real.npz")
+    assert len(real) == 500 and [p["real_steps"] for p in result["curve"]] == [200, 300, 400, 500]
+    def leaves(policy):  # each append nests the data so far as the first part of a mixture
+        return [leaf for part in policy["parts"] for leaf in leaves(part)] if policy["kind"] == "mixture" else [policy]
+
+    parts = leaves(real.metadata["behaviour_policy"])
+    # 200 pink random steps, then per round 50 pink random steps (the explorer's half) and 50 of the agent's.
+    assert [p["kind"] for p in parts] == ["pink"] + ["pink", "sb3"] * 3
+    assert all(p.get("noise") == "pink" for p in parts if p["kind"] == "sb3")
+    assert not (tmp_path / "explorer.zip").exists()
+
+
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     run_loop(LoopConfig(**{**TINY, "real_steps": 200, "iterations": 1}), tmp_path, progress=False)
     with pytest.raises(ValueError, match="other settings"):
