@@ -199,7 +199,7 @@ def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent", no
     """
     from learned_envs.data.collecting import PinkNoise, PinkNoiseStream, require_box, rollout
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # the pink noise's; white random actions keep the action space's own seeding
     if agent is None:
         if noise == "pink":
             return rollout(env, PinkNoise(env.action_space, rng), steps, seed, {"kind": "pink", "exponent": 1.0})
@@ -215,9 +215,12 @@ def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent", no
 
 def pink_exploration(agent, obs: np.ndarray, draw: np.ndarray) -> np.ndarray:
     """The exploring action of an SB3 agent with a Box action space at ``obs``, with ``draw``
-    (``[A]``, unit variance) in place of its standard normal draw: SAC's squashed Gaussian
-    ``tanh(mean + std * draw)`` (with gSDE, std is the state-dependent one), PPO/A2C's Gaussian ``mean + std * draw`` (clipped to the space,
-    as SB3 clips), TD3/DDPG's deterministic action plus ``0.1 * draw`` in its [-1, 1] scale."""
+    (``[A]``, unit variance) in place of its standard normal draw:
+
+    - SAC: its squashed Gaussian, ``tanh(mean + std * draw)`` (with gSDE, the state-dependent std);
+    - PPO/A2C: its Gaussian, ``mean + std * draw``, clipped to the space as SB3 clips;
+    - TD3/DDPG: its deterministic action plus ``0.1 * draw``, in its [-1, 1] scale.
+    """
     import torch
     from stable_baselines3 import SAC, TD3
 
