@@ -199,16 +199,15 @@ def _collect(env: gym.Env, agent, steps: int, seed: int, kind: str = "agent", no
     """
     from learned_envs.data.collecting import PinkNoise, PinkNoiseStream, require_box, rollout
 
-    rng = np.random.default_rng(seed)  # the pink noise's; white random actions keep the action space's own seeding
     if agent is None:
         if noise == "pink":
-            return rollout(env, PinkNoise(env.action_space, rng), steps, seed, {"kind": "pink", "exponent": 1.0})
+            return rollout(env, PinkNoise(env.action_space, np.random.default_rng(seed)), steps, seed, {"kind": "pink", "exponent": 1.0})
         env.action_space.seed(seed)
         return rollout(env, lambda obs: env.action_space.sample(), steps, seed, {"kind": "random"})
     behaviour = {"kind": "sb3", "algo": type(agent).__name__, "exploring": True, "online_loop": True, "role": kind}
     if noise == "pink":
         require_box(env.action_space, "pink exploration noise")
-        stream = PinkNoiseStream(rng, int(np.prod(env.action_space.shape)))
+        stream = PinkNoiseStream(np.random.default_rng(seed), int(np.prod(env.action_space.shape)))
         return rollout(env, lambda obs: pink_exploration(agent, obs, stream()), steps, seed, {**behaviour, "noise": "pink"})
     return rollout(env, lambda obs: agent.predict(obs, deterministic=False)[0], steps, seed, behaviour)
 
