@@ -372,9 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the real episodes, the fits and the agent (default 0)")
     p.add_argument("--initial-steps", type=_positive_int,
                    help="random real steps before the first fit (default: a fifth of --real-steps, at most 1000)")
-    p.add_argument("--noise", choices=("white", "pink"), default="white",
-                   help="randomness of the real steps: white (default: uniform random steps, the agent's own sampling) "
-                        "or pink (Box actions: correlated in time, it travels further, e.g. up MountainCar's hill)")
+    p.add_argument("--noise", choices=("auto", "white", "pink"), default="auto",
+                   help="randomness of the real steps: pink (Box actions: correlated in time, it travels further, e.g. "
+                        "up MountainCar's hill), white (uniform random steps, the agent's own sampling), or auto "
+                        "(default: pink for Box actions, white for Discrete)")
     p.add_argument("--iterations", type=_positive_int, default=10, help="collect-refit-train rounds after the random steps (default 10)")
     p.add_argument("--agent-steps", type=_positive_int, help="agent steps in the dream per round (default 3000 off-policy, 25000 PPO/A2C)")
     p.add_argument("--explorer-steps", type=_positive_int,
@@ -385,15 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dream episodes judging each round's training: the trained learner replaces the acting agent "
                         "unless it scores >5%% worse in the newest dream; the learner trains on either way "
                         "(default 10; 0: every round's learner acts)")
-    p.add_argument("--explore-fraction", type=float, default=0.0,
-                   help="share of each round's real steps taken by the explorer (--explorer) (default 0: the agent "
-                        "takes them all; e.g. 0.5 where random steps never find a reward)")
-    p.add_argument("--explorer", choices=("disagreement", "random"), default="disagreement",
-                   help="who takes --explore-fraction's steps: an SB3 agent trained in the dream on the members' "
-                        "disagreement (default), or random actions (uniform, or pink with --noise pink)")
+    p.add_argument("--explore-fraction", type=float, default=0.5,
+                   help="share of each round's real steps taken by the explorer (--explorer) (default 0.5; 0: the "
+                        "agent takes them all)")
+    p.add_argument("--explorer", choices=("random", "disagreement"), default="random",
+                   help="who takes --explore-fraction's steps: random actions of --noise (default), or an SB3 agent "
+                        "trained in the dream on the members' disagreement")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
-                   help="dream knob stored in every refit (e.g. temperature=0.5; default out_of_bounds: halt where the "
-                   "logged rewards are never negative, else clip); repeatable")
+                   help="dream knob stored in every refit (e.g. temperature=0.5; defaults reset_from=logged, and "
+                   "out_of_bounds: halt where the logged rewards are never negative, else clip); repeatable")
     p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("score", help="score a saved agent in a real env (a dream id: its source env), with D4RL's "

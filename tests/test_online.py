@@ -13,12 +13,12 @@ import pytest
 
 from learned_envs.checkpoint import load_checkpoint
 from learned_envs.data import load
-from learned_envs.online import LoopConfig, pessimistic_bounds, run_loop
+from learned_envs.online import LoopConfig, pessimistic_bounds, resolve_noise, run_loop
 
 # Small enough for CI: what is tested is the bookkeeping, not how well the agent learns.
 TINY = dict(env_id="Pendulum-v1", agent="SAC", real_steps=500, initial_steps=200, iterations=3, agent_steps_per_iteration=150,
             eval_episodes=1, fit_options={"max_updates": 60, "min_updates": 0, "eval_every": 20, "termination_max_updates": 20})
-EXPLORING = {**TINY, "explore_fraction": 0.5}
+EXPLORING = {**TINY, "explorer": "disagreement"}  # an SB3 explorer trained in the dream
 
 
 def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
@@ -31,6 +31,7 @@ def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
     dream = load_checkpoint(tmp_path / "dream.safetensors").metadata
     assert dream["fit"]["metrics"]["warm_start"]
     assert dream["dream"]["out_of_bounds"] == "clip"  # Pendulum's rewards are negative: a halt would pay
+    assert dream["dream"]["reset_from"] == "logged"  # the loop's default: MBPO's branching from real states
     for name in ("agent.zip", "learner.zip", "curve.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "curve.json").read_text())["curve"] == result["curve"]
@@ -40,7 +41,7 @@ def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
         check = point["dream_check"]
         assert check["kept"] in ("trained", "before") and np.isfinite([check["trained"], check["before"]]).all()
     kinds = json.dumps(real.metadata.get("parts") or real.metadata)
-    assert "random" in kinds and '"role": "agent"' in kinds and '"role": "explorer"' in kinds
+    assert '"kind": "pink"' in kinds and '"role": "agent"' in kinds and '"role": "explorer"' in kinds
     assert (tmp_path / "explorer.zip").stat().st_size > 0
     # Done is done: running it again spends nothing more.
     again = run_loop(LoopConfig(**EXPLORING), tmp_path, progress=False)
@@ -125,6 +126,10 @@ def test_the_random_steps_can_be_pink_noise_and_are_seeded():
     assert abs(np.corrcoef(uniform.actions[:-1, 0], uniform.actions[1:, 0])[0, 1]) < 0.2
     with pytest.raises(ValueError, match="noise"):
         LoopConfig(**{**TINY, "noise": "brown"}).validate()
+    # The default: pink where actions are a Box, white (uniform, the agent's own sampling) where they are discrete.
+    assert LoopConfig(env_id="CartPole-v1").noise == "auto"
+    assert resolve_noise("auto", env.action_space) == "pink" and resolve_noise("auto", gym.make("CartPole-v1").action_space) == "white"
+    assert resolve_noise("white", env.action_space) == "white"
 
 
 @pytest.mark.parametrize("algo", ["SAC", "SAC-gSDE", "TD3", "PPO"])
@@ -171,18 +176,20 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
         run_loop(LoopConfig(**{**TINY, "real_steps": 300}), tmp_path, progress=False)
 
 
-def test_a_folder_from_before_a_knob_existed_resumes_with_that_knobs_default(tmp_path):
+def test_a_folder_from_before_a_knob_existed_resumes_with_the_value_it_ran_with(tmp_path):
     import dataclasses
 
     from learned_envs.online import LoopState
 
-    config = LoopConfig(**TINY)
-    saved = json.loads(json.dumps(dataclasses.asdict(config)))
-    del saved["explorer_steps_per_iteration"]  # added at stop 21
+    # Written before stop 22: no noise or explorer knob, explore_fraction 0; it ran white noise and no explorer.
+    before = LoopConfig(**{**TINY, "explore_fraction": 0.0, "noise": "white", "explorer": "disagreement"})
+    saved = json.loads(json.dumps(dataclasses.asdict(before)))
+    del saved["explorer_steps_per_iteration"], saved["noise"], saved["explorer"]
     (tmp_path / "state.json").write_text(json.dumps({"config": saved, "iteration": 2, "phase": "fitted", "real_steps": 300, "curve": []}))
-    assert LoopState(tmp_path, config)["phase"] == "fitted"
-    with pytest.raises(ValueError, match="other settings"):
-        LoopState(tmp_path, LoopConfig(**{**TINY, "explorer_steps_per_iteration": 5}))
+    assert LoopState(tmp_path, before)["phase"] == "fitted"
+    for today in (LoopConfig(**TINY), LoopConfig(**{**TINY, "explore_fraction": 0.0})):  # today's defaults are pink and random
+        with pytest.raises(ValueError, match="other settings"):
+            LoopState(tmp_path, today)
 
 
 def test_killed_mid_iteration_resumes_without_losing_or_repeating_real_steps(tmp_path):
