@@ -195,3 +195,28 @@ def test_rendering_headless_prints_no_sdl_complaint(small_checkpoint):
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert shown.stdout.strip() == "(400, 600, 3)", shown.stderr
     assert "XDG_RUNTIME_DIR" not in shown.stderr, shown.stderr
+
+
+def test_loop_with_its_defaults_spends_the_budget_and_leaves_its_files(tmp_path):
+    from learned_envs.checkpoint import load_checkpoint
+    from learned_envs.data import load
+
+    out = tmp_path / "loop"
+    printed = run("loop", "CartPole-v1", "--agent", "PPO", "--real-steps", "300", "--initial-steps", "100", "--iterations", "1",
+                  "--agent-steps", "256", "--eval-episodes", "1", "--dream-check-episodes", "0", "--out", str(out), home=tmp_path)
+    assert "CartPole-v1: real return" in printed.stdout and "after 300 real steps" in printed.stdout
+    assert "loop CartPole-v1" in printed.stderr  # the progress bar
+    for name in ("real.npz", "agent.zip", "dream.safetensors", "curve.json", "curve.png"):
+        assert (out / name).stat().st_size > 0
+    real = load(out / "real.npz")
+    assert len(real) == 300
+
+    def leaves(policy):
+        return [leaf for part in policy["parts"] for leaf in leaves(part)] if policy["kind"] == "mixture" else [policy]
+
+    # Discrete actions: white noise. 100 random steps, then the round: half random (the explorer), half the agent's.
+    parts = leaves(real.metadata["behaviour_policy"])
+    assert [(p["kind"], p["transitions"]) for p in parts] == [("random", 100), ("random", 100), ("sb3", 100)]
+    assert "noise" not in parts[2]
+    dream = load_checkpoint(out / "dream.safetensors").metadata["dream"]
+    assert dream["reset_from"] == "logged" and dream["out_of_bounds"] == "halt"  # CartPole's rewards are never negative
