@@ -87,7 +87,7 @@ class LoopConfig:
     noise: str = "auto"  # the real steps' exploration noise: "white", "pink" (Box actions; see _collect), "auto": pink for Box
     iterations: int = 10  # the rest of the budget in this many equal slices
     agent_steps_per_iteration: int | None = None  # None: 3,000 off-policy, 25,000 on-policy (PPO/A2C)
-    explorer_steps_per_iteration: int | None = None  # None: the agent's (explore_fraction > 0 only)
+    explorer_steps_per_iteration: int | None = None  # None: the agent's (explorer="disagreement" only)
     eval_episodes: int = 5
     dream_check_episodes: int = 10  # dream episodes judging each iteration's training (0: keep it unjudged)
     explore_fraction: float = 0.5  # share of each iteration's real steps taken by the explorer (0: the agent takes all)
