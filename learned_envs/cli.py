@@ -52,20 +52,29 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     import learned_envs
-    from learned_envs.training import train_in_dream, train_in_real
+    from learned_envs.training import StopAtReturn, train_in_dream, train_in_real
 
     torch.set_num_threads(args.threads)
     knobs = _single_values(args.dream_kwarg, "--dream-kwarg")
     if args.algo is not None:
         _check_algo_fits(args.algo, args.env_id)
-    if learned_envs.registry.gym.spec(args.env_id).entry_point == learned_envs.registry.ENTRY_POINT:
+    dream = learned_envs.registry.gym.spec(args.env_id).entry_point == learned_envs.registry.ENTRY_POINT
+    if dream and args.stop_at_return is not None:
+        raise ValueError("--stop-at-return is for training in a real env (it plays real episodes to check)")
+    if dream:
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data, **knobs)
     elif knobs or args.logged_data:
         raise ValueError(f"--dream-kwarg and --logged-data are for dreams; {args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
-        model = train_in_real(args.env_id, args.steps, args.algo or "PPO", seed=args.seed)
+        stop = StopAtReturn(args.env_id, args.stop_at_return, every=args.check_every) if args.stop_at_return is not None else None
+        model = train_in_real(args.env_id, args.steps, args.algo or "PPO", seed=args.seed, stop=stop)
+        if stop is not None:
+            reached = (f"stopped at {stop.stopped_at[0]} steps, mean return {stop.stopped_at[1]:.1f} >= {args.stop_at_return:g}"
+                       if stop.stopped_at else f"never reached {args.stop_at_return:g} (last check: "
+                       f"{stop.history[-1][1]:.1f})" if stop.history else "no check ran")
+            print(f"--stop-at-return: {reached} over {stop.episodes} deterministic episodes")
     model.save(args.out)
     print(f"wrote {type(model).__name__} agent trained {model.num_timesteps} steps in {args.env_id} to {args.out}")
     if args.save_replay_buffer:
@@ -361,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
     p.add_argument("--save-replay-buffer", metavar="FILE.pkl", help="also write an off-policy agent's replay buffer (SB3's "
                    "pickle, which fit, merge and collect read: D4RL's medium-replay datasets are this)")
+    p.add_argument("--stop-at-return", type=float, metavar="R",
+                   help="real env only: stop once the mean return of 5 deterministic real episodes reaches R, checked every "
+                   "--check-every steps (D4RL's medium policy: SAC stopped at about a third of the expert's return)")
+    p.add_argument("--check-every", type=_positive_int, default=10_000, help="steps between --stop-at-return checks (default 10000)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("loop", help="learn online: real steps with the agent, refit the dream, train the agent in it, repeat")

@@ -181,22 +181,55 @@ def _logged_transitions(dream_id: str, metadata: dict[str, Any], logged_data: An
     return data_io.load(logged_data, *spaces)
 
 
-def train_in_real(env_id: str, steps: int, algo: str = "PPO", seed: int = 0, progress: bool = True):
-    """The same agent trained in the real env, for comparison."""
+class StopAtReturn(BaseCallback):
+    """Stops training once the agent's mean real return reaches ``threshold``: D4RL's "medium"
+    behaviour policy is an online SAC stopped at about a third of its expert's return.
+
+    Every ``every`` environment steps the current policy plays ``episodes`` deterministic episodes
+    of a separate ``env_id`` env (seeded ``seed``, ``seed + 1``, ...); they are measurement and
+    never enter the replay buffer. ``history`` holds ``(steps, mean return)`` per check and
+    ``stopped_at`` the check that met the threshold, if one did.
+    """
+
+    def __init__(self, env_id: str, threshold: float, every: int = 10_000, episodes: int = 5, seed: int = 1_000_000):
+        super().__init__()
+        self.env_id, self.threshold, self.every, self.episodes, self.seed = env_id, threshold, every, episodes, seed
+        self.next_check = every
+        self.history: list[tuple[int, float]] = []
+        self.stopped_at: tuple[int, float] | None = None
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps < self.next_check:
+            return True
+        self.next_check += self.every
+        mean, _ = evaluate_in_real(self.model, self.env_id, self.episodes, seed=self.seed)
+        self.history.append((self.num_timesteps, mean))
+        if mean >= self.threshold:
+            self.stopped_at = self.history[-1]
+            return False
+        return True
+
+
+def train_in_real(env_id: str, steps: int, algo: str = "PPO", seed: int = 0, progress: bool = True,
+                  stop: StopAtReturn | None = None):
+    """The same agent trained in the real env, for comparison; with ``stop``, until it stops it."""
     from stable_baselines3.common.env_util import make_vec_env
 
     return _learn(algo, hyperparameters(algo, env_id), lambda n: make_vec_env(env_id, n_envs=n, seed=seed), steps, seed,
-                  f"{algo} in {env_id}" if progress else None)
+                  f"{algo} in {env_id}" if progress else None, extra=[stop] if stop else [])
 
 
-def _learn(algo: str, params: dict[str, Any], make_venv: Callable[[int], Any], steps: int, seed: int, desc: str | None):
-    """Build ``algo`` with ``params`` (SB3 arguments plus ``n_envs`` and ``policy``) on ``make_venv(n_envs)`` and train it."""
+def _learn(algo: str, params: dict[str, Any], make_venv: Callable[[int], Any], steps: int, seed: int, desc: str | None,
+           extra: list[BaseCallback] | None = None):
+    """Build ``algo`` with ``params`` (SB3 arguments plus ``n_envs`` and ``policy``) on ``make_venv(n_envs)`` and train it
+    (with the ``extra`` callbacks)."""
     import stable_baselines3 as sb3
 
     params = dict(params)
     n_envs, policy = params.pop("n_envs"), params.pop("policy")
     model = getattr(sb3, algo.upper())(policy, make_venv(n_envs), seed=seed, verbose=0, device="cpu", **params)
-    model.learn(steps, callback=ProgressBar(steps, desc) if desc else None)
+    callbacks = [ProgressBar(steps, desc)] if desc else []
+    model.learn(steps, callback=[*callbacks, *(extra or [])] or None)
     return model
 
 

@@ -220,3 +220,22 @@ def test_loop_with_its_defaults_spends_the_budget_and_leaves_its_files(tmp_path)
     assert "noise" not in parts[2]
     dream = load_checkpoint(out / "dream.safetensors").metadata["dream"]
     assert dream["reset_from"] == "logged" and dream["out_of_bounds"] == "halt"  # CartPole's rewards are never negative
+
+
+def test_train_stops_at_a_return_as_d4rls_medium_policy_does(tmp_path):
+    from learned_envs.data import load
+
+    agent, replay = tmp_path / "medium.zip", tmp_path / "replay.pkl"
+    # Pendulum's return is above -2,000 from the start: the first check, at 300 steps, stops it.
+    out = run("train", "Pendulum-v1", "--algo", "SAC", "--steps", "5000", "--stop-at-return", "-2000", "--check-every", "300",
+              "--out", str(agent), "--save-replay-buffer", str(replay), home=tmp_path)
+    assert "--stop-at-return: stopped at 300 steps, mean return" in out.stdout
+    assert "trained 300 steps" in out.stdout
+    # No checking episode is training data; SB3 does not store the step on which a callback stops training.
+    assert len(load(replay)) == 299
+    # A return it cannot reach in the budget: it trains the whole budget and says so.
+    out = run("train", "Pendulum-v1", "--algo", "SAC", "--steps", "400", "--stop-at-return", "0", "--check-every", "200",
+              "--out", str(agent), home=tmp_path)
+    assert "never reached 0 (last check: -" in out.stdout and "trained 400 steps" in out.stdout
+    refused = run("train", "Dream-Pendulum-v0", "--steps", "100", "--stop-at-return", "0", "--out", str(agent), home=tmp_path, check=False)
+    assert refused.returncode != 0 and "--stop-at-return is for training in a real env" in refused.stderr
