@@ -4,7 +4,8 @@ Datasets are made by D4RL's protocol on Gymnasium's v5 MuJoCo envs, each with pa
 (so a user can rebuild any of them), and written as Minari datasets:
 
     random        learned-envs collect ENV --steps ROWS --out DIR/ENV-random              (uniform policy)
-    medium        learned-envs train ENV --algo SAC --steps M --out medium.zip --save-replay-buffer replay.pkl
+    medium        learned-envs train ENV --algo SAC --steps M --stop-at-return R --out medium.zip --save-replay-buffer replay.pkl
+                  (R: a third of the way from D4RL's random return to its expert's, normalised score 33.3)
                   learned-envs collect ENV --policy medium.zip --steps ROWS --out DIR/ENV-medium
     medium-replay learned-envs merge replay.pkl --out DIR/ENV-medium-replay                (that agent's whole buffer)
     expert        learned-envs train ENV --algo SAC --steps E --out expert.zip; collect --policy expert.zip
@@ -53,14 +54,18 @@ def cli(*args: str, env: dict[str, str]) -> None:
 def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir: Path, env: dict[str, str],
                   expert_steps: int = 1_000_000) -> Path:
     """The dataset ``kind`` of ``env_id`` (cached in ``workdir``), made with package commands only."""
+    from learned_envs.evaluation.scores import reference_returns
+
     name = env_id.split("-v")[0].lower()
     out = workdir / f"{name}-{kind}"
     if out.exists():
         return out
     medium, replay = workdir / f"{name}-medium-agent.zip", workdir / f"{name}-medium-replay.pkl"
     if kind in ("medium", "medium-replay") and not medium.exists():
-        cli("train", env_id, "--algo", "SAC", "--steps", str(medium_steps), "--out", str(medium),
-            "--save-replay-buffer", str(replay), env=env)
+        # D4RL's medium policy: online SAC stopped at about a third of the expert's return.
+        low, high = reference_returns(env_id)
+        cli("train", env_id, "--algo", "SAC", "--steps", str(medium_steps), "--stop-at-return", f"{low + (high - low) / 3:.1f}",
+            "--out", str(medium), "--save-replay-buffer", str(replay), env=env)
     if kind == "random":
         cli("collect", env_id, "--steps", str(rows), "--out", str(out), "--seed", "1", env=env)
     elif kind == "medium":
@@ -164,7 +169,8 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     parser.add_argument("--datasets", nargs="+", default=["random", "medium", "medium-replay"])
     parser.add_argument("--rows", type=int, default=200_000, help="transitions per random/medium dataset")
-    parser.add_argument("--medium-steps", type=int, default=100_000, help="real SAC steps of the medium behaviour agent")
+    parser.add_argument("--medium-steps", type=int, default=1_000_000,
+                        help="most real SAC steps of the medium behaviour agent (it stops at a third of the expert's return)")
     parser.add_argument("--expert-steps", type=int, default=1_000_000, help="real SAC steps of the expert (medium-expert)")
     parser.add_argument("--grad-steps", type=int, default=50_000, help="gradient steps of every learner")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
