@@ -70,11 +70,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         stop = StopAtReturn(args.env_id, args.stop_at_return, every=args.check_every) if args.stop_at_return is not None else None
         model = train_in_real(args.env_id, args.steps, args.algo or "PPO", seed=args.seed, stop=stop)
-        if stop is not None:
-            reached = (f"stopped at {stop.stopped_at[0]} steps, mean return {stop.stopped_at[1]:.1f} >= {args.stop_at_return:g}"
-                       if stop.stopped_at else f"never reached {args.stop_at_return:g} (last check: "
-                       f"{stop.history[-1][1]:.1f})" if stop.history else "no check ran")
-            print(f"--stop-at-return: {reached} over {stop.episodes} deterministic episodes")
+        if stop is not None and stop.stopped_at:
+            steps, mean = stop.stopped_at
+            print(f"--stop-at-return: stopped at {steps} steps, mean return {mean:.1f} >= {args.stop_at_return:g} "
+                  f"over {stop.episodes} deterministic episodes")
+        elif stop is not None:
+            last = f"last check: {stop.history[-1][1]:.1f}" if stop.history else "no check ran"
+            print(f"--stop-at-return: never reached {args.stop_at_return:g} ({last})")
     model.save(args.out)
     print(f"wrote {type(model).__name__} agent trained {model.num_timesteps} steps in {args.env_id} to {args.out}")
     if args.save_replay_buffer:

@@ -7,7 +7,7 @@ trained in a dream is the same agent a user would train in the real env.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -187,8 +187,7 @@ class StopAtReturn(BaseCallback):
 
     Every ``every`` environment steps the current policy plays ``episodes`` deterministic episodes
     of a separate ``env_id`` env (seeded ``seed``, ``seed + 1``, ...); they are measurement and
-    never enter the replay buffer. ``history`` holds ``(steps, mean return)`` per check and
-    ``stopped_at`` the check that met the threshold, if one did.
+    never enter the replay buffer. ``history`` holds ``(steps, mean return)`` per check.
     """
 
     def __init__(self, env_id: str, threshold: float, every: int = 10_000, episodes: int = 5, seed: int = 1_000_000):
@@ -196,7 +195,11 @@ class StopAtReturn(BaseCallback):
         self.env_id, self.threshold, self.every, self.episodes, self.seed = env_id, threshold, every, episodes, seed
         self.next_check = every
         self.history: list[tuple[int, float]] = []
-        self.stopped_at: tuple[int, float] | None = None
+
+    @property
+    def stopped_at(self) -> tuple[int, float] | None:
+        """The check that met the threshold (always the last one, as it ends training), if one did."""
+        return self.history[-1] if self.history and self.history[-1][1] >= self.threshold else None
 
     def _on_step(self) -> bool:
         if self.num_timesteps < self.next_check:
@@ -204,10 +207,7 @@ class StopAtReturn(BaseCallback):
         self.next_check += self.every
         mean, _ = evaluate_in_real(self.model, self.env_id, self.episodes, seed=self.seed)
         self.history.append((self.num_timesteps, mean))
-        if mean >= self.threshold:
-            self.stopped_at = self.history[-1]
-            return False
-        return True
+        return mean < self.threshold
 
 
 def train_in_real(env_id: str, steps: int, algo: str = "PPO", seed: int = 0, progress: bool = True,
@@ -216,11 +216,11 @@ def train_in_real(env_id: str, steps: int, algo: str = "PPO", seed: int = 0, pro
     from stable_baselines3.common.env_util import make_vec_env
 
     return _learn(algo, hyperparameters(algo, env_id), lambda n: make_vec_env(env_id, n_envs=n, seed=seed), steps, seed,
-                  f"{algo} in {env_id}" if progress else None, extra=[stop] if stop else [])
+                  f"{algo} in {env_id}" if progress else None, extra=[stop] if stop else ())
 
 
 def _learn(algo: str, params: dict[str, Any], make_venv: Callable[[int], Any], steps: int, seed: int, desc: str | None,
-           extra: list[BaseCallback] | None = None):
+           extra: Sequence[BaseCallback] = ()):
     """Build ``algo`` with ``params`` (SB3 arguments plus ``n_envs`` and ``policy``) on ``make_venv(n_envs)`` and train it
     (with the ``extra`` callbacks)."""
     import stable_baselines3 as sb3
@@ -229,7 +229,7 @@ def _learn(algo: str, params: dict[str, Any], make_venv: Callable[[int], Any], s
     n_envs, policy = params.pop("n_envs"), params.pop("policy")
     model = getattr(sb3, algo.upper())(policy, make_venv(n_envs), seed=seed, verbose=0, device="cpu", **params)
     callbacks = [ProgressBar(steps, desc)] if desc else []
-    model.learn(steps, callback=[*callbacks, *(extra or [])] or None)
+    model.learn(steps, callback=[*callbacks, *extra] or None)
     return model
 
 
