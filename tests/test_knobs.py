@@ -97,6 +97,18 @@ def test_uncertainty_penalty_only_changes_reward(ckpt):
     np.testing.assert_allclose(penal.info["penalty"], 2.0 * std.numpy(), rtol=1e-5)
 
 
+def test_penalty_of_disagreement_charges_the_members_spread(ckpt):
+    plain = _step(ckpt, temperature=0.0, propagation="mean")[1]
+    penal = _step(ckpt, temperature=0.0, propagation="mean", uncertainty_penalty=2.0, penalty_of="disagreement")[1]
+    np.testing.assert_array_equal(plain.observations, penal.observations)
+    spread = penal.info["disagreement"]
+    assert (spread > 0).all()
+    np.testing.assert_allclose(penal.info["penalty"], 2.0 * spread, rtol=1e-5)
+    np.testing.assert_allclose(plain.rewards - penal.rewards, penal.info["penalty"], rtol=1e-5)
+    std = _step(ckpt, temperature=0.0, propagation="mean", uncertainty_penalty=2.0)[1].info["penalty"] / 2.0
+    assert not np.allclose(spread, std)  # a different measure, not the model std renamed
+
+
 def test_halt_threshold_terminates_with_halt_reward(ckpt):
     plain = _step(ckpt, temperature=0.0, propagation="mean")[1]
     halt = _step(ckpt, temperature=0.0, propagation="mean", halt_threshold=0.0, halt_reward=-7.0)[1]
@@ -165,7 +177,7 @@ def test_bounds_margin_widens_the_support(ckpt):
 def test_bad_knob_values(ckpt):
     for bad in ({"temperature": -1}, {"temperature": None}, {"temperature": float("nan")}, {"propagation": "vote"},
                 {"uncertainty_penalty": -0.1}, {"halt_threshold": "sometimes"}, {"halt_threshold": -5}, {"halt_factor": -1},
-                {"halt_reward": "x"}, {"out_of_bounds": "wrap"}, {"bounds_margin": -1}):
+                {"halt_reward": "x"}, {"penalty_of": "std"}, {"out_of_bounds": "wrap"}, {"bounds_margin": -1}):
         (name,) = bad
         with pytest.raises(ValueError, match=name):
             DreamCore(ckpt, **bad)

@@ -177,6 +177,7 @@ def test_a_single_cpu_dream_steps_on_the_host_and_matches_the_torch_path(ckpt):
 
 @pytest.mark.parametrize("settings", [
     {"propagation": "fixed", "temperature": 0.0, "uncertainty_penalty": 1.5},
+    {"propagation": "mean", "temperature": 0.0, "uncertainty_penalty": 1.5, "penalty_of": "disagreement"},
     {"propagation": "random", "temperature": 0.0, "halt_threshold": 0.0, "halt_reward": -3.0},
     {"propagation": "mean", "temperature": 0.0, "uncertainty_info": True, "out_of_bounds": "clip"},
 ])

@@ -297,7 +297,11 @@ class DreamCore:
         # -1 marks "not computed" (NaN would make two identical steps compare unequal).
         disagreement = uncertainty[0].astype(np.float32) if uncertainty else np.full(self.num_envs, -1.0, np.float32)
         penalised = s.uncertainty_penalty > 0
-        penalty = (s.uncertainty_penalty * uncertainty[1]).astype(np.float32) if penalised else np.zeros(self.num_envs, np.float32)
+        if penalised:
+            measure = uncertainty[0] if s.penalty_of == "disagreement" else uncertainty[1]
+            penalty = (s.uncertainty_penalty * measure).astype(np.float32)
+        else:
+            penalty = np.zeros(self.num_envs, np.float32)
         left_bounds = clipped > 0 if s.out_of_bounds == "halt" else np.zeros(self.num_envs, np.bool_)
         halted = disagreement > self._halt_threshold if self._halt_threshold is not None else np.zeros(self.num_envs, np.bool_)
         if penalised:

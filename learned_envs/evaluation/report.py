@@ -58,7 +58,7 @@ def _describe(settings: dict[str, Any], defaults: dict[str, Any]) -> str:
     s = DreamSettings.resolve(defaults, settings)
     text = f"temperature {s.temperature:g}, propagation {s.propagation}"
     if s.uncertainty_penalty:
-        text += f", penalty {s.uncertainty_penalty:g}"
+        text += f", penalty {s.uncertainty_penalty:g} x {s.penalty_of}"
     if s.halt_threshold is not None:
         text += f", halt {s.halt_threshold}"
     return text
