@@ -11,6 +11,7 @@ from typing import Any
 PROPAGATIONS = ("random", "fixed", "mean")
 RESET_FROM = ("starts", "logged")
 PENALTY_OF = ("model_std", "disagreement")
+OUT_OF_BOUNDS = ("halt", "clip")
 # Largest magnitude of a numeric knob. The core computes in float32 (max ~3.4e38), and a knob
 # multiplies sampled noise, stds and ranges that may themselves reach ~1e4, then gets squared in
 # the members' spread: sqrt(3.4e38) / 1e4 ~ 1e15 keeps every such product and square finite.
@@ -100,8 +101,10 @@ class DreamSettings:
         """Raise ``ValueError`` naming the first knob whose value is of the wrong kind or range."""
         for name in ("temperature", "uncertainty_penalty", "halt_factor", "bounds_margin"):
             _require_number(name, getattr(self, name), minimum=0.0)
-        if self.propagation not in PROPAGATIONS:
-            raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {self.propagation!r}")
+        for name, choices in (("propagation", PROPAGATIONS), ("reset_from", RESET_FROM), ("penalty_of", PENALTY_OF),
+                              ("out_of_bounds", OUT_OF_BOUNDS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.halt_threshold != "auto" and self.halt_threshold is not None:
             if isinstance(self.halt_threshold, str):
                 raise ValueError(f"halt_threshold must be a number, 'auto' or None, got {self.halt_threshold!r}")
@@ -110,12 +113,6 @@ class DreamSettings:
             _require_number("halt_reward", self.halt_reward)
         if not isinstance(self.uncertainty_info, bool):
             raise ValueError(f"uncertainty_info must be true or false, got {self.uncertainty_info!r}")
-        if self.reset_from not in RESET_FROM:
-            raise ValueError(f"reset_from must be one of {RESET_FROM}, got {self.reset_from!r}")
-        if self.penalty_of not in PENALTY_OF:
-            raise ValueError(f"penalty_of must be one of {PENALTY_OF}, got {self.penalty_of!r}")
-        if self.out_of_bounds not in ("halt", "clip"):
-            raise ValueError(f"out_of_bounds must be 'halt' or 'clip', got {self.out_of_bounds!r}")
 
 
 def _require_number(name: str, value: Any, minimum: float | None = None) -> None:

@@ -130,6 +130,7 @@ class DreamCore:
         value.validate()
         # Derived once here, not on every step.
         self._halt_threshold = self._resolve_halt_threshold(value)
+        self._penalty_column = 0 if value.penalty_of == "disagreement" else 1  # of _predict's (disagreement, model std)
         self._uncertainty = value.uncertainty_info or value.uncertainty_penalty > 0 or self._halt_threshold is not None
         self.obs_low, self.obs_high = (b.to(self.device) for b in self.checkpoint.bounds(value.bounds_margin))
         if getattr(self, "_settings", None) is None or value.reset_from != self._settings.reset_from:
@@ -296,16 +297,13 @@ class DreamCore:
         clipped = clipped.astype(np.int64)
         # -1 marks "not computed" (NaN would make two identical steps compare unequal).
         disagreement = uncertainty[0].astype(np.float32) if uncertainty else np.full(self.num_envs, -1.0, np.float32)
-        penalised = s.uncertainty_penalty > 0
-        if penalised:
-            measure = uncertainty[0] if s.penalty_of == "disagreement" else uncertainty[1]
-            penalty = (s.uncertainty_penalty * measure).astype(np.float32)
+        if s.uncertainty_penalty > 0:
+            penalty = (s.uncertainty_penalty * uncertainty[self._penalty_column]).astype(np.float32)
+            reward = reward - penalty
         else:
             penalty = np.zeros(self.num_envs, np.float32)
         left_bounds = clipped > 0 if s.out_of_bounds == "halt" else np.zeros(self.num_envs, np.bool_)
         halted = disagreement > self._halt_threshold if self._halt_threshold is not None else np.zeros(self.num_envs, np.bool_)
-        if penalised:
-            reward = reward - penalty
         if s.halt_reward is not None and halted.any():
             # MOReL's halt: its reward replaces the model's, penalty and all.
             penalty = np.where(halted, np.float32(0), penalty)
