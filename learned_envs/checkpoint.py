@@ -303,15 +303,39 @@ def _check_metadata(path: Path, meta: dict[str, Any]) -> None:
 
 
 def _check_fit_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    """Fit metrics the dream acts on: ``max_train_disagreement`` sets ``halt_threshold="auto"``,
-    and a NaN there would switch the halt off without a word."""
+    """Fit metrics the dream acts on: ``max_train_disagreement`` and ``train_disagreement_quantiles``
+    set ``halt_threshold="auto"``, and a NaN there would switch the halt off without a word."""
     value = metrics.get("max_train_disagreement")
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if value is not None and not _finite_non_negative(value):
         raise CheckpointError(
             f"{path}: metadata key 'fit.metrics.max_train_disagreement' should be a finite number >= 0, not {_described(value)}"
         )
+    quantiles = metrics.get("train_disagreement_quantiles")
+    if quantiles is None:
+        return
+    key = "fit.metrics.train_disagreement_quantiles"
+    if not isinstance(quantiles, dict) or not 1 <= len(quantiles) <= MAX_RECORDED_QUANTILES:
+        raise CheckpointError(f"{path}: metadata key '{key}' should be a JSON object of 1 to {MAX_RECORDED_QUANTILES} "
+                              f"quantiles, not {_described(quantiles)}")
+    levels = []
+    for q, v in quantiles.items():
+        try:
+            level = float(q)
+        except ValueError:
+            level = math.nan
+        if not 0 <= level <= 1:
+            raise CheckpointError(f"{path}: metadata key '{key}' has key {q!r:.40}, which is not a quantile between 0 and 1")
+        if not _finite_non_negative(v):
+            raise CheckpointError(f"{path}: metadata key '{key}.{q}' should be a finite number >= 0, not {_described(v)}")
+        levels.append((level, v))
+    levels.sort()
+    for (q0, v0), (q1, v1) in zip(levels, levels[1:]):
+        if v1 < v0:
+            raise CheckpointError(f"{path}: metadata key '{key}': the {q1} quantile ({v1}) is below the {q0} quantile ({v0})")
+
+
+def _finite_non_negative(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
 
 
 def _check_model(path: Path, model_meta: dict[str, Any]) -> None:
@@ -411,6 +435,7 @@ def load_checkpoint(
 # Most values a checkpoint may make this process hold, per group of tensors: far above any dream
 # this package fits (a shipped one holds ~0.6M weights), far below what would exhaust a machine.
 MAX_MODEL_VALUES = 50_000_000
+MAX_RECORDED_QUANTILES = 64
 MAX_START_STATE_VALUES = 50_000_000  # start_states and reset_states together
 # State tables: start_states is required, reset_states optional; each [rows >= 1, obs_dim].
 _STATE_TABLES = ("start_states", "reset_states")

@@ -12,6 +12,9 @@ PROPAGATIONS = ("random", "fixed", "mean")
 RESET_FROM = ("starts", "logged")
 PENALTY_OF = ("model_std", "disagreement")
 OUT_OF_BOUNDS = ("halt", "clip")
+# The quantiles of the members' disagreement on the training rows that a fit records
+# (fit.metrics.train_disagreement_quantiles); halt_quantile interpolates between them.
+DISAGREEMENT_QUANTILES = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 # Largest magnitude of a numeric knob. The core computes in float32 (max ~3.4e38), and a knob
 # multiplies sampled noise, stds and ranges that may themselves reach ~1e4, then gets squared in
 # the members' spread: sqrt(3.4e38) / 1e4 ~ 1e15 keeps every such product and square finite.
@@ -40,8 +43,12 @@ class DreamSettings:
         a SAC agent's real path off a medium HalfCheetah dataset, model std went 0.09 -> 0.30 and
         stayed there while disagreement ranged 0.2 -> 1.4.
     halt_threshold: MOReL's halt: the episode ends (``terminated``) when the members' disagreement
-        exceeds it. ``None`` never; ``"auto"`` = ``halt_factor`` x the largest disagreement seen
-        on the training data (recorded at fit time).
+        exceeds it. ``None`` never; ``"auto"`` = ``halt_factor`` x the ``halt_quantile`` of the
+        disagreement on the training data (recorded at fit time).
+    halt_quantile: which quantile of the training rows' disagreement ``"auto"`` scales: 1 (the
+        default, MOReL's) the largest. Off a medium dataset an agent's fiction can sit inside the
+        training rows' range (a fictional HalfCheetah gait at 0.6-0.8 where the largest was 1.5
+        and the 0.99 quantile 0.25): a halt at the 0.99 quantile removed it.
     halt_reward: reward of a step where the disagreement halt fires; ``None`` keeps the model's
         predicted reward (and its penalty).
     out_of_bounds: a predicted observation outside the data's support is clipped; ``"halt"``
@@ -58,6 +65,11 @@ class DreamSettings:
         (``fit --reset-states N``). Branched short rollouts from logged states, with a small
         ``max_episode_steps`` as the horizon (a truncation, which agents bootstrap), are MBPO's
         and MOPO's rollout scheme.
+    start_share: with ``reset_from="logged"``, the share of resets drawn from the logged episode
+        starts instead (0 to 1). Branches from states drawn uniformly reach an episode's start
+        about once in its length: an agent trained on a medium HalfCheetah dataset's 1,000-step
+        episodes ran 35-37 normalised from logged mid-gait states and about 0 from the real
+        env's reset, having never practised getting going.
     uncertainty_info: fill ``info["disagreement"]`` every step (-1, "not computed", otherwise). It costs a
         pass through every member, where a plain step sends each dream through one member, so it
         is off unless asked for; a halt or penalty that needs the members' spread computes it
@@ -70,11 +82,13 @@ class DreamSettings:
     penalty_of: str = "model_std"
     halt_threshold: float | str | None = None
     halt_factor: float = 1.0
+    halt_quantile: float = 1.0
     halt_reward: float | None = None
     out_of_bounds: str = "halt"
     bounds_margin: float = 1.0
     uncertainty_info: bool = False
     reset_from: str = "starts"
+    start_share: float = 0.0
 
     @classmethod
     def resolve(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> "DreamSettings":
@@ -101,6 +115,10 @@ class DreamSettings:
         """Raise ``ValueError`` naming the first knob whose value is of the wrong kind or range."""
         for name in ("temperature", "uncertainty_penalty", "halt_factor", "bounds_margin"):
             _require_number(name, getattr(self, name), minimum=0.0)
+        for name in ("start_share", "halt_quantile"):
+            _require_number(name, getattr(self, name), minimum=0.0)
+            if getattr(self, name) > 1:
+                raise ValueError(f"{name} must be <= 1, got {getattr(self, name)}")
         for name, choices in (("propagation", PROPAGATIONS), ("reset_from", RESET_FROM), ("penalty_of", PENALTY_OF),
                               ("out_of_bounds", OUT_OF_BOUNDS)):
             if getattr(self, name) not in choices:

@@ -361,3 +361,65 @@ def test_a_warm_start_that_meets_its_first_ends_learns_where_they_are(tmp_path):
     x = torch.tensor([[-0.3], [0.0], [0.3], [0.48]])
     ends = model.predict(x, torch.full((4, 1), 0.5), temperature=0.0, members="mean").termination_prob
     assert (ends[:3] < 0.5).all() and float(ends[3]) > 0.5, ends
+
+
+def test_end_rules_carry_the_logged_ends_past_the_data():
+    from learned_envs.models.ensemble import RULE_OFF, end_rules
+
+    rng = np.random.default_rng(0)
+    # Hopper-like: every end is a fall below a height of 0.7 (feature 0); five falls are also
+    # faster (feature 1) than any ongoing row, which the height rule already explains.
+    ongoing = rng.uniform([0.7, -1.0], [1.4, 1.0], size=(2000, 2))
+    falls = rng.uniform([0.6, -1.0], [0.7, 1.0], size=(100, 2))
+    falls[:5, 1] = -3.0
+    obs = torch.tensor(np.concatenate([ongoing, falls]), dtype=torch.float32)
+    ends = torch.arange(2100) >= 2000
+    below, above = end_rules(obs, ends)
+    assert float(below[0]) == float(obs[:2000, 0].min()) and float(below[1]) == -RULE_OFF
+    assert (above == RULE_OFF).all()
+    # CartPole-like: ends on both sides of one feature, two rules; a lone end beyond the ongoing
+    # rows elsewhere (below min_rows) is no rule.
+    ongoing = rng.uniform(-0.2, 0.2, size=(500, 2))
+    tipped = np.concatenate([rng.uniform(0.2, 0.25, size=(10, 2)) * [1, 0], rng.uniform(-0.25, -0.2, size=(10, 2)) * [1, 0]])
+    tipped[0, 1] = 0.9
+    obs = torch.tensor(np.concatenate([ongoing, tipped]), dtype=torch.float32)
+    below, above = end_rules(obs, torch.arange(520) >= 500)
+    assert float(above[0]) == float(obs[:500, 0].max()) and float(below[0]) == float(obs[:500, 0].min())
+    assert float(above[1]) == RULE_OFF and float(below[1]) == -RULE_OFF
+    # No ends, or no ongoing row: nothing to go on.
+    assert (end_rules(obs, torch.zeros(520, dtype=torch.bool))[1] == RULE_OFF).all()
+    assert (end_rules(obs, torch.ones(520, dtype=torch.bool))[0] == -RULE_OFF).all()
+
+
+def test_a_fitted_dream_ends_past_its_logged_ends_on_either_path(cartpole_npz, small_checkpoint):
+    data, model = load(cartpole_npz), load_checkpoint(small_checkpoint).model
+    ongoing = data.next_observations[~data.terminations.astype(bool)]
+    # 800 random CartPole rows end by the pole's angle (feature 2), on both sides.
+    assert float(model.end_above[2]) == float(ongoing[:, 2].max()) and float(model.end_below[2]) == float(ongoing[:, 2].min())
+    past = np.zeros((3, 4), np.float32)
+    past[0, 2], past[1, 2] = float(model.end_above[2]) * 1.5, float(model.end_below[2]) * 1.5
+    with torch.no_grad():
+        ends = torch.sigmoid(model.termination_logit(torch.as_tensor(past))).numpy()
+    host = model.serving_weights(host=True)
+    host_ends = torch.sigmoid(torch.as_tensor(host.termination_logit(past))).numpy()
+    assert ends[0] == 1.0 and ends[1] == 1.0 and ends[2] < 0.5, ends
+    np.testing.assert_allclose(host_ends, ends, atol=1e-6)
+    # The rules explain every logged end here, so the classifier is off and the step skips it.
+    assert not host.classifier and not model.termination[0].weight.any()
+
+
+def test_a_checkpoint_from_before_the_end_rules_loads_without_them(small_checkpoint, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from learned_envs.checkpoint import METADATA_DIGEST_KEY, METADATA_KEY, TENSOR_DIGEST_KEY, _digest
+
+    tensors = load_file(str(small_checkpoint))
+    del tensors["model.end_below"], tensors["model.end_above"]
+    meta = read_metadata(small_checkpoint)
+    del meta["model"]["config"]["end_rules"]
+    meta[TENSOR_DIGEST_KEY] = _digest(tensors)
+    meta.pop(METADATA_DIGEST_KEY)
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={METADATA_KEY: json.dumps(meta)})
+    legacy = load_checkpoint(old).model
+    assert legacy.config.end_rules is False and legacy.end_below is None and legacy.serving_weights().end_below is None

@@ -80,6 +80,7 @@ def test_the_data_door_answers_with_transitions_or_a_data_error(arrays, metadata
 METADATA_KEYS = ["model.family", "model.config.num_layers", "model.config.hidden_size", "model.config.obs_dim",
                  "model.config", "observation_space", "action_space", "observation_space.n", "source_env_id",
                  "dream", "dream.temperature", "dream.max_episode_steps", "fit", "fit.metrics.max_train_disagreement",
+                 "fit.metrics.train_disagreement_quantiles",
                  "dataset", "format_version"]
 TENSORS = ["start_states", "obs_low", "obs_high", "model.input_norm.std", "model.head.weight", "model.max_logvar"]
 

@@ -163,6 +163,34 @@ def test_max_train_disagreement_must_be_a_finite_non_negative_number(small_check
         read_metadata(ckpt)
 
 
+@pytest.mark.parametrize("value, pattern", [
+    ([0.5, 1.0], "should be a JSON object of 1 to 64 quantiles"),
+    ({}, "should be a JSON object of 1 to 64 quantiles"),
+    ({"1.5": 0.3}, "has key '1.5', which is not a quantile between 0 and 1"),
+    ({"half": 0.3}, "has key 'half', which is not a quantile"),
+    ({"0.5": float("nan")}, r"'fit.metrics.train_disagreement_quantiles.0.5' should be a finite number >= 0"),
+    ({"0.5": 0.4, "0.9": 0.2}, r"the 0.9 quantile \(0.2\) is below the 0.5 quantile \(0.4\)"),
+])
+def test_recorded_disagreement_quantiles_are_checked(small_checkpoint, tmp_path, value, pattern):
+    metrics = lambda m: m["fit"].setdefault("metrics", {}).update(train_disagreement_quantiles=value)  # noqa: E731
+    ckpt = crafted(small_checkpoint, tmp_path, "quantiles", metrics)
+    with pytest.raises(CheckpointError, match=pattern):
+        read_metadata(ckpt)
+
+
+def test_a_quantile_halt_needs_the_recorded_quantiles(small_checkpoint, tmp_path):
+    from learned_envs.dreams.core import DreamCore
+
+    metrics = lambda m: m["fit"].setdefault("metrics", {}).update(train_disagreement_quantiles={"0.9": 0.2, "1.0": 0.5})  # noqa: E731
+    partial = load_checkpoint(crafted(small_checkpoint, tmp_path, "partial", metrics))
+    with pytest.raises(ValueError, match=r"halt_quantile=0.5 is outside the quantiles the fit recorded \(0.9 to 1.0\)"):
+        DreamCore(partial, halt_threshold="auto", halt_quantile=0.5)
+    assert DreamCore(partial, halt_threshold="auto", halt_quantile=0.95).halt_threshold == pytest.approx(0.35)
+    old = load_checkpoint(crafted(small_checkpoint, tmp_path, "old", lambda m: m["fit"]["metrics"].clear()))
+    with pytest.raises(ValueError, match="needs the fit's record of train_disagreement_quantiles"):
+        DreamCore(old, halt_threshold="auto", halt_quantile=0.99)
+
+
 # -- 5 and 6, their data half: what cannot make a sound dream is refused at the door ---------------
 @pytest.mark.parametrize("field, value, pattern", [
     ("observations", 1e39, r"field 'observations', row 5: is beyond float32's range"),

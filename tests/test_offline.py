@@ -63,6 +63,43 @@ def test_branched_rollouts_start_anywhere_logged_and_truncate_at_the_horizon(pen
     assert all(tuple(plain.reset(seed=i)[0]) in starts for i in range(10))
 
 
+def test_start_share_draws_that_share_of_resets_from_the_episode_starts(pendulum):
+    data, _, dream = pendulum
+    register_dream("Test-Offline-Share-v0", dream)
+    starts = {tuple(row) for row in data.episode_starts().astype(np.float32)}
+    # 400 rows of Pendulum's 200-step episodes: 2 starts, so a uniform logged draw almost never hits one.
+    for share, low, high in ((0.0, 0, 10), (0.5, 130, 270), (1.0, 400, 400)):
+        env = gym.make("Test-Offline-Share-v0", start_share=share)
+        hits = sum(tuple(env.reset(seed=i)[0]) in starts for i in range(400))
+        assert low <= hits <= high, (share, hits)
+    # The draws are the face's seeded generator's: the same seed, the same resets.
+    env = gym.make("Test-Offline-Share-v0", start_share=0.5)
+    np.testing.assert_array_equal(env.reset(seed=3)[0], env.reset(seed=3)[0])
+    with pytest.raises(ValueError, match="start_share must be <= 1"):
+        gym.make("Test-Offline-Share-v0", start_share=1.5)
+
+
+def test_fit_records_disagreement_quantiles_and_the_halt_reads_them(pendulum):
+    from learned_envs.dream_settings import DISAGREEMENT_QUANTILES
+    from learned_envs.dreams.core import DreamCore
+    from learned_envs.fitting.dream import train_disagreement
+
+    data, _, dream = pendulum
+    checkpoint = load_checkpoint(dream)
+    metrics = checkpoint.metadata["fit"]["metrics"]
+    recorded = metrics["train_disagreement_quantiles"]
+    assert [float(q) for q in recorded] == list(DISAGREEMENT_QUANTILES)
+    values = train_disagreement(checkpoint.model, data)
+    assert values.shape == (len(data),)
+    assert recorded["0.99"] == pytest.approx(float(np.quantile(values, 0.99)), rel=1e-5)
+    assert recorded["1.0"] == pytest.approx(metrics["max_train_disagreement"], rel=1e-5)
+    assert DreamCore(checkpoint, halt_threshold="auto", halt_quantile=0.99).halt_threshold == pytest.approx(recorded["0.99"])
+    # Between recorded levels: linear interpolation.
+    between = DreamCore(checkpoint, halt_threshold="auto", halt_quantile=0.985, halt_factor=2.0).halt_threshold
+    assert between == pytest.approx(2 * (recorded["0.98"] + recorded["0.99"]) / 2)
+    assert DreamCore(checkpoint, halt_threshold="auto").halt_threshold == metrics["max_train_disagreement"]
+
+
 def test_reset_from_logged_without_stored_states_is_refused(small_checkpoint):
     register_dream("Test-NoStates-v0", small_checkpoint)
     with pytest.raises(ValueError, match="reset_from='logged' needs logged states.*--reset-states"):

@@ -136,6 +136,9 @@ class DreamCore:
         if getattr(self, "_settings", None) is None or value.reset_from != self._settings.reset_from:
             # [S, D] the reset pool, kept on the host: resets are decided there, without a device round trip.
             self.start_states: np.ndarray = self._reset_pool(value.reset_from)
+        # [S0, D] the logged episode starts a share of "logged" resets draws from; None when no share is asked.
+        self._episode_starts = (self._reset_pool("starts") if value.reset_from == "logged" and value.start_share > 0
+                                else None)
         self._obs_low_host, self._obs_high_host = (b.cpu().numpy() for b in (self.obs_low, self.obs_high))
         self._settings = value
 
@@ -156,11 +159,23 @@ class DreamCore:
     def _resolve_halt_threshold(self, settings: DreamSettings) -> float | None:
         threshold = settings.halt_threshold
         if threshold == "auto":
-            recorded = self.checkpoint.metadata.get("fit", {}).get("metrics", {}).get("max_train_disagreement")
-            if recorded is None:
-                raise ValueError(f"{self.checkpoint.path}: halt_threshold='auto' needs max_train_disagreement, which this checkpoint lacks")
-            return settings.halt_factor * float(recorded)
+            return settings.halt_factor * self._recorded_disagreement(settings.halt_quantile)
         return None if threshold is None else float(threshold)
+
+    def _recorded_disagreement(self, quantile: float) -> float:
+        """The ``quantile`` of the training rows' disagreement, interpolated between those the fit recorded."""
+        metrics = self.checkpoint.metadata.get("fit", {}).get("metrics", {})
+        if quantile == 1.0 and metrics.get("max_train_disagreement") is not None:
+            return float(metrics["max_train_disagreement"])
+        recorded = metrics.get("train_disagreement_quantiles")
+        if recorded is None:
+            raise ValueError(f"{self.checkpoint.path}: halt_threshold='auto' at halt_quantile={quantile} needs the fit's "
+                             "record of train_disagreement_quantiles, which this checkpoint lacks (refit it)")
+        levels = sorted((float(q), float(v)) for q, v in recorded.items())
+        if not levels[0][0] <= quantile <= levels[-1][0]:
+            raise ValueError(f"{self.checkpoint.path}: halt_quantile={quantile} is outside the quantiles the fit recorded "
+                             f"({levels[0][0]} to {levels[-1][0]})")
+        return float(np.interp(quantile, [q for q, _ in levels], [v for _, v in levels]))
 
     # -- randomness ------------------------------------------------------------------------
     def seed(self, np_random: np.random.Generator) -> None:
@@ -187,6 +202,10 @@ class DreamCore:
             starts = self._checked_initial_observations(initial_observations, count)
         else:
             starts = self.start_states[self.host_rng.integers(self.start_states.shape[0], size=count)]
+            if self._episode_starts is not None:
+                from_start = self.host_rng.random(count) < self.settings.start_share
+                picks = self.host_rng.integers(self._episode_starts.shape[0], size=int(from_start.sum()))
+                starts[from_start] = self._episode_starts[picks]
         rows_t = torch.as_tensor(index, device=self.device)
         self.state[rows_t] = self.model.encode(torch.as_tensor(starts.reshape(count, -1), dtype=self.state.dtype, device=self.device))
         self.elapsed[index] = 0

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from learned_envs.data.spaces import env_spaces
 from learned_envs.data.transitions import Transitions
-from learned_envs.dream_settings import DreamSettings
+from learned_envs.dream_settings import DISAGREEMENT_QUANTILES, DreamSettings
 from learned_envs.fitting.config import FitConfig, FitError
 from learned_envs.fitting.split import to_batch
 from learned_envs.fitting.trainer import FitResult, fit_world_model
@@ -31,16 +31,30 @@ from learned_envs.models.base import WorldModel
 
 
 @torch.no_grad()
-def max_disagreement(model: WorldModel, data: Transitions, batch: int = 4096) -> float:
-    """The largest member disagreement over the logged (state, action) pairs: the scale of
-    ``halt_threshold="auto"``."""
+def train_disagreement(model: WorldModel, data: Transitions, batch: int = 4096) -> np.ndarray:
+    """``[N]`` the members' disagreement on each logged (state, action) pair: the scale
+    ``halt_threshold="auto"`` is set against."""
     every = to_batch(data, next(model.parameters()).device)
-    largest = 0.0
+    chunks = []
     for lo in range(0, len(data), batch):
         obs, action = every.obs[lo:lo + batch], every.action[lo:lo + batch]
         out = model.predict(model.encode(obs), action, temperature=0.0, members="mean", uncertainty=True)
-        largest = max(largest, float(out.disagreement.max()))
-    return largest
+        chunks.append(out.disagreement.float().cpu().numpy())
+    return np.concatenate(chunks)
+
+
+def max_disagreement(model: WorldModel, data: Transitions, batch: int = 4096) -> float:
+    """The largest member disagreement over the logged (state, action) pairs."""
+    return float(train_disagreement(model, data, batch).max())
+
+
+def disagreement_metrics(model: WorldModel, data: Transitions) -> dict[str, Any]:
+    """The fit metrics ``halt_threshold="auto"`` reads: ``max_train_disagreement`` and
+    ``train_disagreement_quantiles`` (``{"q": value}`` at :data:`DISAGREEMENT_QUANTILES`)."""
+    values = train_disagreement(model, data)
+    recorded = np.quantile(values, DISAGREEMENT_QUANTILES)
+    return {"max_train_disagreement": float(values.max()),
+            "train_disagreement_quantiles": {repr(q): float(v) for q, v in zip(DISAGREEMENT_QUANTILES, recorded)}}
 
 
 def observed_bounds(data: Transitions) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +177,7 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
         raise FitError(f"the data's source_env_id should be a Gymnasium id string, not {source_env!r:.80}; pass --source-env")
     initial = _warm_start_model(init, data, config) if init is not None else None
     result = fit_world_model(data, config, progress=progress, init=initial)
-    result.metrics["max_train_disagreement"] = max_disagreement(result.model, data)
+    result.metrics.update(disagreement_metrics(result.model, data))
 
     max_episode_steps = _time_limit(source_env, max_episode_steps, progress)
     low, high = observed_bounds(data)

@@ -83,6 +83,11 @@ class TorchOps:
         return like.new_zeros(rows, cols)
 
     @staticmethod
+    def full_rows(x: torch.Tensor, value: float) -> torch.Tensor:
+        """``[..., F] -> [...]`` filled with ``value``."""
+        return x.new_full(x.shape[:-1], value)
+
+    @staticmethod
     def std0(x: torch.Tensor) -> torch.Tensor:
         """Population std over the first (member) dimension."""
         return x.std(0, unbiased=False)
@@ -154,6 +159,10 @@ class NumpyOps:
     @staticmethod
     def zeros(rows: int, cols: int, like: np.ndarray) -> np.ndarray:
         return np.zeros((rows, cols), dtype=like.dtype)
+
+    @staticmethod
+    def full_rows(x: np.ndarray, value: float) -> np.ndarray:
+        return np.full(x.shape[:-1], value, dtype=x.dtype)
 
     @staticmethod
     def std0(x: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ and any batch size B is a handful of batched matrix products (the step's math is
 :mod:`learned_envs.models.ensemble_serving`, written once for torch and numpy). Each member outputs a Gaussian over the
 normalised target ``[Δobs, reward]``; a separate classifier reads the *next* observation and
 gives the probability that the episode terminates there (Gymnasium envs decide termination from
-the state they reach).
+the state they reach), and per-feature end rules carry the logged ends past the data (see
+:func:`end_rules`).
 
 Stepping sends each row through one member (a random member per row, as mbrl-lib's
 ``random_model`` propagation: rows are scattered over E equal slices, one per member), so a step
@@ -28,7 +29,7 @@ from torch import nn
 
 from learned_envs.models.array_ops import NumpyDraws, NumpyOps, TorchDraws, TorchOps
 from learned_envs.models.base import Batch, ModelConfig, Prediction, WorldModel, register_family
-from learned_envs.models.ensemble_serving import ServingWeights
+from learned_envs.models.ensemble_serving import RULE_OFF, ServingWeights
 from learned_envs.models.normalizer import Normalizer
 
 DYNAMICS, TERMINATION = "dynamics", "termination"
@@ -53,6 +54,9 @@ class EnsembleConfig(ModelConfig):
     # bonus (the ``terminal_bonus`` tensor), and the dynamics learn reward from the other rows only.
     # False in checkpoints written before this field (they hold no such tensor).
     terminal_bonus: bool = True
+    # Per-feature end rules beside the termination classifier (the ``end_below``/``end_above``
+    # tensors, see :func:`end_rules`). False in checkpoints written before this field.
+    end_rules: bool = True
 
 
 class EnsembleLinear(nn.Module):
@@ -87,7 +91,7 @@ class EnsembleWorldModel(WorldModel):
     }
     stages: ClassVar[tuple[str, ...]] = (DYNAMICS, TERMINATION)
     # Config fields that older checkpoints' metadata lacks, and what their absence meant then.
-    legacy_defaults: ClassVar[dict[str, Any]] = {"terminal_bonus": False}
+    legacy_defaults: ClassVar[dict[str, Any]] = {"terminal_bonus": False, "end_rules": False}
 
     # Weight of PETS's penalty on the log-variance bounds, which keeps them from drifting apart.
     LOGVAR_BOUND_WEIGHT: ClassVar[float] = 0.01
@@ -110,6 +114,13 @@ class EnsembleWorldModel(WorldModel):
         self.register_buffer("support_low", torch.full((c.obs_dim,), -torch.inf))
         self.register_buffer("support_high", torch.full((c.obs_dim,), torch.inf))
         self.termination = termination_head(c)
+        # [D] each: the episode ends where a feature is below end_below or above end_above (see
+        # end_rules); RULE_OFF, beyond any float32 value, where no rule stands.
+        if c.end_rules:
+            self.register_buffer("end_below", torch.full((c.obs_dim,), -RULE_OFF))
+            self.register_buffer("end_above", torch.full((c.obs_dim,), RULE_OFF))
+        else:
+            self.end_below = self.end_above = None
         # [1] reward added where the termination head ends an episode: an end's reward beyond what the
         # dynamics predict (a goal's +100), which one Gaussian head would smear over the states near it.
         if c.terminal_bonus:
@@ -139,6 +150,8 @@ class EnsembleWorldModel(WorldModel):
             shapes[f"termination.{i}.weight"], shapes[f"termination.{i}.bias"] = (b, a), (b,)
         if c.terminal_bonus:
             shapes["terminal_bonus"] = (1,)
+        if c.end_rules:
+            shapes["end_below"] = shapes["end_above"] = (c.obs_dim,)
         return shapes
 
     @property
@@ -183,6 +196,10 @@ class EnsembleWorldModel(WorldModel):
             # nn.Linear keeps [out, in]; the shared math multiplies by [in, out] (a view).
             termination=[(view(self.termination[i].weight).T, view(self.termination[i].bias)) for i in (0, 2, 4)],
             terminal_bonus=None if self.terminal_bonus is None else view(self.terminal_bonus),
+            end_below=None if self.end_below is None else view(self.end_below),
+            end_above=None if self.end_above is None else view(self.end_above),
+            # Under autograd the network always runs: its gradients are what trains it.
+            classifier=not cacheable or any(bool(self.termination[i].weight.any()) for i in (0, 2, 4)),
         )
         if cacheable:
             self._serving_cache[host] = weights
@@ -258,11 +275,8 @@ class EnsembleWorldModel(WorldModel):
             self.support_low.copy_(low)
             self.support_high.copy_(high)
         if not bool(train.terminated.any()):
-            # Data with no terminal row: never terminate (a large negative bias), and nothing to train.
-            with torch.no_grad():
-                for p in self.termination.parameters():
-                    p.zero_()
-                self.termination[-1].bias.fill_(-20.0)
+            # Data with no terminal row: never terminate, and nothing to train.
+            _switch_off(self.termination)
         elif not any(bool(self.termination[i].weight.any()) for i in (0, 2)):
             # A warm start from a dream whose data had no ends, meeting its first ones: the head
             # above was zeroed, and zero weights get zero gradients (every hidden unit alike), so it
@@ -385,22 +399,26 @@ class EnsembleWorldModel(WorldModel):
         0.5 threshold sits on the cautious side: on 1,000 random CartPole rows it ended episodes
         at |angle| ~0.14 where CartPole ends at 0.21, in 8% of a balancing agent's states.
 
+        The end rules are found first (:func:`end_rules`).
+
         Then the terminal bonus: the logged ends' mean reward beyond the dynamics' reward for them
         (MountainCarContinuous's +100 at the flag; 0 where an end pays like any other step).
         """
         terminated = torch.cat([batch.terminated for batch in logged])
         if stage != TERMINATION or not bool(terminated.any()):
             return
-        logits = torch.cat([self.termination_logit(chunk) for batch in logged for chunk in batch.next_obs.split(65_536)])
-        order = torch.argsort(logits, descending=True)
-        ranked, truth = logits[order], terminated[order] > 0.5
-        true_positives = torch.cumsum(truth.float(), 0)
-        predicted = torch.arange(1, len(ranked) + 1, device=ranked.device, dtype=torch.float32)
-        f1 = 2 * true_positives / (predicted + truth.sum())
-        k = int(torch.argmax(f1))  # predict an end for the k + 1 highest logits
-        cut = ranked[k] if k + 1 == len(ranked) else (ranked[k] + ranked[k + 1]) / 2
-        self.termination[-1].bias.sub_(cut)
         self._serving_cache.clear()
+        if self.end_below is not None:
+            below, above = end_rules(torch.cat([batch.next_obs for batch in logged]), terminated > 0.5)
+            self.end_below.copy_(below)
+            self.end_above.copy_(above)
+            ruled = torch.cat([((b.next_obs < below) | (b.next_obs > above)).any(-1) for b in logged])
+            if bool(ruled[terminated > 0.5].all()):
+                # Every logged end is the rules': the classifier, cut to end no more rows than they do,
+                # would never fire. Switched off, as for data without ends, and skipped at each step.
+                _switch_off(self.termination)
+        if self.serving_weights().classifier:
+            self._cut_at_best_f1(logged, terminated > 0.5)
         if self.terminal_bonus is not None:
             # The logged ends' mean reward beyond what the dynamics' reward head (the bonus at 0) says of them.
             self.terminal_bonus.zero_()
@@ -408,6 +426,22 @@ class EnsembleWorldModel(WorldModel):
             residual = torch.cat([b.reward - self.predict(b.obs, b.action, temperature=0.0, members="mean").reward
                                   for b in ends if len(b)])
             self.terminal_bonus.copy_(residual.mean().reshape(1))
+
+    def _cut_at_best_f1(self, logged: Sequence[Batch], ends: torch.Tensor) -> None:
+        """Shift the classifier's last bias so that it ends the logged rows (``ends [N]``) at its best F1.
+
+        The rules' ends count as predicted ends (true on every logged row, their logits raised by
+        RULED_END_LOGIT), so the cut is placed for the ends they leave to the classifier."""
+        logits = torch.cat([self.termination_logit(chunk) for batch in logged for chunk in batch.next_obs.split(65_536)])
+        order = torch.argsort(logits, descending=True)
+        ranked, truth = logits[order], ends[order]
+        true_positives = torch.cumsum(truth.float(), 0)
+        predicted = torch.arange(1, len(ranked) + 1, device=ranked.device, dtype=torch.float32)
+        f1 = 2 * true_positives / (predicted + truth.sum())
+        k = int(torch.argmax(f1))  # predict an end for the k + 1 highest logits
+        cut = ranked[k] if k + 1 == len(ranked) else (ranked[k] + ranked[k + 1]) / 2
+        self.termination[-1].bias.sub_(cut)
+        self._serving_cache.clear()
 
     def keep_members(self, index: torch.Tensor) -> None:
         """Drop every member not in ``index [K]`` (e.g. keep the elites) in place."""
@@ -420,6 +454,54 @@ class EnsembleWorldModel(WorldModel):
         self.config.ensemble_size = int(len(index))
         self._snapshots.pop(DYNAMICS, None)
         self._serving_cache.clear()  # its tensors were the replaced ones
+
+
+def end_rules(next_obs: torch.Tensor, terminated: torch.Tensor, min_share: float = 0.02,
+              min_rows: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature end rules from logged next observations ``[N, D]`` and their ``terminated [N]`` (bool).
+
+    Returns ``end_below, end_above [D]``: an episode ends where feature d is below ``end_below[d]``
+    or above ``end_above[d]``; ``-RULE_OFF``/``RULE_OFF`` where no rule stands.
+
+    Gymnasium's envs end episodes by per-feature limits (Hopper below a height of 0.7 or past an
+    angle of 0.2, CartPole past 12 degrees), and a classifier learns such a limit only where the
+    logs show ends, never beyond: on a medium Hopper dataset, whose 159 ends were all falls below
+    the height limit, the head gave 0.000 to an agent sinking slowly to 0.694. A rule here is "beyond
+    every non-terminal row's value of one feature": true of every logged row by construction, it
+    carries the ends the logs show past them. Rules are taken greedily, the one that explains the
+    most ends first, each kept only if it explains ``min_share`` of the ends (and ``min_rows``)
+    that no kept rule explains: the ends' other extremes (a fall's downward speed, beyond any
+    ongoing row's in 9 of those 159) explain nothing the height rule has not.
+    """
+    ongoing, ends = next_obs[~terminated], next_obs[terminated]
+    below = torch.full((next_obs.shape[1],), -RULE_OFF, dtype=next_obs.dtype, device=next_obs.device)
+    above = torch.full_like(below, RULE_OFF)
+    if len(ongoing) == 0 or len(ends) == 0:
+        return below, above
+    low, high = ongoing.min(0).values, ongoing.max(0).values
+    # [2, n_ends, D]: which ends each candidate rule (feature below its low, feature above its high) explains.
+    explains = torch.stack([ends < low, ends > high])
+    unexplained = torch.ones(len(ends), dtype=torch.bool, device=ends.device)
+    needed = max(min_rows, int(np.ceil(min_share * len(ends))))
+    while True:
+        counts = (explains & unexplained[None, :, None]).sum(1)  # [2, D]
+        best = int(torch.argmax(counts))
+        side, feature = divmod(best, counts.shape[1])
+        if int(counts[side, feature]) < needed:
+            return below, above
+        if side == 0:
+            below[feature] = low[feature]
+        else:
+            above[feature] = high[feature]
+        unexplained &= ~explains[side, :, feature]
+
+
+@torch.no_grad()
+def _switch_off(head: nn.Sequential) -> None:
+    """The classifier never ends an episode: zero weights and a large negative bias."""
+    for p in head.parameters():
+        p.zero_()
+    head[-1].bias.fill_(-20.0)
 
 
 def termination_head(c: EnsembleConfig) -> nn.Sequential:

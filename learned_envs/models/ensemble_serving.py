@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from learned_envs.models.ensemble import EnsembleConfig
 
 
+# An end rule's place when no rule stands: no float32 feature passes it (float32's largest value).
+RULE_OFF = 3.4028234663852886e38
+# Added to the classifier's logit where an end rule holds: an end beyond doubt (sigmoid = 1 in float32).
+RULED_END_LOGIT = 1000.0
+
+
 def bound_logvar(logvar: Any, max_logvar: Any, min_logvar: Any, ops: type = TorchOps) -> Any:
     """Soft bounds (PETS): smooth everywhere, so the NLL cannot push the variance to 0 or infinity."""
     logvar = max_logvar - ops.softplus(max_logvar - logvar)
@@ -52,6 +58,11 @@ class ServingWeights:
     min_logvar: Any  # [E, 1, T]
     termination: list[tuple[Any, Any]]  # (weight [in, out], bias [out])
     terminal_bonus: Any = None  # [1], added to the reward where the termination head ends the episode; None: no bonus
+    end_below: Any = None  # [D] the end rules (EnsembleWorldModel's end_rules); None: no rules
+    end_above: Any = None  # [D]
+    # False where the classifier's weights are all zero (data without ends, or ends the rules all
+    # explain): its logit is then its last bias for every state, and the step skips the network.
+    classifier: bool = True
     # The observation part of the input normaliser ([D] views, sharing memory like the rest): sliced
     # once here, not twice a step.
     obs_mean: Any = field(init=False)
@@ -60,6 +71,12 @@ class ServingWeights:
     def __post_init__(self) -> None:
         d = self.config.obs_dim
         self.obs_mean, self.obs_std = self.input_mean[:d], self.input_std[:d]
+        if self.end_below is not None and not bool((self.end_below > -RULE_OFF).any() or (self.end_above < RULE_OFF).any()):
+            # No rule stands (data without ends, or none found): the step skips the comparisons.
+            # The model drops its cached weights whenever it sets rules, so this cannot go stale.
+            self.end_below = self.end_above = None
+        if not self.classifier:
+            self._classifier_bias = float(self.termination[-1][1][0])  # read once: no device sync a step
 
     def inside(self, state: Any) -> Any:
         """``state [*B, D]`` moved to the nearest point of the training data's box: beyond its data
@@ -83,8 +100,16 @@ class ServingWeights:
 
     def termination_logit(self, next_state: Any) -> Any:
         """``[*B, D] -> [*B]`` logit that the episode ends in ``next_state``."""
-        obs_norm = (self.inside(next_state) - self.obs_mean) / self.obs_std
-        return mlp(obs_norm, self.termination, self.ops)[..., 0]
+        if self.classifier:
+            obs_norm = (self.inside(next_state) - self.obs_mean) / self.obs_std
+            logit = mlp(obs_norm, self.termination, self.ops)[..., 0]
+        else:
+            logit = self.ops.full_rows(next_state, self._classifier_bias)
+        if self.end_below is None:
+            return logit
+        # The rules read the state itself, not the classifier's clipped one: they hold beyond the data.
+        ruled = ((next_state < self.end_below) | (next_state > self.end_above)).any(-1)
+        return logit + RULED_END_LOGIT * self.ops.as_dtype(ruled, logit)
 
     def one_member_per_row(self, x: Any, draws: Draws) -> tuple[Any, Any]:
         """Mean and log-variance ``[B, T]`` with each of the B rows sent through one random member.
