@@ -112,6 +112,11 @@ class DreamCore:
         self.host = (self.device.type == "cpu" and num_envs == 1 and self.model.predict_host is not None
                      and self.state.dtype == torch.float32)
         self._host_state_of: torch.Tensor | None = None  # the tensor self._host_state views
+        # One model call now: what a model reads of its own weights once (the ensemble's serving
+        # flags: is the classifier on, do end rules stand) is read here, not in the first step, so
+        # every step crosses from the device to the host exactly once.
+        warm_action = torch.zeros(1, dtype=torch.long) if self.discrete else torch.zeros(1, self._action_size)
+        self.model.predict(self.state[:1], warm_action.to(self.device), temperature=0.0, members="mean")
 
     @property
     def temperature(self) -> float:

@@ -128,6 +128,8 @@ class EnsembleWorldModel(WorldModel):
         else:
             self.terminal_bonus = None
         self._serving_cache: dict[bool, ServingWeights] = {}  # by host: see serving_weights
+        # Weights loaded in place may change what the cache read of them once (its flags).
+        self.register_load_state_dict_post_hook(lambda module, keys: module._serving_cache.clear())
         self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
