@@ -201,11 +201,15 @@ class EnsembleWorldModel(WorldModel):
             end_below=None if self.end_below is None else view(self.end_below),
             end_above=None if self.end_above is None else view(self.end_above),
             # Under autograd the network always runs: its gradients are what trains it.
-            classifier=not cacheable or any(bool(self.termination[i].weight.any()) for i in (0, 2, 4)),
+            classifier=not cacheable or not self._classifier_switched_off(),
         )
         if cacheable:
             self._serving_cache[host] = weights
         return weights
+
+    def _classifier_switched_off(self) -> bool:
+        """True where :func:`_switch_off` left the classifier: every weight zero."""
+        return not any(bool(self.termination[i].weight.any()) for i in (0, 2, 4))
 
     def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "EnsembleWorldModel":
         # .to()/.cuda()/.double() may put new tensors in place of the ones the cached weights share.
@@ -279,7 +283,7 @@ class EnsembleWorldModel(WorldModel):
         if not bool(train.terminated.any()):
             # Data with no terminal row: never terminate, and nothing to train.
             _switch_off(self.termination)
-        elif not any(bool(self.termination[i].weight.any()) for i in (0, 2)):
+        elif self._classifier_switched_off():
             # A warm start from a dream whose data had no ends, meeting its first ones: the head
             # above was zeroed, and zero weights get zero gradients (every hidden unit alike), so it
             # would learn a constant. Fresh weights, drawn on the CPU from the fit's seeded generator.
@@ -411,11 +415,12 @@ class EnsembleWorldModel(WorldModel):
             return
         self._serving_cache.clear()
         if self.end_below is not None:
-            below, above = end_rules(torch.cat([batch.next_obs for batch in logged]), terminated > 0.5)
+            ends = terminated > 0.5
+            next_obs = torch.cat([batch.next_obs for batch in logged])
+            below, above = end_rules(next_obs, ends)
             self.end_below.copy_(below)
             self.end_above.copy_(above)
-            ruled = torch.cat([((b.next_obs < below) | (b.next_obs > above)).any(-1) for b in logged])
-            if bool(ruled[terminated > 0.5].all()):
+            if bool(((next_obs[ends] < below) | (next_obs[ends] > above)).any(-1).all()):
                 # Every logged end is the rules': the classifier, cut to end no more rows than they do,
                 # would never fire. Switched off, as for data without ends, and skipped at each step.
                 _switch_off(self.termination)
