@@ -6,6 +6,7 @@
     learned-envs fit DATA [--out FILE] [--id DREAM_ID] [--source-env ENV_ID] [--seed S]
     learned-envs list
     learned-envs train ENV_OR_DREAM_ID --algo PPO|A2C|DQN|SAC --steps N --out AGENT.zip [--seed S] [--dream-kwarg K=V]
+        [--max-episode-steps N]
     learned-envs score AGENT.zip ENV_OR_DREAM_ID [--episodes N] [--seed S] [--json]
     learned-envs demo [--steps N] [--seed S]
     learned-envs loop ENV_ID --agent SAC|PPO|DQN --real-steps N --out DIR [--seed S]
@@ -62,9 +63,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if dream and args.stop_at_return is not None:
         raise ValueError("--stop-at-return is for training in a real env (it plays real episodes to check)")
     if dream:
-        model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data, **knobs)
-    elif knobs or args.logged_data:
-        raise ValueError(f"--dream-kwarg and --logged-data are for dreams; {args.env_id} is not a registered dream")
+        horizon = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
+        model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data, **knobs, **horizon)
+    elif knobs or args.logged_data or args.max_episode_steps is not None:
+        raise ValueError(f"--dream-kwarg, --logged-data and --max-episode-steps are for dreams; {args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
@@ -369,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the agent and its envs (default 0)")
     p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE",
                    help="dream knob for this run (e.g. temperature=0.5); repeatable")
+    p.add_argument("--max-episode-steps", type=_positive_int, metavar="N",
+                   help="dream episode length for this run, over the registered one (the branch length h of MBPO/MOPO; "
+                   "a truncation, which agents bootstrap)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
     p.add_argument("--save-replay-buffer", metavar="FILE.pkl", help="also write an off-policy agent's replay buffer (SB3's "
                    "pickle, which fit, merge and collect read: D4RL's medium-replay datasets are this)")

@@ -51,6 +51,28 @@ def test_step_types_and_space(small_dream_id):
     assert env.step(env.action_space.sample())[4]["disagreement"] >= 0
 
 
+def test_step_info_deep_copies_as_a_dict(small_dream_id):
+    """SB3's DummyVecEnv deep-copies each step's info and adds arrays to it; the copy must be deep."""
+    import copy
+    import pickle
+
+    env = gym.make(small_dream_id)
+    env.reset(seed=0)
+    info = env.step(env.action_space.sample())[4]
+    assert isinstance(info, dict) and all(type(v) in (float, int, bool) for v in info.values())
+    info["terminal_observation"] = np.zeros(4, np.float32)
+    copied = copy.deepcopy(info)
+    assert copied == {**info, "terminal_observation": copied["terminal_observation"]} and copied is not info
+    assert copied["terminal_observation"] is not info["terminal_observation"]
+    copied["terminal_observation"][0] = 1.0
+    copied["halted"] = True
+    assert info["terminal_observation"][0] == 0.0 and info["halted"] is False
+    shared = [1]
+    nested = copy.deepcopy({"a": info, "b": shared, "c": shared} | {"d": type(info)({"x": shared})})
+    assert nested["b"] is nested["c"] is nested["d"]["x"] is not shared  # the memo is shared, as deepcopy's contract says
+    assert pickle.loads(pickle.dumps(info)).keys() == info.keys()
+
+
 def test_same_seed_same_actions_same_episode(small_dream_id):
     actions = np.random.default_rng(0).integers(0, 2, 200)
     a = _rollout(gym.make(small_dream_id), 42, actions)

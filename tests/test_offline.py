@@ -147,6 +147,19 @@ def test_train_uses_the_stored_recipe_and_the_recorded_data(pendulum, monkeypatc
         train_in_dream("Test-Offline-Train-v0", None, "PPO", progress=False)
 
 
+def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
+    _, _, dream = pendulum
+    register_dream("Test-Offline-Horizon-v0", dream)
+    # 64 steps of 16 dreams: four vector steps, so every dream ends two 2-step episodes (the stored horizon is 5).
+    agent = train_in_dream("Test-Offline-Horizon-v0", 64, seed=0, progress=False, max_episode_steps=2)
+    lengths = [episode["l"] for episode in agent.ep_info_buffer]
+    assert len(lengths) == 32 and set(lengths) == {2}
+    from learned_envs.cli import main
+
+    code = main(["train", "Pendulum-v1", "--steps", "8", "--out", str(tmp_path / "a.zip"), "--max-episode-steps", "3"])
+    assert code == 2 and "--max-episode-steps are for dreams" in capsys.readouterr().err
+
+
 def test_train_refuses_when_the_recorded_data_changed(pendulum, tmp_path):
     data, _, _ = pendulum
     path = save(data, tmp_path / "moved.npz")
