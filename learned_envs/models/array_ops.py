@@ -88,6 +88,11 @@ class TorchOps:
         return x.new_full(x.shape[:-1], value)
 
     @staticmethod
+    def select(condition: torch.Tensor, yes: float, no: float, like: torch.Tensor) -> torch.Tensor:
+        """``yes`` where ``condition``, else ``no``, in ``like``'s dtype."""
+        return torch.where(condition, yes, no).to(like.dtype)
+
+    @staticmethod
     def std0(x: torch.Tensor) -> torch.Tensor:
         """Population std over the first (member) dimension."""
         return x.std(0, unbiased=False)
@@ -163,6 +168,10 @@ class NumpyOps:
     @staticmethod
     def full_rows(x: np.ndarray, value: float) -> np.ndarray:
         return np.full(x.shape[:-1], value, dtype=x.dtype)
+
+    @staticmethod
+    def select(condition: np.ndarray, yes: float, no: float, like: np.ndarray) -> np.ndarray:
+        return np.where(condition, like.dtype.type(yes), like.dtype.type(no))
 
     @staticmethod
     def std0(x: np.ndarray) -> np.ndarray:

@@ -77,7 +77,10 @@ class ServingWeights:
             # The model drops its cached weights whenever it sets rules, so this cannot go stale.
             self.end_below = self.end_above = None
         if not self.classifier:
-            self._classifier_bias = float(self.termination[-1][1][0])  # read once: no device sync a step
+            # Read once (no device sync a step), and its probability as float32's sigmoid gives it.
+            bias = self.termination[-1][1][:1]
+            self._classifier_bias = float(bias[0])
+            self._classifier_prob = float(self.ops.sigmoid(bias)[0])
 
     def inside(self, state: Any) -> Any:
         """``state [*B, D]`` moved to the nearest point of the training data's box: beyond its data
@@ -121,9 +124,20 @@ class ServingWeights:
             logit = self.ops.full_rows(next_state, self._classifier_bias)
         if self.end_below is None:
             return logit
-        # The rules read the state itself, not the classifier's clipped one: they hold beyond the data.
-        ruled = ((next_state < self.end_below) | (next_state > self.end_above)).any(-1)
-        return logit + RULED_END_LOGIT * self.ops.as_dtype(ruled, logit)
+        return logit + RULED_END_LOGIT * self.ops.as_dtype(self._ruled(next_state), logit)
+
+    def _ruled(self, next_state: Any) -> Any:
+        """``[*B, D] -> [*B]`` bool: an end rule holds. The rules read the state itself, not the
+        classifier's clipped one: they hold beyond the data."""
+        return ((next_state < self.end_below) | (next_state > self.end_above)).any(-1)
+
+    def termination_prob(self, next_state: Any) -> Any:
+        """``[*B, D] -> [*B]``: ``sigmoid(termination_logit)``. With the classifier off that is its
+        bias's probability, or 1 where a rule holds (as the sigmoid of the ruled logit rounds): a
+        selection instead of a dozen operations on a single dream's step of a few microseconds each."""
+        if self.classifier or self.end_below is None:
+            return self.ops.sigmoid(self.termination_logit(next_state))
+        return self.ops.select(self._ruled(next_state), 1.0, self._classifier_prob, like=next_state)
 
     def one_member_per_row(self, x: Any, draws: Draws) -> tuple[Any, Any]:
         """Mean and log-variance ``[B, T]`` with each of the B rows sent through one random member.
@@ -171,7 +185,7 @@ class ServingWeights:
             mean = mean + scale * draws.normal(mean)
         target = mean * self.target_std + self.target_mean
         next_state = state + target[:, :d]
-        reward, termination_prob = target[:, d], ops.sigmoid(self.termination_logit(next_state))
+        reward, termination_prob = target[:, d], self.termination_prob(next_state)
         if self.terminal_bonus is not None:
             reward = reward + self.terminal_bonus * ops.as_dtype(termination_prob > 0.5, reward)
         return Prediction(
