@@ -29,7 +29,7 @@ from torch import nn
 
 from learned_envs.models.array_ops import NumpyDraws, NumpyOps, TorchDraws, TorchOps
 from learned_envs.models.base import Batch, ModelConfig, Prediction, WorldModel, register_family
-from learned_envs.models.ensemble_serving import RULE_OFF, ServingWeights
+from learned_envs.models.ensemble_serving import RULE_OFF, ServingWeights, rule_holds
 from learned_envs.models.normalizer import Normalizer
 
 DYNAMICS, TERMINATION = "dynamics", "termination"
@@ -420,7 +420,7 @@ class EnsembleWorldModel(WorldModel):
             below, above = end_rules(next_obs, ends)
             self.end_below.copy_(below)
             self.end_above.copy_(above)
-            if bool(((next_obs[ends] < below) | (next_obs[ends] > above)).any(-1).all()):
+            if bool(rule_holds(next_obs[ends], below, above).all()):
                 # Every logged end is the rules': the classifier, cut to end no more rows than they do,
                 # would never fire. Switched off, as for data without ends, and skipped at each step.
                 _switch_off(self.termination)

@@ -29,6 +29,12 @@ def bound_logvar(logvar: Any, max_logvar: Any, min_logvar: Any, ops: type = Torc
     return min_logvar + ops.softplus(logvar - min_logvar)
 
 
+def rule_holds(state: Any, below: Any, above: Any) -> Any:
+    """``[*B, D] -> [*B]`` bool: some feature of ``state`` lies below ``below [D]`` or above
+    ``above [D]`` (an end rule holds; see EnsembleWorldModel's end_rules)."""
+    return ((state < below) | (state > above)).any(-1)
+
+
 def mlp(h: Any, layers: Sequence[tuple[Any, Any]], ops: type) -> Any:
     """``h [..., in]`` through ``(weight [..., in, out], bias)`` layers, SiLU between them (not after the last)."""
     *hidden, last = layers
@@ -129,14 +135,16 @@ class ServingWeights:
     def _ruled(self, next_state: Any) -> Any:
         """``[*B, D] -> [*B]`` bool: an end rule holds. The rules read the state itself, not the
         classifier's clipped one: they hold beyond the data."""
-        return ((next_state < self.end_below) | (next_state > self.end_above)).any(-1)
+        return rule_holds(next_state, self.end_below, self.end_above)
 
     def termination_prob(self, next_state: Any) -> Any:
         """``[*B, D] -> [*B]``: ``sigmoid(termination_logit)``. With the classifier off that is its
-        bias's probability, or 1 where a rule holds (as the sigmoid of the ruled logit rounds): a
+        bias's probability (everywhere, for data without ends), or 1 where a rule holds (as the sigmoid of the ruled logit rounds): a
         selection instead of a dozen operations on a single dream's step of a few microseconds each."""
-        if self.classifier or self.end_below is None:
+        if self.classifier:
             return self.ops.sigmoid(self.termination_logit(next_state))
+        if self.end_below is None:  # data without ends: a constant
+            return self.ops.full_rows(next_state, self._classifier_prob)
         return self.ops.select(self._ruled(next_state), 1.0, self._classifier_prob, like=next_state)
 
     def one_member_per_row(self, x: Any, draws: Draws) -> tuple[Any, Any]:
