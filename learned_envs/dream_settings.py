@@ -42,6 +42,11 @@ class DreamSettings:
         own std is learned on the data and levels off beyond it, where their means part ways: on
         a SAC agent's real path off a medium HalfCheetah dataset, model std went 0.09 -> 0.30 and
         stayed there while disagreement ranged 0.2 -> 1.4.
+    penalty_threshold: the measure's level below which nothing is charged: the penalty is
+        ``uncertainty_penalty * max(0, measure - penalty_threshold)`` (0, the default: MOPO's
+        linear penalty). A soft halt: set it to the training rows' own level of disagreement (the
+        quantiles the fit records, :attr:`halt_quantile`'s scale) and an agent pays only for
+        steps beyond what the members showed on their data, where a halt would end the branch.
     halt_threshold: MOReL's halt: the episode ends (``terminated``) when the members' disagreement
         exceeds it. ``None`` never; ``"auto"`` = ``halt_factor`` x the ``halt_quantile`` of the
         disagreement on the training data (recorded at fit time).
@@ -80,6 +85,7 @@ class DreamSettings:
     propagation: str = "random"
     uncertainty_penalty: float = 0.0
     penalty_of: str = "model_std"
+    penalty_threshold: float = 0.0
     halt_threshold: float | str | None = None
     halt_factor: float = 1.0
     halt_quantile: float = 1.0
@@ -113,7 +119,7 @@ class DreamSettings:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first knob whose value is of the wrong kind or range."""
-        for name in ("temperature", "uncertainty_penalty", "halt_factor", "bounds_margin"):
+        for name in ("temperature", "uncertainty_penalty", "penalty_threshold", "halt_factor", "bounds_margin"):
             _require_number(name, getattr(self, name), minimum=0.0)
         for name in ("start_share", "halt_quantile"):
             _require_number(name, getattr(self, name), minimum=0.0)

@@ -109,6 +109,18 @@ def test_penalty_of_disagreement_charges_the_members_spread(ckpt):
     assert not np.allclose(spread, std)  # a different measure, not the model std renamed
 
 
+def test_penalty_threshold_charges_only_the_measure_above_it(ckpt):
+    linear = _step(ckpt, temperature=0.0, propagation="mean", uncertainty_penalty=2.0, penalty_of="disagreement")[1]
+    spread = linear.info["disagreement"]
+    level = float(np.median(spread))
+    hinge = _step(ckpt, temperature=0.0, propagation="mean", uncertainty_penalty=2.0, penalty_of="disagreement",
+                  penalty_threshold=level)[1]
+    np.testing.assert_array_equal(linear.observations, hinge.observations)
+    np.testing.assert_allclose(hinge.info["penalty"], 2.0 * np.maximum(spread - level, 0), rtol=1e-5, atol=1e-7)
+    assert (hinge.info["penalty"][spread <= level] == 0).all() and (hinge.info["penalty"][spread > level] > 0).any()
+    np.testing.assert_allclose(hinge.rewards - linear.rewards, linear.info["penalty"] - hinge.info["penalty"], rtol=1e-5, atol=1e-6)
+
+
 def test_halt_threshold_terminates_with_halt_reward(ckpt):
     plain = _step(ckpt, temperature=0.0, propagation="mean")[1]
     halt = _step(ckpt, temperature=0.0, propagation="mean", halt_threshold=0.0, halt_reward=-7.0)[1]
@@ -176,7 +188,8 @@ def test_bounds_margin_widens_the_support(ckpt):
 
 def test_bad_knob_values(ckpt):
     for bad in ({"temperature": -1}, {"temperature": None}, {"temperature": float("nan")}, {"propagation": "vote"},
-                {"uncertainty_penalty": -0.1}, {"halt_threshold": "sometimes"}, {"halt_threshold": -5}, {"halt_factor": -1},
+                {"uncertainty_penalty": -0.1}, {"penalty_threshold": -1}, {"halt_threshold": "sometimes"}, {"halt_threshold": -5},
+                {"halt_factor": -1},
                 {"halt_reward": "x"}, {"penalty_of": "std"}, {"start_share": -0.1}, {"start_share": 2}, {"halt_quantile": 1.01},
                 {"out_of_bounds": "wrap"}, {"bounds_margin": -1}):
         (name,) = bad

@@ -77,6 +77,9 @@ class SameDraws:
     def integers(self, high, size):
         return self._out(np.random.default_rng(1).integers(high, size=size))
 
+    def integer(self, high):
+        return int(self.integers(high, 1)[0])
+
     def permutation(self, n):
         return self._out(np.random.default_rng(2).permutation(n))
 

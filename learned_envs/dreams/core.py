@@ -344,21 +344,33 @@ class DreamCore:
         obs, reward, termination_prob, clipped, *uncertainty = self._predict(actions)
         self.elapsed += 1
         reward = reward.astype(np.float64)
-        clipped = clipped.astype(np.int64)
+        clipped = clipped.astype(np.int64, copy=False)
         # -1 marks "not computed" (NaN would make two identical steps compare unequal).
         disagreement = uncertainty[0].astype(np.float32) if uncertainty else np.full(self.num_envs, -1.0, np.float32)
         if s.uncertainty_penalty > 0:
-            penalty = (s.uncertainty_penalty * uncertainty[self._penalty_column]).astype(np.float32)
+            measure = uncertainty[self._penalty_column]
+            if s.penalty_threshold > 0:
+                measure = np.maximum(measure - np.float32(s.penalty_threshold), np.float32(0))
+            penalty = (s.uncertainty_penalty * measure).astype(np.float32)
             reward = reward - penalty
         else:
             penalty = np.zeros(self.num_envs, np.float32)
-        left_bounds = clipped > 0 if s.out_of_bounds == "halt" else np.zeros(self.num_envs, np.bool_)
-        halted = disagreement > self._halt_threshold if self._halt_threshold is not None else np.zeros(self.num_envs, np.bool_)
-        if s.halt_reward is not None and halted.any():
-            # MOReL's halt: its reward replaces the model's, penalty and all.
-            penalty = np.where(halted, np.float32(0), penalty)
-            reward = np.where(halted, float(s.halt_reward), reward)
-        terminated = (termination_prob > 0.5) | halted | left_bounds
+        terminated = termination_prob > 0.5
+        # The knobs that are off add no operations: a single dream's step is a few dozen of them.
+        if s.out_of_bounds == "halt":
+            left_bounds = clipped > 0
+            terminated |= left_bounds
+        else:
+            left_bounds = np.zeros(self.num_envs, np.bool_)
+        if self._halt_threshold is not None:
+            halted = disagreement > self._halt_threshold
+            terminated |= halted
+            if s.halt_reward is not None and halted.any():
+                # MOReL's halt: its reward replaces the model's, penalty and all.
+                penalty = np.where(halted, np.float32(0), penalty)
+                reward = np.where(halted, float(s.halt_reward), reward)
+        else:
+            halted = np.zeros(self.num_envs, np.bool_)
         if self.max_episode_steps is not None:
             # As Gymnasium's TimeLimit: a terminating last step is truncated too (both flags set).
             truncated = self.elapsed >= self.max_episode_steps

@@ -11,6 +11,7 @@ dimension, and ``affine``/``matmul`` broadcast leading (member) dimensions as ``
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,6 +20,15 @@ import torch.nn.functional as F
 
 # Output widths below this go through the transposed product on the CPU (see TorchOps.affine).
 NARROW = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_identity(classes: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[classes, classes]`` identity matrix on ``device`` (``index_select`` copies its rows out).
+    Made outside inference mode, whichever mode asks first: an inference tensor could not be used
+    later under autograd."""
+    with torch.inference_mode(False):
+        return torch.eye(classes, dtype=dtype, device=device)
 
 
 class TorchOps:
@@ -30,6 +40,7 @@ class TorchOps:
     sqrt = staticmethod(torch.sqrt)
     sigmoid = staticmethod(torch.sigmoid)
     softplus = staticmethod(F.softplus)
+    where = staticmethod(torch.where)  # (condition, x, y), tensors broadcast
 
     @staticmethod
     def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -63,10 +74,12 @@ class TorchOps:
 
     @staticmethod
     def one_hot(index: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tensor:
-        """``[*B]`` integer indices -> ``[*B, classes]`` in ``like``'s dtype. A comparison, not
+        """``[*B]`` integer indices -> ``[*B, classes]`` in ``like``'s dtype: rows of a cached identity
+        matrix (one ``index_select`` where a comparison and a cast took three passes). Not
         ``F.one_hot``, which checks the indices' range with a device->host copy (the core has
         checked the actions on the host already)."""
-        return (index[..., None] == torch.arange(classes, device=index.device)).to(like.dtype)
+        rows = _torch_identity(classes, like.dtype, index.device).index_select(0, index.reshape(-1))
+        return rows.reshape(*index.shape, classes)
 
     @staticmethod
     def as_dtype(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -108,12 +121,21 @@ class TorchOps:
         return first, second
 
 
+@functools.lru_cache(maxsize=None)
+def _identity(classes: int, dtype: str) -> np.ndarray:
+    """``[classes, classes]`` read-only identity matrix (indexing it copies the rows out)."""
+    eye = np.eye(classes, dtype=dtype)
+    eye.flags.writeable = False
+    return eye
+
+
 class NumpyOps:
     """The same operations on numpy arrays (host memory); float32 in, float32 out."""
 
     exp = staticmethod(np.exp)
     log = staticmethod(np.log)
     sqrt = staticmethod(np.sqrt)
+    where = staticmethod(np.where)
 
     @staticmethod
     def clip(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -151,7 +173,8 @@ class NumpyOps:
 
     @staticmethod
     def one_hot(index: np.ndarray, classes: int, like: np.ndarray) -> np.ndarray:
-        return (np.asarray(index)[..., None] == np.arange(classes)).astype(like.dtype)
+        # Rows of a cached identity: one indexing operation where a comparison took four.
+        return _identity(classes, like.dtype.str)[index]
 
     @staticmethod
     def as_dtype(x: Any, like: np.ndarray) -> np.ndarray:
@@ -197,6 +220,10 @@ class TorchDraws:
         """``[size]`` uniform integers in ``[0, high)``."""
         return torch.randint(high, (size,), device=self.device, generator=self.generator)
 
+    def integer(self, high: int) -> int:
+        """One uniform integer in ``[0, high)``, as a Python int."""
+        return int(self.integers(high, 1)[0])
+
     def permutation(self, n: int) -> torch.Tensor:
         return torch.randperm(n, device=self.device, generator=self.generator)
 
@@ -219,6 +246,10 @@ class NumpyDraws:
         # floor(U * high), U uniform on [0, 1) (biased by at most 2**-53): a third of the cost of
         # Generator.integers, whose argument handling outweighs a draw of one.
         return (self.generator.random(size) * high).astype(np.int64)
+
+    def integer(self, high: int) -> int:
+        """``integers(high, 1)[0]`` (the same draw from the same stream) as a Python int, without the arrays."""
+        return int(self.generator.random() * high)
 
     def permutation(self, n: int) -> np.ndarray:
         return self.generator.permutation(n)

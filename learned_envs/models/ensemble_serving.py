@@ -155,7 +155,7 @@ class ServingWeights:
         """
         batch, E = x.shape[0], self.max_logvar.shape[0]
         if batch == 1:
-            return self.members(x, member=int(draws.integers(E, 1)[0]))
+            return self.members(x, member=draws.integer(E))
         k = -(-batch // E)
         slots = draws.permutation(E * k)[:batch]
         grid = self.ops.zeros(E * k, x.shape[1], like=x)
@@ -195,7 +195,7 @@ class ServingWeights:
         next_state = state + target[:, :d]
         reward, termination_prob = target[:, d], self.termination_prob(next_state)
         if self.terminal_bonus is not None:
-            reward = reward + self.terminal_bonus * ops.as_dtype(termination_prob > 0.5, reward)
+            reward = ops.where(termination_prob > 0.5, reward + self.terminal_bonus, reward)
         return Prediction(
             next_state=next_state,
             reward=reward,
