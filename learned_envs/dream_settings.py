@@ -44,9 +44,11 @@ class DreamSettings:
         stayed there while disagreement ranged 0.2 -> 1.4.
     penalty_threshold: the measure's level below which nothing is charged: the penalty is
         ``uncertainty_penalty * max(0, measure - penalty_threshold)`` (0, the default: MOPO's
-        linear penalty). A soft halt: set it to the training rows' own level of disagreement (the
-        quantiles the fit records, :attr:`halt_quantile`'s scale) and an agent pays only for
-        steps beyond what the members showed on their data, where a halt would end the branch.
+        linear penalty). A soft halt: at the training rows' own level of disagreement an agent
+        pays only for steps beyond what the members showed on their data, where a halt would end
+        the branch. ``"auto"``: the ``penalty_quantile`` of the disagreement on the training data
+        (recorded at fit time; with ``penalty_of="disagreement"``, the measure recorded).
+    penalty_quantile: which quantile of the training rows' disagreement ``penalty_threshold="auto"`` is.
     halt_threshold: MOReL's halt: the episode ends (``terminated``) when the members' disagreement
         exceeds it. ``None`` never; ``"auto"`` = ``halt_factor`` x the ``halt_quantile`` of the
         disagreement on the training data (recorded at fit time).
@@ -85,7 +87,8 @@ class DreamSettings:
     propagation: str = "random"
     uncertainty_penalty: float = 0.0
     penalty_of: str = "model_std"
-    penalty_threshold: float = 0.0
+    penalty_threshold: float | str = 0.0
+    penalty_quantile: float = 0.99
     halt_threshold: float | str | None = None
     halt_factor: float = 1.0
     halt_quantile: float = 1.0
@@ -119,9 +122,9 @@ class DreamSettings:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first knob whose value is of the wrong kind or range."""
-        for name in ("temperature", "uncertainty_penalty", "penalty_threshold", "halt_factor", "bounds_margin"):
+        for name in ("temperature", "uncertainty_penalty", "halt_factor", "bounds_margin"):
             _require_number(name, getattr(self, name), minimum=0.0)
-        for name in ("start_share", "halt_quantile"):
+        for name in ("start_share", "halt_quantile", "penalty_quantile"):
             _require_number(name, getattr(self, name), minimum=0.0)
             if getattr(self, name) > 1:
                 raise ValueError(f"{name} must be <= 1, got {getattr(self, name)}")
@@ -133,6 +136,14 @@ class DreamSettings:
             if isinstance(self.halt_threshold, str):
                 raise ValueError(f"halt_threshold must be a number, 'auto' or None, got {self.halt_threshold!r}")
             _require_number("halt_threshold", self.halt_threshold, minimum=0.0)
+        if self.penalty_threshold == "auto":
+            if self.penalty_of != "disagreement":
+                raise ValueError("penalty_threshold='auto' is a quantile of the training rows' disagreement: it needs "
+                                 f"penalty_of='disagreement', got penalty_of={self.penalty_of!r}")
+        elif isinstance(self.penalty_threshold, str):
+            raise ValueError(f"penalty_threshold must be a number or 'auto', got {self.penalty_threshold!r}")
+        else:
+            _require_number("penalty_threshold", self.penalty_threshold, minimum=0.0)
         if self.halt_reward is not None:
             _require_number("halt_reward", self.halt_reward)
         if not isinstance(self.uncertainty_info, bool):

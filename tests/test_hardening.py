@@ -189,6 +189,8 @@ def test_a_quantile_halt_needs_the_recorded_quantiles(small_checkpoint, tmp_path
     old = load_checkpoint(crafted(small_checkpoint, tmp_path, "old", lambda m: m["fit"]["metrics"].clear()))
     with pytest.raises(ValueError, match="needs the fit's record of train_disagreement_quantiles"):
         DreamCore(old, halt_threshold="auto", halt_quantile=0.99)
+    with pytest.raises(ValueError, match=r"penalty_threshold='auto' at penalty_quantile=0.99 needs the fit's record"):
+        DreamCore(old, uncertainty_penalty=1.0, penalty_of="disagreement", penalty_threshold="auto")
 
 
 # -- 5 and 6, their data half: what cannot make a sound dream is refused at the door ---------------

@@ -188,7 +188,8 @@ def test_bounds_margin_widens_the_support(ckpt):
 
 def test_bad_knob_values(ckpt):
     for bad in ({"temperature": -1}, {"temperature": None}, {"temperature": float("nan")}, {"propagation": "vote"},
-                {"uncertainty_penalty": -0.1}, {"penalty_threshold": -1}, {"halt_threshold": "sometimes"}, {"halt_threshold": -5},
+                {"uncertainty_penalty": -0.1}, {"penalty_threshold": -1}, {"penalty_threshold": "sometimes"},
+                {"penalty_threshold": "auto"}, {"penalty_quantile": 1.5}, {"halt_threshold": "sometimes"}, {"halt_threshold": -5},
                 {"halt_factor": -1},
                 {"halt_reward": "x"}, {"penalty_of": "std"}, {"start_share": -0.1}, {"start_share": 2}, {"halt_quantile": 1.01},
                 {"out_of_bounds": "wrap"}, {"bounds_margin": -1}):

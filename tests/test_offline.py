@@ -98,6 +98,11 @@ def test_fit_records_disagreement_quantiles_and_the_halt_reads_them(pendulum):
     between = DreamCore(checkpoint, halt_threshold="auto", halt_quantile=0.985, halt_factor=2.0).halt_threshold
     assert between == pytest.approx(2 * (recorded["0.98"] + recorded["0.99"]) / 2)
     assert DreamCore(checkpoint, halt_threshold="auto").halt_threshold == metrics["max_train_disagreement"]
+    # The penalty's threshold reads the same record (its own quantile knob, 0.99 by default).
+    soft = DreamCore(checkpoint, uncertainty_penalty=1.0, penalty_of="disagreement", penalty_threshold="auto")
+    assert soft.penalty_threshold == pytest.approx(recorded["0.99"]) and soft.halt_threshold is None
+    assert DreamCore(checkpoint, uncertainty_penalty=1.0, penalty_of="disagreement", penalty_threshold="auto",
+                     penalty_quantile=0.5).penalty_threshold == pytest.approx(recorded["0.5"])
 
 
 def test_reset_from_logged_without_stored_states_is_refused(small_checkpoint):

@@ -161,6 +161,8 @@ class DreamCore:
         value.validate()
         # Derived once here, not on every step.
         self._halt_threshold = self._resolve_halt_threshold(value)
+        self._penalty_threshold = (self._recorded_disagreement(value.penalty_quantile, "penalty_threshold", "penalty_quantile")
+                                   if value.penalty_threshold == "auto" else float(value.penalty_threshold))
         self._penalty_column = 0 if value.penalty_of == "disagreement" else 1  # of _predict's (disagreement, model std)
         self._uncertainty = value.uncertainty_info or value.uncertainty_penalty > 0 or self._halt_threshold is not None
         self.obs_low, self.obs_high = (b.to(self.device) for b in self.checkpoint.bounds(value.bounds_margin))
@@ -190,21 +192,27 @@ class DreamCore:
     def _resolve_halt_threshold(self, settings: DreamSettings) -> float | None:
         threshold = settings.halt_threshold
         if threshold == "auto":
-            return settings.halt_factor * self._recorded_disagreement(settings.halt_quantile)
+            return settings.halt_factor * self._recorded_disagreement(settings.halt_quantile, "halt_threshold", "halt_quantile")
         return None if threshold is None else float(threshold)
 
-    def _recorded_disagreement(self, quantile: float) -> float:
-        """The ``quantile`` of the training rows' disagreement, interpolated between those the fit recorded."""
+    @property
+    def penalty_threshold(self) -> float:
+        """The penalty's threshold in force (``"auto"`` resolved from the fit's record)."""
+        return self._penalty_threshold
+
+    def _recorded_disagreement(self, quantile: float, knob: str, quantile_knob: str) -> float:
+        """The ``quantile`` of the training rows' disagreement, interpolated between those the fit
+        recorded; errors name the knobs (``knob="auto"`` at ``quantile_knob``) that asked for it."""
         metrics = self.checkpoint.metadata.get("fit", {}).get("metrics", {})
         if quantile == 1.0 and metrics.get("max_train_disagreement") is not None:
             return float(metrics["max_train_disagreement"])
         recorded = metrics.get("train_disagreement_quantiles")
         if recorded is None:
-            raise ValueError(f"{self.checkpoint.path}: halt_threshold='auto' at halt_quantile={quantile} needs the fit's "
+            raise ValueError(f"{self.checkpoint.path}: {knob}='auto' at {quantile_knob}={quantile} needs the fit's "
                              "record of train_disagreement_quantiles, which this checkpoint lacks (refit it)")
         levels = sorted((float(q), float(v)) for q, v in recorded.items())
         if not levels[0][0] <= quantile <= levels[-1][0]:
-            raise ValueError(f"{self.checkpoint.path}: halt_quantile={quantile} is outside the quantiles the fit recorded "
+            raise ValueError(f"{self.checkpoint.path}: {quantile_knob}={quantile} is outside the quantiles the fit recorded "
                              f"({levels[0][0]} to {levels[-1][0]})")
         return float(np.interp(quantile, [q for q, _ in levels], [v for _, v in levels]))
 
@@ -349,8 +357,8 @@ class DreamCore:
         disagreement = uncertainty[0].astype(np.float32) if uncertainty else np.full(self.num_envs, -1.0, np.float32)
         if s.uncertainty_penalty > 0:
             measure = uncertainty[self._penalty_column]
-            if s.penalty_threshold > 0:
-                measure = np.maximum(measure - np.float32(s.penalty_threshold), np.float32(0))
+            if self._penalty_threshold > 0:
+                measure = np.maximum(measure - np.float32(self._penalty_threshold), np.float32(0))
             penalty = (s.uncertainty_penalty * measure).astype(np.float32)
             reward = reward - penalty
         else:

@@ -59,7 +59,9 @@ def _describe(settings: dict[str, Any], defaults: dict[str, Any]) -> str:
     text = f"temperature {s.temperature:g}, propagation {s.propagation}"
     if s.uncertainty_penalty:
         text += f", penalty {s.uncertainty_penalty:g} x {s.penalty_of}"
-        if s.penalty_threshold:
+        if s.penalty_threshold == "auto":
+            text += f" above q{s.penalty_quantile:g} of training disagreement"
+        elif s.penalty_threshold:
             text += f" above {s.penalty_threshold:g}"
     if s.halt_threshold == "auto":
         text += f", halt {s.halt_factor:g} x q{s.halt_quantile:g} of training disagreement"
