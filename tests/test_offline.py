@@ -36,7 +36,7 @@ def test_preset_stores_knobs_horizon_logged_states_and_recipe(pendulum):
     data, _, dream = pendulum
     meta = read_metadata(dream)
     assert meta["dream"]["reset_from"] == "logged" and meta["dream"]["max_episode_steps"] == 5
-    assert meta["dream"]["uncertainty_penalty"] > 0
+    assert meta["dream"]["uncertainty_penalty"] > 0 and meta["dream"]["start_share"] == 0.5
     assert meta["training"] == {"preset": "offline", "algo": "SAC", "steps": 600_000}
     states = load_checkpoint(dream).reset_states.numpy()
     assert states.shape == (300, 3)
@@ -47,7 +47,7 @@ def test_preset_stores_knobs_horizon_logged_states_and_recipe(pendulum):
 def test_branched_rollouts_start_anywhere_logged_and_truncate_at_the_horizon(pendulum):
     data, _, dream = pendulum
     register_dream("Test-Offline-Pendulum-v0", dream)
-    env = gym.make("Test-Offline-Pendulum-v0")
+    env = gym.make("Test-Offline-Pendulum-v0", start_share=0.0)  # every reset from the logged states (the preset's share: below)
     pool = load_checkpoint(dream).reset_states.numpy()
     starts = {tuple(row) for row in data.episode_starts().astype(np.float32)}
     resets = [env.reset(seed=i)[0] for i in range(40)]
