@@ -358,7 +358,7 @@ class DreamCore:
         if s.uncertainty_penalty > 0:
             measure = uncertainty[self._penalty_column]
             if self._penalty_threshold > 0:
-                measure = np.maximum(measure - np.float32(self._penalty_threshold), np.float32(0))
+                measure = np.maximum(measure - self._penalty_threshold, 0)  # Python scalars keep float32 (NEP 50)
             penalty = (s.uncertainty_penalty * measure).astype(np.float32)
             reward = reward - penalty
         else:
