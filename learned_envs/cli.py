@@ -64,9 +64,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ValueError("--stop-at-return is for training in a real env (it plays real episodes to check)")
     if dream:
         horizon = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
-        model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data, **knobs, **horizon)
-    elif knobs or args.logged_data or args.max_episode_steps is not None:
-        raise ValueError(f"--dream-kwarg, --logged-data and --max-episode-steps are for dreams; {args.env_id} is not a registered dream")
+        start = None if args.clone_behaviour is None else (args.clone_behaviour, args.hold_actor)
+        model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
+                               behaviour_start=start, **knobs, **horizon)
+    elif knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None:
+        raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps and --clone-behaviour are for dreams; "
+                         f"{args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
@@ -374,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episode-steps", type=_positive_int, metavar="N",
                    help="dream episode length for this run, over the registered one (the branch length h of MBPO/MOPO; "
                    "a truncation, which agents bootstrap)")
+    p.add_argument("--clone-behaviour", type=_non_negative_int, metavar="UPDATES",
+                   help="SAC, TD3, DDPG in a dream: start the actor as a clone of the logged behaviour (UPDATES gradient steps "
+                   "on the logged data), as MOReL does; 0 turns a recipe's own off (default: the dream's stored recipe, else none)")
+    p.add_argument("--hold-actor", type=_non_negative_int, default=50_000, metavar="STEPS",
+                   help="with --clone-behaviour: env steps for which the cloned actor takes no gradient while the critic "
+                   "learns its values (default 50000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
     p.add_argument("--save-replay-buffer", metavar="FILE.pkl", help="also write an off-policy agent's replay buffer (SB3's "
                    "pickle, which fit, merge and collect read: D4RL's medium-replay datasets are this)")
@@ -465,6 +474,17 @@ def _positive_int(text: str) -> int:
 
 
 _positive_int.__name__ = "positive whole number"  # what argparse's "invalid ... value" message calls it
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+_non_negative_int.__name__ = "non-negative whole number"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,6 +124,8 @@ def train_in_dream(
     seed: int = 0,
     progress: bool = True,
     logged_data: Any = None,
+    behaviour_start: tuple[int, int] | None = None,
+    callbacks: Sequence[BaseCallback] = (),
     **dream_kwargs: Any,
 ):
     """Train an SB3 ``algo`` for ``steps`` environment steps, only inside ``dream_id``.
@@ -134,6 +136,11 @@ def train_in_dream(
     transitions: ``logged_data`` (a path or :class:`Transitions`), else the dataset the dream
     records, read only if :func:`~learned_envs.evaluation.sources.recorded_dataset` vouches for it.
     Without a recipe: the zoo's hyperparameters for the source env, PPO unless ``algo`` says.
+
+    ``behaviour_start=(clone_steps, hold_steps)`` starts an off-policy agent's actor as a clone of
+    the logged behaviour, held for ``hold_steps`` env steps while its critic learns
+    (:class:`~learned_envs.behaviour_start.BehaviourStart`; the logged data as above); ``(0, 0)``
+    turns a recipe's own off. ``callbacks`` (SB3 callbacks) run during training.
     """
     from learned_envs.checkpoint import read_metadata
     from learned_envs.presets import stored_training
@@ -142,6 +149,7 @@ def train_in_dream(
     metadata = read_metadata(gym.spec(dream_id).kwargs["checkpoint"])
     source_env = metadata.get("source_env_id")
     stored = stored_training(metadata)
+    callbacks = list(callbacks)
     if stored is not None and (algo is None or algo.upper() == stored[0].algo):
         recipe, stored_steps = stored
         algo, steps = recipe.algo, stored_steps if steps is None else steps
@@ -152,13 +160,25 @@ def train_in_dream(
             params["replay_buffer_class"] = MixedReplayBuffer
             params["replay_buffer_kwargs"] = {"logged": _logged_transitions(dream_id, metadata, logged_data),
                                               "logged_fraction": recipe.logged_fraction, "seed": seed}
+        if behaviour_start is None and recipe.clone_steps > 0:
+            behaviour_start = (recipe.clone_steps, recipe.hold_steps)
     else:
         algo = (algo or "PPO").upper()
         params = hyperparameters(algo, source_env)
     if steps is None:
         raise ValueError(f"{dream_id} stores no training recipe (fit it with --preset to store one): give the number of steps")
+    if behaviour_start is not None and behaviour_start[0] > 0:
+        from learned_envs.behaviour_start import BehaviourStart
+
+        if algo not in ("SAC", "TD3", "DDPG"):
+            raise ValueError(f"a behaviour start clones into an actor: SAC, TD3 or DDPG, not {algo}")
+        logged = params.get("replay_buffer_kwargs", {}).get("logged")
+        if logged is None:
+            logged = _logged_transitions(dream_id, metadata, logged_data)
+        clone_steps, hold_steps = behaviour_start
+        callbacks.append(BehaviourStart(logged, clone_steps=clone_steps, hold_steps=hold_steps, seed=seed, progress=progress))
     return _learn(algo, params, lambda n: make_vec_env(dream_id, n_envs=n, seed=seed, **dream_kwargs),
-                  steps, seed, f"{algo} in {dream_id}" if progress else None)
+                  steps, seed, f"{algo} in {dream_id}" if progress else None, extra=callbacks)
 
 
 def _logged_transitions(dream_id: str, metadata: dict[str, Any], logged_data: Any):

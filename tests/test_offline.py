@@ -152,6 +152,25 @@ def test_train_uses_the_stored_recipe_and_the_recorded_data(pendulum, monkeypatc
         train_in_dream("Test-Offline-Train-v0", None, "PPO", progress=False)
 
 
+def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, capsys):
+    _, _, dream = pendulum
+    register_dream("Test-Offline-Clone-v0", dream)
+    # Held for the whole run: the clone's spread head (zero weights, the logged spread as bias) is untouched.
+    agent = train_in_dream("Test-Offline-Clone-v0", 64, seed=0, progress=False, behaviour_start=(50, 10_000))
+    assert not agent.actor.log_std.weight.any() and not agent.actor.latent_pi[0].weight.requires_grad
+    plain = train_in_dream("Test-Offline-Clone-v0", 64, seed=0, progress=False)
+    assert plain.actor.log_std.weight.any()
+    with pytest.raises(ValueError, match="SAC, TD3 or DDPG, not PPO"):
+        train_in_dream("Test-Offline-Clone-v0", 64, "PPO", progress=False, behaviour_start=(50, 0))
+    from learned_envs.cli import main
+
+    out = tmp_path / "a.zip"
+    assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--clone-behaviour", "20",
+                 "--hold-actor", "1000"]) == 0 and out.exists()
+    assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), "--clone-behaviour", "20"]) == 2
+    assert "--clone-behaviour are for dreams" in capsys.readouterr().err
+
+
 def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
     _, _, dream = pendulum
     register_dream("Test-Offline-Horizon-v0", dream)
@@ -162,7 +181,7 @@ def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
     from learned_envs.cli import main
 
     code = main(["train", "Pendulum-v1", "--steps", "8", "--out", str(tmp_path / "a.zip"), "--max-episode-steps", "3"])
-    assert code == 2 and "--max-episode-steps are for dreams" in capsys.readouterr().err
+    assert code == 2 and "--max-episode-steps and --clone-behaviour are for dreams" in capsys.readouterr().err
 
 
 def test_train_refuses_when_the_recorded_data_changed(pendulum, tmp_path):

@@ -1,0 +1,99 @@
+"""BehaviourStart: an off-policy agent's actor starts as a clone of the logged behaviour and is held
+while its critic learns, then trains as usual."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.callbacks import BaseCallback
+
+from learned_envs.behaviour_start import BehaviourStart
+from learned_envs.data.transitions import Transitions
+
+
+def pendulum_log(rows: int = 2_000, noise: float = 0.0, seed: int = 0) -> Transitions:
+    """Pendulum-v1 observations with a deterministic (or noisy) linear behaviour ``a = clip(2 * (-cos - 0.5 * sin))``."""
+    env = gym.make("Pendulum-v1")
+    rng = np.random.default_rng(seed)
+    obs = rng.uniform(-1.0, 1.0, size=(rows, 3)).astype(np.float32)
+    actions = np.clip(2.0 * (-obs[:, :1] - 0.5 * obs[:, 1:2]) + noise * rng.standard_normal((rows, 1)), -2.0, 2.0)
+    zeros = np.zeros(rows, dtype=bool)
+    return Transitions(observations=obs, actions=actions.astype(np.float32), rewards=np.zeros(rows, np.float32),
+                       next_observations=obs, terminations=zeros, truncations=zeros,
+                       observation_space=env.observation_space, action_space=env.action_space)
+
+
+class ActorSnapshots(BaseCallback):
+    """The actor's parameters at the given step counts."""
+
+    def __init__(self, at: tuple[int, ...]):
+        super().__init__()
+        self.at, self.taken = at, {}
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps in self.at:
+            self.taken[self.num_timesteps] = [p.detach().clone() for p in self.model.actor.parameters()]
+        return True
+
+
+def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_sac_actor_clones_the_behaviour_is_held_then_trains():
+    log = pendulum_log()
+    start = BehaviourStart(log, clone_steps=600, hold_steps=300, seed=0, progress=False)
+    snapshots = ActorSnapshots(at=(150, 290, 400))
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=100, seed=0, device="cpu")
+    model.learn(400, callback=[start, snapshots])
+
+    first, last = start.clone_loss
+    assert last < 0.1 * first  # in [-1, 1] action units; the behaviour is a clipped linear map
+    assert same(snapshots.taken[150], snapshots.taken[290]), "the actor moved while held"
+    assert not same(snapshots.taken[290], snapshots.taken[400]), "the actor never trained after the hold"
+    assert not start.held
+
+
+def test_sac_clone_acts_like_the_behaviour_and_keeps_a_floor_of_spread():
+    log = pendulum_log()
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, device="cpu")
+    start = BehaviourStart(log, clone_steps=800, hold_steps=1_000, min_std=0.2, seed=0, progress=False)
+    model.learn(1, callback=start)  # the clone happens at training start; nothing trains before learning_starts
+
+    test = pendulum_log(rows=500, seed=1)
+    acted = model.predict(test.observations, deterministic=True)[0]
+    assert np.abs(acted - test.actions).mean() < 0.25  # actions span [-2, 2]
+    # A deterministic behaviour leaves no spread around the clone: the floor holds it.
+    _, log_std, _ = model.actor.get_action_dist_params(torch.as_tensor(test.observations))
+    assert torch.allclose(log_std, torch.full_like(log_std, np.log(0.2)), atol=1e-5)
+    # A noisy behaviour's spread is kept (its noise is 0.5 in env units, 0.25 in the agent's [-1, 1] scale).
+    noisy = BehaviourStart(pendulum_log(rows=4_000, noise=0.5), clone_steps=800, min_std=0.01, seed=0, progress=False)
+    SAC("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, device="cpu").learn(1, callback=noisy)
+    spread = noisy.model.actor.log_std.bias.exp()
+    assert 0.15 < float(spread) < 0.35
+
+
+def test_td3_target_actor_starts_as_the_clone():
+    model = TD3("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, device="cpu")
+    start = BehaviourStart(pendulum_log(), clone_steps=300, hold_steps=0, seed=0, progress=False)
+    model.learn(1, callback=start)
+    assert start.clone_loss[1] < start.clone_loss[0]
+    assert same(list(model.actor.parameters()), list(model.actor_target.parameters()))
+    assert not start.held  # hold_steps=0 releases it at once
+    assert all(p.requires_grad for p in model.actor.parameters())
+
+
+def test_bad_uses_are_named():
+    with pytest.raises(ValueError, match="clone_steps >= 1"):
+        BehaviourStart(pendulum_log(), clone_steps=0)
+    discrete = pendulum_log()
+    discrete.action_space = gym.spaces.Discrete(2)
+    with pytest.raises(ValueError, match="Box action space"):
+        BehaviourStart(discrete)
+    with pytest.raises(ValueError, match="has none"):
+        PPO("MlpPolicy", "Pendulum-v1", n_steps=64, device="cpu").learn(64, callback=BehaviourStart(pendulum_log(), progress=False))
+    with pytest.raises(ValueError, match="does not match"):
+        SAC("MlpPolicy", "MountainCarContinuous-v0", device="cpu").learn(1, callback=BehaviourStart(pendulum_log(), progress=False))
