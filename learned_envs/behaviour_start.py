@@ -14,10 +14,10 @@ DDPG) trains as usual. A callback, so SB3's agents stay unchanged::
     model.learn(600_000, callback=BehaviourStart(transitions, clone_steps=20_000, hold_steps=50_000))
 
 The clone fits the actor's deterministic action (SAC: ``tanh`` of its Gaussian's mean; TD3 and
-DDPG: its output) to the logged actions by mean squared error in the agent's ``[-1, 1]`` action
-scale. SAC's spread is set apart from the mean: the logged actions' standard deviation around
-the clone, per action feature, floored at ``min_std`` (a deterministic behaviour policy leaves
-none, and a Gaussian of no spread has no entropy for SAC to tune).
+DDPG: its output) to the logged actions in the agent's ``[-1, 1]`` action scale, by mean squared
+error (SAC's before its ``tanh``). SAC's spread is set apart from the mean: the logged actions' standard deviation around
+the clone, per action feature, raised where needed so that the clone's entropy meets SAC's
+target (a deterministic behaviour policy leaves almost no spread; see ``_fit_spread``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from tqdm.auto import tqdm
 
 from learned_envs.data.transitions import Transitions
+
+ACTION_LIMIT = 0.99  # the clone's targets, in the agent's [-1, 1] action scale
 
 
 class BehaviourStart(BaseCallback):
@@ -41,11 +44,12 @@ class BehaviourStart(BaseCallback):
         hold_steps: environment steps for which the actor takes no gradient (its critic learns the
             clone's values meanwhile); 0 releases it at once.
         batch_size, learning_rate: the clone's minibatch size and Adam step size.
-        min_std: SAC only: the least standard deviation (pre-``tanh``) the cloned Gaussian keeps.
+        min_std: SAC only: the least standard deviation (pre-``tanh``) the cloned Gaussian keeps
+            (with ``ent_coef="auto"``, the entropy target may raise it further).
         seed: seed of the generator drawing the clone's minibatches.
         progress: show a progress bar over the clone's steps.
 
-    ``clone_loss`` holds the clone's mean squared error at its first and last step.
+    ``clone_loss`` holds the clone's mean squared error at its first and last step (SAC's before ``tanh``).
     """
 
     def __init__(self, logged: Transitions, clone_steps: int = 20_000, hold_steps: int = 50_000, batch_size: int = 256,
@@ -74,23 +78,31 @@ class BehaviourStart(BaseCallback):
                 raise ValueError(f"the logged data's {name} space {logged} does not match the agent's {agent}")
         obs = torch.as_tensor(self.logged.observations.reshape(len(self.logged), -1), dtype=torch.float32)
         actions = torch.as_tensor(policy.scale_action(np.asarray(self.logged.actions, dtype=np.float32)), dtype=torch.float32)
-        self._clone(policy.actor, obs, actions.reshape(len(self.logged), -1).clamp(-1.0, 1.0))
+        # Targets 1% inside the bounds: a saturated behaviour (bang-bang actions, common in
+        # locomotion) would otherwise drive SAC's pre-tanh means without bound, where no spread
+        # can give the clone the entropy SAC tunes towards.
+        self._clone(policy.actor, obs, actions.reshape(len(self.logged), -1).clamp(-ACTION_LIMIT, ACTION_LIMIT))
         if getattr(policy, "actor_target", None) is not None:  # TD3 and DDPG
             policy.actor_target.load_state_dict(policy.actor.state_dict())
         self._hold(self.hold_steps > 0)
 
     def _clone(self, actor: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> None:
-        """Fit ``actor``'s deterministic action to ``actions [N, A]`` given ``obs [N, D]``; SAC's spread after."""
+        """Fit ``actor``'s deterministic action to ``actions [N, A]`` given ``obs [N, D]``; SAC's spread after.
+
+        SAC's pre-``tanh`` mean is fitted to ``atanh`` of the actions: a squared error taken after
+        the ``tanh`` has no gradient once a mean overshoots into saturation, where it then stays.
+        """
         sac = hasattr(actor, "get_action_dist_params")
         device = next(actor.parameters()).device
+        targets = torch.atanh(actions) if sac else actions
         mean_params = [p for name, p in actor.named_parameters() if not name.startswith("log_std")]
         optimizer = torch.optim.Adam(mean_params, lr=self.learning_rate)
         losses = []
         for step in tqdm(range(self.clone_steps), desc="clone the behaviour", unit="update", disable=not self.progress):
             rows = torch.as_tensor(self.rng.integers(len(obs), size=self.batch_size))
-            batch_obs, batch_actions = obs[rows].to(device), actions[rows].to(device)
-            predicted = torch.tanh(actor.get_action_dist_params(batch_obs)[0]) if sac else actor(batch_obs)
-            loss = F.mse_loss(predicted, batch_actions)
+            batch_obs, batch_targets = obs[rows].to(device), targets[rows].to(device)
+            predicted = actor.get_action_dist_params(batch_obs)[0] if sac else actor(batch_obs)
+            loss = F.mse_loss(predicted, batch_targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -101,15 +113,43 @@ class BehaviourStart(BaseCallback):
             self._fit_spread(actor, obs, actions, device)
 
     def _fit_spread(self, actor: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor, device: torch.device) -> None:
-        """Set SAC's log-std head to the logged actions' spread around the clone (floored at ``min_std``)."""
+        """Set SAC's log-std head to the logged actions' spread around the clone, per action feature,
+        raised where needed to SAC's entropy target (auto entropy) or else to ``min_std``.
+
+        A deterministic behaviour leaves almost no spread, and a clone of no spread sits far below
+        SAC's target entropy: its tuned coefficient would then grow all through the hold and,
+        once the actor is released, push it off the clone towards randomness. Raising every
+        feature's log-std to at least one common level, the lowest at which the clone's entropy
+        on the logged states meets the target, starts the coefficient where SAC wants it (a
+        behaviour saturated at its bounds may allow no such level: then the level of most entropy).
+        """
         with torch.no_grad():
-            sample = torch.as_tensor(self.rng.choice(len(obs), size=min(len(obs), 100_000), replace=False))
-            predicted = torch.tanh(actor.get_action_dist_params(obs[sample].to(device))[0])
-            spread = (actions[sample].to(device) - predicted).std(0).clamp(min=self.min_std)
+            sample = torch.as_tensor(self.rng.choice(len(obs), size=min(len(obs), 20_000), replace=False))
+            mean = actor.get_action_dist_params(obs[sample].to(device))[0]  # [S, A] pre-tanh
+            log_spread = (actions[sample].to(device) - torch.tanh(mean)).std(0).clamp(min=self.min_std).log()  # [A]
+            target = self.target_entropy()
+            if target is not None and squashed_entropy(mean, log_spread, noise := self._noise(mean)) < target:
+                # The squashed Gaussian's entropy is not monotone in its spread (a wide one piles
+                # up at the bounds), so a grid, not a bisection: the lowest level that meets the
+                # target, else the level of most entropy.
+                levels = torch.arange(float(LOG_STD_MIN) / 4, float(LOG_STD_MAX) + 1e-6, 0.05).tolist()
+                entropies = [squashed_entropy(mean, log_spread.clamp(min=level), noise) for level in levels]
+                meeting = [level for level, entropy in zip(levels, entropies) if entropy >= target]
+                log_spread = log_spread.clamp(min=meeting[0] if meeting else levels[int(np.argmax(entropies))])
             # The head is linear in the latent: zero weights and the log-spread as bias give that
             # spread in every state, which SAC's updates then shape.
             actor.log_std.weight.zero_()
-            actor.log_std.bias.copy_(spread.log())
+            actor.log_std.bias.copy_(log_spread)
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normal draws shaped like ``like``, from the callback's seeded generator."""
+        return torch.as_tensor(self.rng.standard_normal(tuple(like.shape)), dtype=like.dtype, device=like.device)
+
+    def target_entropy(self) -> float | None:
+        """SAC's entropy target where it tunes its coefficient (``ent_coef="auto"``), else ``None``."""
+        if getattr(self.model, "log_ent_coef", None) is None:
+            return None
+        return float(self.model.target_entropy)
 
     def _hold(self, held: bool) -> None:
         self.model.policy.actor.requires_grad_(not held)
@@ -119,3 +159,13 @@ class BehaviourStart(BaseCallback):
         if self.held and self.num_timesteps >= self.hold_steps:
             self._hold(False)
         return True
+
+
+def squashed_entropy(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) -> float:
+    """Monte-Carlo entropy of SB3's squashed Gaussian policy: ``-E[log pi(a|s)]`` over the rows
+    of ``mean [S, A]`` (pre-``tanh``) with ``log_std [A]``, using the standard normal draws
+    ``noise [S, A]`` (SB3's ``tanh`` correction, epsilon included)."""
+    z = mean + log_std.exp() * noise
+    log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+    log_prob = log_prob - torch.log(1 - torch.tanh(z).pow(2) + 1e-6).sum(-1)
+    return float(-log_prob.mean())

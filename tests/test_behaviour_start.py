@@ -59,7 +59,8 @@ def test_sac_actor_clones_the_behaviour_is_held_then_trains():
 
 def test_sac_clone_acts_like_the_behaviour_and_keeps_a_floor_of_spread():
     log = pendulum_log()
-    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, device="cpu")
+    # A fixed entropy coefficient: no entropy target to meet, so the floor alone sets the spread.
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10_000, ent_coef=0.1, seed=0, device="cpu")
     start = BehaviourStart(log, clone_steps=800, hold_steps=1_000, min_std=0.2, seed=0, progress=False)
     model.learn(1, callback=start)  # the clone happens at training start; nothing trains before learning_starts
 
@@ -71,9 +72,23 @@ def test_sac_clone_acts_like_the_behaviour_and_keeps_a_floor_of_spread():
     assert torch.allclose(log_std, torch.full_like(log_std, np.log(0.2)), atol=1e-5)
     # A noisy behaviour's spread is kept (its noise is 0.5 in env units, 0.25 in the agent's [-1, 1] scale).
     noisy = BehaviourStart(pendulum_log(rows=4_000, noise=0.5), clone_steps=800, min_std=0.01, seed=0, progress=False)
-    SAC("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, device="cpu").learn(1, callback=noisy)
+    SAC("MlpPolicy", "Pendulum-v1", learning_starts=10_000, ent_coef=0.1, seed=0, device="cpu").learn(1, callback=noisy)
     spread = noisy.model.actor.log_std.bias.exp()
     assert 0.15 < float(spread) < 0.35
+
+
+def test_sac_clone_of_a_saturated_behaviour_starts_at_the_entropy_target():
+    # Near-bang-bang actions (every one at 95% of a bound): a clone of the data's tiny spread
+    # would sit far below SAC's entropy target.
+    log = pendulum_log()
+    log.actions = np.where(log.actions >= 0, 1.9, -1.9).astype(np.float32)
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, device="cpu")
+    start = BehaviourStart(log, clone_steps=800, min_std=0.01, seed=0, progress=False)
+    model.learn(1, callback=start)
+    with torch.no_grad():
+        _, log_prob = model.actor.action_log_prob(torch.as_tensor(log.observations))
+    assert abs(float(-log_prob.mean()) - model.target_entropy) < 0.1  # SB3's own sampling, not the fit's draws
+    assert float(model.actor.log_std.bias.exp()) > 0.01
 
 
 def test_td3_target_actor_starts_as_the_clone():
