@@ -46,6 +46,10 @@ class BehaviourStart(BaseCallback):
         batch_size, learning_rate: the clone's minibatch size and Adam step size.
         min_std: SAC only: the least standard deviation (pre-``tanh``) the cloned Gaussian keeps
             (with ``ent_coef="auto"``, the entropy target may raise it further).
+        anchor: after the hold, keep the actor near the behaviour as TD3+BC does: each vector
+            step it also takes one step of the clone's loss weighted ``gradient_steps x mean|Q| /
+            anchor`` (Q the agent's critic at the actor's actions on logged states; TD3+BC's
+            alpha, 2.5 there); 0 (the default) lets it go.
         seed: seed of the generator drawing the clone's minibatches.
         progress: show a progress bar over the clone's steps.
 
@@ -53,17 +57,18 @@ class BehaviourStart(BaseCallback):
     """
 
     def __init__(self, logged: Transitions, clone_steps: int = 20_000, hold_steps: int = 50_000, batch_size: int = 256,
-                 learning_rate: float = 1e-3, min_std: float = 0.1, seed: int = 0, progress: bool = True):
+                 learning_rate: float = 1e-3, min_std: float = 0.1, anchor: float = 0.0, seed: int = 0, progress: bool = True):
         super().__init__()
-        if clone_steps < 1 or hold_steps < 0 or batch_size < 1 or not learning_rate > 0 or not min_std > 0:
-            raise ValueError(f"BehaviourStart needs clone_steps >= 1, hold_steps >= 0, batch_size >= 1 and positive "
-                             f"learning_rate and min_std; got {clone_steps}, {hold_steps}, {batch_size}, {learning_rate}, {min_std}")
+        if clone_steps < 1 or hold_steps < 0 or batch_size < 1 or not learning_rate > 0 or not min_std > 0 or not anchor >= 0:
+            raise ValueError(f"BehaviourStart needs clone_steps >= 1, hold_steps >= 0, batch_size >= 1, positive learning_rate "
+                             f"and min_std and anchor >= 0; got {clone_steps}, {hold_steps}, {batch_size}, {learning_rate}, "
+                             f"{min_std}, {anchor}")
         if not isinstance(logged.action_space, spaces.Box):
             raise ValueError(f"behaviour cloning here needs a Box action space, not {logged.action_space}")
         if len(logged) == 0:
             raise ValueError("logged holds no transitions to clone")
         self.logged, self.clone_steps, self.hold_steps = logged, clone_steps, hold_steps
-        self.batch_size, self.learning_rate, self.min_std = batch_size, learning_rate, min_std
+        self.batch_size, self.learning_rate, self.min_std, self.anchor = batch_size, learning_rate, min_std, anchor
         self.rng, self.progress = np.random.default_rng(seed), progress
         self.clone_loss: tuple[float, float] | None = None
         self.held = False
@@ -81,38 +86,43 @@ class BehaviourStart(BaseCallback):
         # Targets 1% inside the bounds: a saturated behaviour (bang-bang actions, common in
         # locomotion) would otherwise drive SAC's pre-tanh means without bound, where no spread
         # can give the clone the entropy SAC tunes towards.
-        self._clone(policy.actor, obs, actions.reshape(len(self.logged), -1).clamp(-ACTION_LIMIT, ACTION_LIMIT))
+        actions = actions.reshape(len(self.logged), -1).clamp(-ACTION_LIMIT, ACTION_LIMIT)
+        self._sac = hasattr(policy.actor, "get_action_dist_params")
+        self._obs, self._targets = obs, torch.atanh(actions) if self._sac else actions
+        self._clone(policy.actor)
+        if self._sac and not policy.actor.use_sde:
+            self._fit_spread(policy.actor, obs, actions)
         if getattr(policy, "actor_target", None) is not None:  # TD3 and DDPG
             policy.actor_target.load_state_dict(policy.actor.state_dict())
         self._hold(self.hold_steps > 0)
 
-    def _clone(self, actor: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> None:
-        """Fit ``actor``'s deterministic action to ``actions [N, A]`` given ``obs [N, D]``; SAC's spread after.
+    def _clone(self, actor: torch.nn.Module) -> None:
+        """Fit ``actor``'s deterministic action to the logged actions (``clone_steps`` Adam steps).
 
         SAC's pre-``tanh`` mean is fitted to ``atanh`` of the actions: a squared error taken after
         the ``tanh`` has no gradient once a mean overshoots into saturation, where it then stays.
         """
-        sac = hasattr(actor, "get_action_dist_params")
-        device = next(actor.parameters()).device
-        targets = torch.atanh(actions) if sac else actions
         mean_params = [p for name, p in actor.named_parameters() if not name.startswith("log_std")]
         optimizer = torch.optim.Adam(mean_params, lr=self.learning_rate)
         losses = []
         for step in tqdm(range(self.clone_steps), desc="clone the behaviour", unit="update", disable=not self.progress):
-            rows = torch.as_tensor(self.rng.integers(len(obs), size=self.batch_size))
-            batch_obs, batch_targets = obs[rows].to(device), targets[rows].to(device)
-            predicted = actor.get_action_dist_params(batch_obs)[0] if sac else actor(batch_obs)
-            loss = F.mse_loss(predicted, batch_targets)
+            loss, _ = self._clone_loss(actor)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if step in (0, self.clone_steps - 1):
                 losses.append(loss.item())
         self.clone_loss = (losses[0], losses[-1])
-        if sac and not actor.use_sde:
-            self._fit_spread(actor, obs, actions, device)
 
-    def _fit_spread(self, actor: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor, device: torch.device) -> None:
+    def _clone_loss(self, actor: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clone's mean squared error on ``batch_size`` logged rows, and those rows' observations ``[B, D]``."""
+        rows = torch.as_tensor(self.rng.integers(len(self._obs), size=self.batch_size))
+        device = next(actor.parameters()).device
+        obs, targets = self._obs[rows].to(device), self._targets[rows].to(device)
+        predicted = actor.get_action_dist_params(obs)[0] if self._sac else actor(obs)
+        return F.mse_loss(predicted, targets), obs
+
+    def _fit_spread(self, actor: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> None:
         """Set SAC's log-std head to the logged actions' spread around the clone, per action feature,
         raised where needed to SAC's entropy target (auto entropy) or else to ``min_std``.
 
@@ -123,6 +133,7 @@ class BehaviourStart(BaseCallback):
         on the logged states meets the target, starts the coefficient where SAC wants it (a
         behaviour saturated at its bounds may allow no such level: then the level of most entropy).
         """
+        device = next(actor.parameters()).device
         with torch.no_grad():
             sample = torch.as_tensor(self.rng.choice(len(obs), size=min(len(obs), 20_000), replace=False))
             mean = actor.get_action_dist_params(obs[sample].to(device))[0]  # [S, A] pre-tanh
@@ -158,7 +169,23 @@ class BehaviourStart(BaseCallback):
     def _on_step(self) -> bool:
         if self.held and self.num_timesteps >= self.hold_steps:
             self._hold(False)
+        if self.anchor > 0 and not self.held and self.num_timesteps >= self.model.learning_starts:
+            self._anchor_step()
         return True
+
+    def _anchor_step(self) -> None:
+        """One step of the clone's loss on the actor, with the actor's own optimizer, weighted as
+        TD3+BC weighs it against the critic's values (and for the ``gradient_steps`` critic-driven
+        updates each vector step makes)."""
+        actor, critic = self.model.actor, self.model.critic
+        loss, obs = self._clone_loss(actor)
+        with torch.no_grad():
+            acting = actor(obs, deterministic=True) if self._sac else actor(obs)
+            q_scale = torch.cat(critic(obs, acting), dim=1).abs().mean()
+        weight = max(self.model.gradient_steps, 1) * float(q_scale) / self.anchor
+        actor.optimizer.zero_grad()
+        (weight * loss).backward()
+        actor.optimizer.step()
 
 
 def squashed_entropy(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) -> float:

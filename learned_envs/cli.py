@@ -64,7 +64,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ValueError("--stop-at-return is for training in a real env (it plays real episodes to check)")
     if dream:
         horizon = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
-        start = None if args.clone_behaviour is None else (args.clone_behaviour, args.hold_actor)
+        if args.clone_behaviour is None and (args.hold_actor is not None or args.anchor is not None):
+            raise ValueError("--hold-actor and --anchor shape a behaviour start: give --clone-behaviour UPDATES too")
+        start = None if args.clone_behaviour is None else {
+            "clone_steps": args.clone_behaviour, "hold_steps": 50_000 if args.hold_actor is None else args.hold_actor,
+            "anchor": args.anchor or 0.0}
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
                                behaviour_start=start, **knobs, **horizon)
     elif knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None:
@@ -380,9 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clone-behaviour", type=_non_negative_int, metavar="UPDATES",
                    help="SAC, TD3, DDPG in a dream: start the actor as a clone of the logged behaviour (UPDATES gradient steps "
                    "on the logged data), as MOReL does; 0 turns a recipe's own off (default: the dream's stored recipe, else none)")
-    p.add_argument("--hold-actor", type=_non_negative_int, default=50_000, metavar="STEPS",
+    p.add_argument("--hold-actor", type=_non_negative_int, metavar="STEPS",
                    help="with --clone-behaviour: env steps for which the cloned actor takes no gradient while the critic "
                    "learns its values (default 50000)")
+    p.add_argument("--anchor", type=float, metavar="ALPHA",
+                   help="with --clone-behaviour: after the hold, keep pulling the actor towards the behaviour as TD3+BC "
+                   "does, weighted by the critic's scale over ALPHA (TD3+BC's 2.5; default 0: let it go)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
     p.add_argument("--save-replay-buffer", metavar="FILE.pkl", help="also write an off-policy agent's replay buffer (SB3's "
                    "pickle, which fit, merge and collect read: D4RL's medium-replay datasets are this)")

@@ -23,17 +23,15 @@ class TrainingRecipe:
 
     ``hyperparameters`` are SB3 constructor arguments (with ``n_envs``, the dreams stepped
     together); ``logged_fraction`` the share of each batch drawn from the logged transitions
-    (:class:`~learned_envs.replay.MixedReplayBuffer`, off-policy agents only); ``clone_steps``
-    and ``hold_steps`` a behaviour start (:class:`~learned_envs.behaviour_start.BehaviourStart`;
-    0 clone steps: none).
+    (:class:`~learned_envs.replay.MixedReplayBuffer`, off-policy agents only); ``behaviour_start``
+    the arguments of a :class:`~learned_envs.behaviour_start.BehaviourStart` (``None``: none).
     """
 
     algo: str
     steps: int
     hyperparameters: dict[str, Any]
     logged_fraction: float = 0.0
-    clone_steps: int = 0
-    hold_steps: int = 0
+    behaviour_start: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

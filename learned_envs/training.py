@@ -124,7 +124,7 @@ def train_in_dream(
     seed: int = 0,
     progress: bool = True,
     logged_data: Any = None,
-    behaviour_start: tuple[int, int] | None = None,
+    behaviour_start: dict[str, Any] | None = None,
     callbacks: Sequence[BaseCallback] = (),
     **dream_kwargs: Any,
 ):
@@ -137,10 +137,10 @@ def train_in_dream(
     records, read only if :func:`~learned_envs.evaluation.sources.recorded_dataset` vouches for it.
     Without a recipe: the zoo's hyperparameters for the source env, PPO unless ``algo`` says.
 
-    ``behaviour_start=(clone_steps, hold_steps)`` starts an off-policy agent's actor as a clone of
-    the logged behaviour, held for ``hold_steps`` env steps while its critic learns
-    (:class:`~learned_envs.behaviour_start.BehaviourStart`; the logged data as above); ``(0, 0)``
-    turns a recipe's own off. ``callbacks`` (SB3 callbacks) run during training.
+    ``behaviour_start`` (:class:`~learned_envs.behaviour_start.BehaviourStart`'s arguments:
+    ``clone_steps``, ``hold_steps``, ``anchor``, ...) starts an off-policy agent's actor as a
+    clone of the logged behaviour (the logged data as above); ``{"clone_steps": 0}`` turns a
+    recipe's own off. ``callbacks`` (SB3 callbacks) run during training.
     """
     from learned_envs.checkpoint import read_metadata
     from learned_envs.presets import stored_training
@@ -160,14 +160,14 @@ def train_in_dream(
             params["replay_buffer_class"] = MixedReplayBuffer
             params["replay_buffer_kwargs"] = {"logged": _logged_transitions(dream_id, metadata, logged_data),
                                               "logged_fraction": recipe.logged_fraction, "seed": seed}
-        if behaviour_start is None and recipe.clone_steps > 0:
-            behaviour_start = (recipe.clone_steps, recipe.hold_steps)
+        if behaviour_start is None and recipe.behaviour_start:
+            behaviour_start = dict(recipe.behaviour_start)
     else:
         algo = (algo or "PPO").upper()
         params = hyperparameters(algo, source_env)
     if steps is None:
         raise ValueError(f"{dream_id} stores no training recipe (fit it with --preset to store one): give the number of steps")
-    if behaviour_start is not None and behaviour_start[0] > 0:
+    if behaviour_start is not None and behaviour_start.get("clone_steps", 1) > 0:
         from learned_envs.behaviour_start import BehaviourStart
 
         if algo not in ("SAC", "TD3", "DDPG"):
@@ -175,8 +175,7 @@ def train_in_dream(
         logged = params.get("replay_buffer_kwargs", {}).get("logged")
         if logged is None:
             logged = _logged_transitions(dream_id, metadata, logged_data)
-        clone_steps, hold_steps = behaviour_start
-        callbacks.append(BehaviourStart(logged, clone_steps=clone_steps, hold_steps=hold_steps, seed=seed, progress=progress))
+        callbacks.append(BehaviourStart(logged, **{"seed": seed, "progress": progress, **behaviour_start}))
     return _learn(algo, params, lambda n: make_vec_env(dream_id, n_envs=n, seed=seed, **dream_kwargs),
                   steps, seed, f"{algo} in {dream_id}" if progress else None, extra=callbacks)
 

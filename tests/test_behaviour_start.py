@@ -112,3 +112,17 @@ def test_bad_uses_are_named():
         PPO("MlpPolicy", "Pendulum-v1", n_steps=64, device="cpu").learn(64, callback=BehaviourStart(pendulum_log(), progress=False))
     with pytest.raises(ValueError, match="does not match"):
         SAC("MlpPolicy", "MountainCarContinuous-v0", device="cpu").learn(1, callback=BehaviourStart(pendulum_log(), progress=False))
+
+
+def test_anchor_keeps_the_released_actor_near_the_behaviour():
+    log, test = pendulum_log(), pendulum_log(rows=500, seed=1)
+
+    def drift(anchor: float) -> float:
+        model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=100, seed=0, device="cpu")
+        model.learn(900, callback=BehaviourStart(log, clone_steps=600, hold_steps=300, anchor=anchor, seed=0, progress=False))
+        return float(np.abs(model.predict(test.observations, deterministic=True)[0] - test.actions).mean())
+
+    anchored, free = drift(0.05), drift(0.0)
+    assert anchored < 0.5 * free, (anchored, free)
+    with pytest.raises(ValueError, match="anchor >= 0"):
+        BehaviourStart(log, anchor=-1.0)

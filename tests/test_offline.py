@@ -156,17 +156,19 @@ def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, c
     _, _, dream = pendulum
     register_dream("Test-Offline-Clone-v0", dream)
     # Held for the whole run: the clone's spread head (zero weights, the logged spread as bias) is untouched.
-    agent = train_in_dream("Test-Offline-Clone-v0", 64, seed=0, progress=False, behaviour_start=(50, 10_000))
+    agent = train_in_dream("Test-Offline-Clone-v0", 64, seed=0, progress=False, behaviour_start={"clone_steps": 50, "hold_steps": 10_000})
     assert not agent.actor.log_std.weight.any() and not agent.actor.latent_pi[0].weight.requires_grad
     plain = train_in_dream("Test-Offline-Clone-v0", 64, seed=0, progress=False)
     assert plain.actor.log_std.weight.any()
     with pytest.raises(ValueError, match="SAC, TD3 or DDPG, not PPO"):
-        train_in_dream("Test-Offline-Clone-v0", 64, "PPO", progress=False, behaviour_start=(50, 0))
+        train_in_dream("Test-Offline-Clone-v0", 64, "PPO", progress=False, behaviour_start={"clone_steps": 50, "hold_steps": 0})
     from learned_envs.cli import main
 
     out = tmp_path / "a.zip"
     assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--clone-behaviour", "20",
-                 "--hold-actor", "1000"]) == 0 and out.exists()
+                 "--hold-actor", "16", "--anchor", "2.5"]) == 0 and out.exists()
+    assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--anchor", "2.5"]) == 2
+    assert "give --clone-behaviour UPDATES too" in capsys.readouterr().err
     assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), "--clone-behaviour", "20"]) == 2
     assert "--clone-behaviour are for dreams" in capsys.readouterr().err
 
