@@ -66,9 +66,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         horizon = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
         if args.clone_behaviour is None and (args.hold_actor is not None or args.anchor is not None):
             raise ValueError("--hold-actor and --anchor shape a behaviour start: give --clone-behaviour UPDATES too")
-        start = None if args.clone_behaviour is None else {
-            "clone_steps": args.clone_behaviour, "hold_steps": 50_000 if args.hold_actor is None else args.hold_actor,
-            "anchor": args.anchor or 0.0}
+        # Options left unset fall to BehaviourStart's own defaults, which the help text quotes.
+        given = {"clone_steps": args.clone_behaviour, "hold_steps": args.hold_actor, "anchor": args.anchor}
+        start = None if args.clone_behaviour is None else {k: v for k, v in given.items() if v is not None}
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
                                behaviour_start=start, **knobs, **horizon)
     elif knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None:
@@ -472,26 +472,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (argparse turns the ValueError into a usage error)."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
+def _whole_number(minimum: int, name: str) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``minimum``; argparse turns the ValueError into a usage
+    error that calls the value by ``name``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = name  # what argparse's "invalid ... value" message calls it
+    return parse
 
 
-_positive_int.__name__ = "positive whole number"  # what argparse's "invalid ... value" message calls it
-
-
-def _non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
-_non_negative_int.__name__ = "non-negative whole number"
+_positive_int = _whole_number(1, "positive whole number")
+_non_negative_int = _whole_number(0, "non-negative whole number")
 
 
 def main(argv: list[str] | None = None) -> int:
