@@ -1,11 +1,14 @@
 """Dream to real, end to end and small enough for CI: 5,000 logged random-policy transitions ->
 ``fit`` -> PPO only in the dream -> the real CartPole-v1 (the end-to-end issue's acceptance run).
 
-This is one seeded run of a pipeline that is deterministic on CPU (collect, fit and PPO are all
-seeded), so it pins a known-good result: a change that breaks data, fitting, the dream or the
-training path shows up here. How often transfer holds across seeds and dataset sizes is not a
-question one run can answer; ``benchmarks/transfer_cartpole.py`` measures that (3 seeds x 4 sizes)
-and the README quotes it, misses included.
+Each run is seeded and deterministic on one machine with one set of dependency versions, but
+transfer is a chaotic outcome of float arithmetic: a single pinned seed that scored 500 went to
+268.9 (the cart drifting out of bounds in every real episode) with no change to the package, only
+to what CI installed. So this runs five seeds and asks for what the benchmark supports: most
+agents balance the real pole, and the dream's verdict on the typical agent is the real env's. A
+change that breaks data, fitting, the dream or the training path fails every seed, not one.
+How often transfer holds across seeds and dataset sizes is measured by
+``benchmarks/transfer_cartpole.py`` (the README quotes it, misses included).
 """
 
 from __future__ import annotations
@@ -35,16 +38,23 @@ def _dream_return(model, dream_id: str, episodes: int) -> float:
     return float(np.mean(returns))
 
 
-@pytest.mark.slow
-def test_ppo_trained_in_fresh_dream_balances_real_cartpole(tmp_path):
-    data = collect("CartPole-v1", 5000, out=tmp_path / "random.npz", seed=21, progress=False)
-    assert data.metadata["behaviour_policy"]["kind"] == "random"
-    path = fit(tmp_path / "random.npz", tmp_path / "dream.safetensors", seed=0, progress=False)
-    learned_envs.register_dream("Test-Transfer-CartPole-v0", path)
+SEEDS = range(5)
 
-    model = train_in_dream("Test-Transfer-CartPole-v0", 100_000, "PPO", seed=0, progress=False)
-    real, _ = evaluate_in_real(model, "CartPole-v1", episodes=20, seed=1000)
-    dream = _dream_return(model, "Test-Transfer-CartPole-v0", episodes=5)
-    assert real >= 475, f"real return {real} after training only in a dream fitted on 5,000 random transitions (dream return {dream})"
-    # The dream's own verdict on its agent should be the real env's: it neither flatters nor sandbags.
-    assert abs(dream - real) <= 25, f"dream return {dream} vs real return {real}"
+
+@pytest.mark.slow
+def test_ppo_trained_in_fresh_dreams_balances_real_cartpole(tmp_path):
+    real, dream = [], []
+    for seed in SEEDS:
+        data = collect("CartPole-v1", 5000, out=tmp_path / f"random{seed}.npz", seed=21 + seed, progress=False)
+        assert data.metadata["behaviour_policy"]["kind"] == "random"
+        path = fit(tmp_path / f"random{seed}.npz", tmp_path / f"dream{seed}.safetensors", seed=seed, progress=False)
+        dream_id = f"Test-Transfer{seed}-CartPole-v0"
+        learned_envs.register_dream(dream_id, path)
+        model = train_in_dream(dream_id, 100_000, "PPO", seed=seed, progress=False)
+        real.append(evaluate_in_real(model, "CartPole-v1", episodes=20, seed=1000)[0])
+        dream.append(_dream_return(model, dream_id, episodes=5))
+    balanced = sum(r >= 475 for r in real)
+    assert balanced >= 3, (f"real returns {real} (dream returns {dream}): {balanced} of {len(real)} agents trained only "
+                           "in dreams fitted on 5,000 random transitions balance the real pole")
+    # The dream's verdict on the typical agent is the real env's: it neither flatters nor sandbags.
+    assert abs(np.median(dream) - np.median(real)) <= 25, f"dream returns {dream} vs real returns {real}"

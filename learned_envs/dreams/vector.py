@@ -228,4 +228,8 @@ class DreamVectorEnv(VectorEnv):
         return tuple(self._frames.draw(self.core.observations()))
 
     def close_extras(self, **kwargs: Any) -> None:
-        self._frames.close()
+        # A constructor that refused its arguments never made the frames, yet gymnasium's
+        # ``__del__`` still closes the half-built env.
+        frames = getattr(self, "_frames", None)
+        if frames is not None:
+            frames.close()
