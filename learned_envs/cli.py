@@ -151,7 +151,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     defaults = _single_values(args.dream_default, "--dream-default")
     path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed, init=args.init,
                max_episode_steps=args.max_episode_steps, config=config, dream_defaults=defaults,
-               reset_states=args.reset_states, preset=args.preset)
+               reset_states=args.reset_states, preset=args.preset, end_limits=args.end_limit or ())
     from learned_envs.checkpoint import read_metadata
 
     meta = read_metadata(path)
@@ -345,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0, or the preset's)")
     p.add_argument("--dream-default", action="append", metavar="KNOB=VALUE",
                    help="store a knob default in the dream (e.g. out_of_bounds=clip, halt_reward=-100); repeatable")
+    p.add_argument("--end-limit", action="append", metavar="FEATURE<VALUE",
+                   help="where the real system ends an episode, by flat observation index: FEATURE<VALUE or FEATURE>VALUE "
+                   "(Hopper-v5: 0<0.7, 1<-0.2, 1>0.2); added to the end rules found in the data (which see only the ends "
+                   "the logs show); quote it for the shell; repeatable")
     p.add_argument("--init", metavar="DREAM", help="warm start: a checkpoint file or registered dream id whose weights and "
                    "normalisers the fit starts from (a refit after new data; seconds, not minutes)")
     size = p.add_argument_group("model size (default: sized for the data, 7 members x 3 layers x 128 units below 20,000 rows, "

@@ -423,3 +423,37 @@ def test_a_checkpoint_from_before_the_end_rules_loads_without_them(small_checkpo
     save_file(tensors, str(old), metadata={METADATA_KEY: json.dumps(meta)})
     legacy = load_checkpoint(old).model
     assert legacy.config.end_rules is False and legacy.end_below is None and legacy.serving_weights().end_below is None
+
+
+def test_declared_end_limits_end_the_dream_past_them_and_refuse_what_the_data_contradicts(cartpole_npz, tmp_path):
+    """`fit --end-limit` (MBPO/MOPO's hand-written termination, as data): the dream ends where the
+    user says the real system does, though no logged episode ended there."""
+    data = load(cartpole_npz)
+    ongoing = data.next_observations[~data.terminations.astype(bool)]
+    # Random CartPole logs end by the pole's angle only: no rule on the cart's position (feature 0).
+    right, left = float(ongoing[:, 0].max()) + 0.05, float(ongoing[:, 0].min()) - 0.05
+    out = tmp_path / "limited.safetensors"
+    done = subprocess.run([sys.executable, "-m", "learned_envs.cli", "fit", str(cartpole_npz), "--out", str(out),
+                           "--hidden-size", "16", "--layers", "1", "--ensemble-size", "2", "--elites", "1",
+                           "--max-updates", "30", "--end-limit", f"0>{right}", "--end-limit", f"0<{left}"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = load_checkpoint(out).model
+    assert float(model.end_above[0]) == pytest.approx(right) and float(model.end_below[0]) == pytest.approx(left)
+    assert read_metadata(out)["fit"]["end_limits"] == [f"0>{right!r}", f"0<{left!r}"]
+    states = np.zeros((3, 4), np.float32)
+    states[0, 0], states[1, 0], states[2, 0] = right + 0.01, left - 0.01, 0.5 * (left + right)
+    ends = torch.sigmoid(torch.as_tensor(model.serving_weights(host=True).termination_logit(states))).numpy()
+    assert ends[0] == 1.0 and ends[1] == 1.0 and ends[2] < 0.5, ends
+    # The angle rule the data showed still stands beside them.
+    assert float(model.end_above[2]) == float(ongoing[:, 2].max())
+
+    inside = float(np.median(ongoing[:, 0]))
+    first = int(np.flatnonzero((data.next_observations[:, 0] > inside) & ~data.terminations.astype(bool))[0])
+    with pytest.raises(FitError, match=rf"end limit 0>{inside}: \d+ logged rows go on past it, the first row {first} "):
+        fit(data, tmp_path / "x.safetensors", end_limits=[f"0>{inside}"], config=FitConfig(**TINY_FIT), progress=False)
+    for bad, says in (("1=0.2", "write FEATURE<VALUE"), ("a>0.2", "FEATURE must be a whole number"),
+                      ("0>nan", "value finite"), ("4>0.2", "the observations have 4 features")):
+        with pytest.raises(FitError, match=says):
+            fit(data, tmp_path / "x.safetensors", end_limits=[bad], config=FitConfig(**TINY_FIT), progress=False)
+    assert not (tmp_path / "x.safetensors").exists()

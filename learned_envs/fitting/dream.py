@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,60 @@ def observed_bounds(data: Transitions) -> tuple[np.ndarray, np.ndarray]:
     return low.astype(np.float32), high.astype(np.float32)
 
 
+EndLimit = tuple[int, str, float]  # (flat observation index, "<" or ">", value)
+
+
+def parse_end_limit(text: str) -> EndLimit:
+    """``"1>0.2"`` -> ``(1, ">", 0.2)``: the episode ends where flat observation feature 1 exceeds
+    0.2 (``"0<0.7"``: where feature 0 falls below 0.7).
+
+    Declared limits are what MBPO and MOPO hard-code per env (Hopper ends below a height of 0.7 or
+    past an angle of 0.2): a fit finds an end rule only on a side where the logs show ends, and a
+    medium Hopper log shows falls by height only, so a dream-trained agent learnt to lean past the
+    angle limit that ends it in the real env. A user who knows the system's limits says so here.
+    """
+    for side in "<>":
+        feature, sep, value = str(text).partition(side)
+        if sep:
+            break
+    else:
+        raise FitError(f"end limit {text!r}: write FEATURE<VALUE or FEATURE>VALUE (e.g. 0<0.7, 1>0.2)")
+    try:
+        index, bound = int(feature.strip()), float(value.strip())
+    except ValueError:
+        raise FitError(f"end limit {text!r}: FEATURE must be a whole number (a flat observation index) "
+                       f"and VALUE a number") from None
+    if index < 0 or not np.isfinite(bound):
+        raise FitError(f"end limit {text!r}: the feature index must be >= 0 and the value finite")
+    return index, side, bound
+
+
+def check_end_limits(limits: Sequence[EndLimit], data: Transitions) -> None:
+    """Refuse a declared limit that names no feature of ``data`` or that a logged episode went on
+    past (a next observation beyond it in a row that did not end): the data says it is wrong."""
+    n = len(data)
+    next_obs = data.next_observations.reshape(n, -1)
+    ongoing = ~np.asarray(data.terminations, dtype=bool)
+    for feature, side, value in limits:
+        if feature >= next_obs.shape[1]:
+            raise FitError(f"end limit {feature}{side}{value}: the observations have {next_obs.shape[1]} features "
+                           f"(indices 0 to {next_obs.shape[1] - 1})")
+        beyond = (next_obs[:, feature] < value) if side == "<" else (next_obs[:, feature] > value)
+        rows = np.flatnonzero(beyond & ongoing)
+        if len(rows):
+            raise FitError(f"end limit {feature}{side}{value}: {len(rows)} logged rows go on past it, the first row "
+                           f"{rows[0]} (next_observations[{rows[0]}][{feature}] = {next_obs[rows[0], feature]:.6g}, "
+                           f"not terminated)")
+
+
+def declare_end_limits(model: WorldModel, limits: Sequence[EndLimit]) -> None:
+    """Add the declared limits to ``model``'s end rules (a model family without them is refused)."""
+    declare = getattr(model, "declare_end_limits", None)
+    if declare is None or getattr(model, "end_below", None) is None:
+        raise FitError(f"a {model.family!r} model has no end rules to hold declared end limits")
+    declare(limits)
+
+
 def start_states(data: Transitions, progress: bool) -> np.ndarray:
     """The dream's start-state pool: the first observation of every episode that starts in the
     data. Episodes that began before it (``metadata["partial_episodes"]``, e.g. the oldest of a
@@ -107,6 +162,7 @@ def fit(
     init: str | os.PathLike | None = None,
     reset_states: int | None = None,
     preset: str | None = None,
+    end_limits: Sequence[str] = (),
     progress: bool = True,
 ) -> Path:
     """Fit a dream to logged data and write its checkpoint; the function behind ``learned-envs fit``.
@@ -119,7 +175,10 @@ def fit(
     after new data arrives. ``reset_states`` stores up to that many logged states (a uniform
     sample) for the dream's ``reset_from="logged"``. ``preset`` (:mod:`learned_envs.presets`, e.g.
     ``"offline"``) supplies defaults for the knobs, the time limit and ``reset_states`` (each
-    argument given here wins) and stores the preset's training recipe for ``train``. Returns the path written.
+    argument given here wins) and stores the preset's training recipe for ``train``.
+    ``end_limits`` declares where the real system ends an episode, as ``"FEATURE<VALUE"`` or
+    ``"FEATURE>VALUE"`` (a flat observation index; see :func:`parse_end_limit`), added to the end
+    rules the fit finds in the data. Returns the path written.
 
     Everything that could make a broken dream is refused before any training (:class:`FitError`,
     ``ValueError``), and the written file is loaded back before it replaces an existing one.
@@ -128,11 +187,11 @@ def fit(
     with torch.random.fork_rng(devices=[]):
         return _fit(data, out, dream_id=dream_id, source_env=source_env, seed=seed, config=config,
                     max_episode_steps=max_episode_steps, dream_defaults=dream_defaults, init=init,
-                    reset_states=reset_states, preset=preset, progress=progress)
+                    reset_states=reset_states, preset=preset, end_limits=end_limits, progress=progress)
 
 
 def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dream_defaults, init, reset_states,
-         preset, progress) -> Path:
+         preset, end_limits, progress) -> Path:
     """:func:`fit`'s work, inside a fork of the global torch RNG."""
     from learned_envs import data as data_io
     from learned_envs.checkpoint import build_metadata
@@ -167,6 +226,7 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
                        "(--reset-states N)")
     config = dataclasses.replace(config or FitConfig(), seed=seed)
     config.validate()
+    limits = [parse_end_limit(limit) for limit in end_limits]
     data_path = None
     if not isinstance(data, Transitions):
         data_path = Path(data)
@@ -175,8 +235,11 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
     source_env = source_env or data.metadata.get("source_env_id")
     if source_env is not None and not isinstance(source_env, str):
         raise FitError(f"the data's source_env_id should be a Gymnasium id string, not {source_env!r:.80}; pass --source-env")
+    check_end_limits(limits, data)
     initial = _warm_start_model(init, data, config) if init is not None else None
     result = fit_world_model(data, config, progress=progress, init=initial)
+    if limits:
+        declare_end_limits(result.model, limits)
     result.metrics.update(disagreement_metrics(result.model, data))
 
     max_episode_steps = _time_limit(source_env, max_episode_steps, progress)
@@ -200,7 +263,8 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
             "spaces_inferred": data.metadata.get("spaces_inferred", []),
         },
         fit={"history": result.history, "metrics": result.metrics, "holdout_episodes": result.holdout_episodes,
-             "init": str(init) if init is not None else None},
+             "init": str(init) if init is not None else None,
+             "end_limits": [f"{feature}{side}{value!r}" for feature, side, value in limits]},
         training=training,
     )
     for target in targets:

@@ -434,6 +434,19 @@ class EnsembleWorldModel(WorldModel):
                                   for b in ends if len(b)])
             self.terminal_bonus.copy_(residual.mean().reshape(1))
 
+    @torch.no_grad()
+    def declare_end_limits(self, limits: Sequence[tuple[int, str, float]]) -> None:
+        """Tighten the end rules with ``(feature, "<" or ">", value)`` limits the user declared:
+        an episode ends where the feature is below (``"<"``) or above (``">"``) the value."""
+        if self.end_below is None or self.end_above is None:
+            raise ValueError("this model was built without end rules (EnsembleConfig.end_rules=False)")
+        for feature, side, value in limits:
+            if side == "<":
+                self.end_below[feature] = max(float(self.end_below[feature]), value)
+            else:
+                self.end_above[feature] = min(float(self.end_above[feature]), value)
+        self._serving_cache.clear()
+
     def _cut_at_best_f1(self, logged: Sequence[Batch], ends: torch.Tensor) -> None:
         """Shift the classifier's last bias so that it ends the logged rows (``ends [N]``) at its best F1.
 
