@@ -33,7 +33,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     from learned_envs.data.collecting import collect
 
     data = collect(args.env_id, args.steps, out=args.out, policy=args.policy, epsilon=args.epsilon, seed=args.seed, algo=args.algo,
-                   format=args.format)
+                   format=args.format, stochastic=args.stochastic)
     print(f"wrote {len(data)} transitions ({data.num_episodes} episodes) of {args.env_id} to {args.out}")
 
 
@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "correlated in time, they travel further) or the path of a saved SB3 agent (.zip; trusted files only)")
     p.add_argument("--algo", default="auto", help="SB3 algorithm of --policy (default: read from the zip)")
     p.add_argument("--epsilon", type=float, default=0.0, help="share of uniformly random actions mixed into --policy")
+    p.add_argument("--stochastic", action="store_true", help="an SB3 --policy samples its actions from its distribution "
+                   "(as D4RL's medium datasets were) instead of taking its deterministic action")
     p.add_argument("--seed", type=int, default=0, help="seed of the env resets and the random actions (default 0)")
     p.set_defaults(func=cmd_collect)
 

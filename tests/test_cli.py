@@ -78,6 +78,37 @@ def test_collect_with_sb3_agent_and_epsilon(tmp_path):
     assert meta["kind"] == "sb3" and meta["algo"] == "PPO" and meta["epsilon"] == 0.25
 
 
+def test_collect_samples_an_agents_policy_on_request_seeded(tmp_path):
+    """`collect --stochastic` (D4RL's medium protocol): the agent's sampled actions, the same for
+    the same seed, recorded as such; the deterministic default and the caller's torch RNG untouched."""
+    import torch
+    from stable_baselines3 import SAC
+
+    from learned_envs.data import load
+    from learned_envs.data.collecting import collect
+
+    agent = SAC("MlpPolicy", "Pendulum-v1", seed=0, device="cpu")
+    agent.save(tmp_path / "sac.zip")
+    policy = str(tmp_path / "sac.zip")
+    run("collect", "Pendulum-v1", "--steps", "50", "--out", str(tmp_path / "s.npz"), "--policy", policy, "--stochastic",
+        "--seed", "4", home=tmp_path)
+    cli_data = load(tmp_path / "s.npz")
+    assert cli_data.metadata["behaviour_policy"]["stochastic"] is True
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    again = collect("Pendulum-v1", 50, policy=policy, stochastic=True, seed=4, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    np.testing.assert_array_equal(again.actions, cli_data.actions)
+    other = collect("Pendulum-v1", 50, policy=policy, stochastic=True, seed=5, progress=False)
+    fixed = collect("Pendulum-v1", 50, policy=policy, seed=4, progress=False)
+    assert not np.array_equal(other.actions, again.actions) and not np.array_equal(fixed.actions, again.actions)
+    assert fixed.metadata["behaviour_policy"]["stochastic"] is False
+    # The agent's own deterministic action is what the default logs.
+    np.testing.assert_allclose(fixed.actions, agent.predict(fixed.observations, deterministic=True)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="stochastic sampling is for an SB3 agent's policy, not policy='random'"):
+        collect("Pendulum-v1", 5, stochastic=True, progress=False)
+
+
 def test_fit_bad_data_exits_with_clear_error(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, observations=np.zeros((3, 4)), actions=np.zeros(3))

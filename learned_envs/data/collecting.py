@@ -113,23 +113,39 @@ def require_box(space: gym.Space, what: str) -> None:
 
 
 def make_behaviour_policy(
-    env: gym.Env, policy: str, epsilon: float, rng: np.random.Generator, algo: str = "auto"
+    env: gym.Env, policy: str, epsilon: float, rng: np.random.Generator, algo: str = "auto", stochastic: bool = False
 ) -> tuple[Callable[[np.ndarray], Any], dict[str, Any]]:
-    """Return ``act(obs) -> action`` and a JSON description of the behaviour policy."""
+    """Return ``act(obs) -> action`` and a JSON description of the behaviour policy.
+
+    ``stochastic``: an SB3 agent's actions are drawn from its policy (SAC's squashed Gaussian,
+    PPO's distribution), as D4RL's medium datasets were, rather than its deterministic action.
+    A deterministic agent logs one thin tube of states: on such a medium Hopper log, dream agents
+    that stayed within 0.03-0.06 (mean absolute action) of the logged actions still fell within
+    110-190 real steps, off the tube, where the log says nothing.
+    """
     space = env.action_space
     if policy == "random":
         return (lambda obs: space.sample()), {"kind": "random"}
     if policy == "pink":
         return PinkNoise(space, rng), {"kind": "pink", "exponent": 1.0}
-    agent = load_sb3_agent(policy, algo)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # building the agent's networks draws from torch's global RNG
+        agent = load_sb3_agent(policy, algo)
 
     def act(obs: np.ndarray) -> Any:
         if epsilon > 0 and rng.random() < epsilon:
             return space.sample()
-        action, _ = agent.predict(obs, deterministic=True)
-        return action
+        if not stochastic:
+            return agent.predict(obs, deterministic=True)[0]
+        # SB3 samples from torch's global generator: seed it from ours for this one draw, and
+        # leave the caller's global state as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(2**63)))
+            return agent.predict(obs, deterministic=False)[0]
 
-    return act, {"kind": "sb3", "path": str(policy), "algo": type(agent).__name__, "epsilon": float(epsilon)}
+    return act, {"kind": "sb3", "path": str(policy), "algo": type(agent).__name__, "epsilon": float(epsilon),
+                 "stochastic": stochastic}
 
 
 def rollout(env: gym.Env, act: Callable[[np.ndarray], Any], steps: int, seed: int, behaviour: dict[str, Any],
@@ -171,9 +187,12 @@ def collect(
     algo: str = "auto",
     progress: bool = True,
     format: str | None = None,
+    stochastic: bool = False,
     **make_kwargs: Any,
 ) -> Transitions:
     """Step ``env_id`` for ``steps`` transitions under the behaviour policy; save to ``out`` if given.
+
+    ``stochastic``: an SB3 ``policy`` acts by sampling its distribution (see :func:`make_behaviour_policy`).
 
     ``format`` (npz, minari, hdf5, sb3) defaults to the one ``out`` names: see :func:`learned_envs.data.save`.
     """
@@ -188,7 +207,9 @@ def collect(
     env = gym.make(env_id, **make_kwargs)
     rng = np.random.default_rng(seed)
     env.action_space.seed(int(rng.integers(2**31)))
-    act, behaviour = make_behaviour_policy(env, policy, epsilon, rng, algo)
+    if stochastic and policy in ("random", "pink"):
+        raise ValueError(f"stochastic sampling is for an SB3 agent's policy, not policy={policy!r}")
+    act, behaviour = make_behaviour_policy(env, policy, epsilon, rng, algo, stochastic)
     data = rollout(env, act, steps, seed, behaviour, desc=f"collect {env_id}" if progress else None)
     env.close()
     if out is not None:
