@@ -6,9 +6,11 @@ Datasets are made by D4RL's protocol on Gymnasium's v5 MuJoCo envs, each with pa
     random        learned-envs collect ENV --steps ROWS --out DIR/ENV-random              (uniform policy)
     medium        learned-envs train ENV --algo SAC --steps M --stop-at-return R --out medium.zip --save-replay-buffer replay.pkl
                   (R: a third of the way from D4RL's random return to its expert's, normalised score 33.3)
-                  learned-envs collect ENV --policy medium.zip --steps ROWS --out DIR/ENV-medium
+                  learned-envs collect ENV --policy medium.zip --stochastic --steps ROWS --out DIR/ENV-medium
+                  (--stochastic: the agent's sampled actions, as D4RL's reproducibility guide collects them;
+                  its deterministic action alone logs a thin tube of states)
     medium-replay learned-envs merge replay.pkl --out DIR/ENV-medium-replay                (that agent's whole buffer)
-    expert        learned-envs train ENV --algo SAC --steps E --out expert.zip; collect --policy expert.zip
+    expert        learned-envs train ENV --algo SAC --steps E --out expert.zip; collect --policy expert.zip --stochastic
     medium-expert learned-envs merge DIR/ENV-medium DIR/ENV-expert --out DIR/ENV-medium-expert
 
 Per env, dataset and seed, on the same data and the same number of gradient steps G:
@@ -69,14 +71,16 @@ def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir:
     if kind == "random":
         cli("collect", env_id, "--steps", str(rows), "--out", str(out), "--seed", "1", env=env)
     elif kind == "medium":
-        cli("collect", env_id, "--policy", str(medium), "--steps", str(rows), "--out", str(out), "--seed", "1", env=env)
+        cli("collect", env_id, "--policy", str(medium), "--stochastic", "--steps", str(rows), "--out", str(out), "--seed", "1",
+            env=env)
     elif kind == "medium-replay":
         cli("merge", str(replay), "--out", str(out), env=env)
     elif kind == "expert":
         expert = workdir / f"{name}-expert-agent.zip"
         if not expert.exists():
             cli("train", env_id, "--algo", "SAC", "--steps", str(expert_steps), "--out", str(expert), env=env)
-        cli("collect", env_id, "--policy", str(expert), "--steps", str(rows), "--out", str(out), "--seed", "2", env=env)
+        cli("collect", env_id, "--policy", str(expert), "--stochastic", "--steps", str(rows), "--out", str(out), "--seed", "2",
+            env=env)
     elif kind == "medium-expert":  # D4RL's: the medium and the expert datasets, concatenated
         parts = [build_dataset(env_id, part, rows, medium_steps, workdir, env, expert_steps) for part in ("medium", "expert")]
         cli("merge", *map(str, parts), "--out", str(out), env=env)
