@@ -124,6 +124,8 @@ def make_behaviour_policy(
     110-190 real steps, off the tube, where the log says nothing.
     """
     space = env.action_space
+    if stochastic and policy in ("random", "pink"):
+        raise ValueError(f"stochastic sampling is for an SB3 agent's policy, not policy={policy!r}")
     if policy == "random":
         return (lambda obs: space.sample()), {"kind": "random"}
     if policy == "pink":
@@ -207,8 +209,6 @@ def collect(
     env = gym.make(env_id, **make_kwargs)
     rng = np.random.default_rng(seed)
     env.action_space.seed(int(rng.integers(2**31)))
-    if stochastic and policy in ("random", "pink"):
-        raise ValueError(f"stochastic sampling is for an SB3 agent's policy, not policy={policy!r}")
     act, behaviour = make_behaviour_policy(env, policy, epsilon, rng, algo, stochastic)
     data = rollout(env, act, steps, seed, behaviour, desc=f"collect {env_id}" if progress else None)
     env.close()

@@ -76,9 +76,9 @@ def parse_end_limit(text: str) -> EndLimit:
     0.2 (``"0<0.7"``: where feature 0 falls below 0.7).
 
     Declared limits are what MBPO and MOPO hard-code per env (Hopper ends below a height of 0.7 or
-    past an angle of 0.2): a fit finds an end rule only on a side where the logs show ends, and a
-    medium Hopper log shows falls by height only, so a dream-trained agent learnt to lean past the
-    angle limit that ends it in the real env. A user who knows the system's limits says so here.
+    past an angle of +-0.2): a fit finds an end rule only on a side where the logs show ends (a
+    medium Hopper log: height and backward tilt, never forward tilt), so a limit the logs never
+    reached is one the dream cannot know. A user who knows the system's limits says so here.
     """
     for side in "<>":
         feature, sep, value = str(text).partition(side)
@@ -112,14 +112,6 @@ def check_end_limits(limits: Sequence[EndLimit], data: Transitions) -> None:
             raise FitError(f"end limit {feature}{side}{value}: {len(rows)} logged rows go on past it, the first row "
                            f"{rows[0]} (next_observations[{rows[0]}][{feature}] = {next_obs[rows[0], feature]:.6g}, "
                            f"not terminated)")
-
-
-def declare_end_limits(model: WorldModel, limits: Sequence[EndLimit]) -> None:
-    """Add the declared limits to ``model``'s end rules (a model family without them is refused)."""
-    declare = getattr(model, "declare_end_limits", None)
-    if declare is None or getattr(model, "end_below", None) is None:
-        raise FitError(f"a {model.family!r} model has no end rules to hold declared end limits")
-    declare(limits)
 
 
 def start_states(data: Transitions, progress: bool) -> np.ndarray:
@@ -237,9 +229,12 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
         raise FitError(f"the data's source_env_id should be a Gymnasium id string, not {source_env!r:.80}; pass --source-env")
     check_end_limits(limits, data)
     initial = _warm_start_model(init, data, config) if init is not None else None
+    model_config = initial.config if initial is not None else config.model  # None: an ensemble sized for the data
+    if limits and model_config is not None and not getattr(model_config, "end_rules", False):
+        raise FitError("declared end limits need a model with end rules; this fit's model has none")
     result = fit_world_model(data, config, progress=progress, init=initial)
     if limits:
-        declare_end_limits(result.model, limits)
+        result.model.declare_end_limits(limits)
     result.metrics.update(disagreement_metrics(result.model, data))
 
     max_episode_steps = _time_limit(source_env, max_episode_steps, progress)
