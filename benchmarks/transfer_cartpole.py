@@ -8,6 +8,7 @@ of PPO's 100k steps in the dream against the real env, measured in the same run.
 
     python benchmarks/transfer_cartpole.py                      # full: 4 sizes x 3 seeds (~30 min on 2 cores)
     python benchmarks/transfer_cartpole.py --sizes 1000 --seeds 0 --ppo-steps 20000   # smoke
+    python benchmarks/transfer_cartpole.py --dream-kwarg bounds_margin=1   # a dream knob other than its default
 
 Writes benchmarks/results/transfer_cartpole.json and prints a markdown table.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 import learned_envs
+from learned_envs.cli import parse_sweep
 from learned_envs.data.collecting import collect
 from learned_envs.fitting import fit
 from learned_envs.training import evaluate_in_real, train_in_dream, train_in_real
@@ -32,16 +34,17 @@ from learned_envs.training import evaluate_in_real, train_in_dream, train_in_rea
 ENV_ID = "CartPole-v1"
 
 
-def run_one(size: int, seed: int, ppo_steps: int, episodes: int, workdir: Path, timing: bool = True) -> dict:
+def run_one(size: int, seed: int, ppo_steps: int, episodes: int, workdir: Path, timing: bool = True,
+            collect_seed_base: int = 1000, dream_kwargs: dict | None = None) -> dict:
     data_path = workdir / f"random_{size}_{seed}.npz"
-    collect(ENV_ID, size, out=data_path, seed=1000 + seed, progress=False)
+    collect(ENV_ID, size, out=data_path, seed=collect_seed_base + seed, progress=False)
     t0 = time.perf_counter()
     ckpt = fit(data_path, workdir / f"dream_{size}_{seed}.safetensors", seed=seed, progress=False)
     fit_s = time.perf_counter() - t0
     dream_id = f"Bench-CartPole-{size}-{seed}-v0"
     learned_envs.register_dream(dream_id, ckpt)
     t0 = time.perf_counter()
-    agent = train_in_dream(dream_id, ppo_steps, "PPO", seed=seed, progress=False)
+    agent = train_in_dream(dream_id, ppo_steps, "PPO", seed=seed, progress=False, **(dream_kwargs or {}))
     dream_train_s = time.perf_counter() - t0
     dream_return, dream_std = evaluate_in_real(agent, ENV_ID, episodes, seed=10_000 + seed)
     # PPO in the real env, allowed only as many real transitions as the dream was fitted on.
@@ -56,6 +59,7 @@ def run_one(size: int, seed: int, ppo_steps: int, episodes: int, workdir: Path, 
     return {
         "transitions": size,
         "seed": seed,
+        "collect_seed": collect_seed_base + seed,
         "fit_seconds": round(fit_s, 1),
         "dream_ppo_seconds": round(dream_train_s, 1),
         "real_ppo_seconds": real_train_s,
@@ -73,15 +77,21 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings comparable)")
     parser.add_argument("--no-timing", action="store_true", help="skip the paired PPO run in the real env that times the dream")
+    parser.add_argument("--collect-seed-base", type=int, default=1000,
+                        help="seed S collects with seed BASE+S (tests/test_transfer.py uses 21)")
+    parser.add_argument("--dream-kwarg", action="append", default=[], metavar="KNOB=VALUE",
+                        help="a dream knob for PPO's training, over the fitted dream's defaults (repeatable)")
     parser.add_argument("--out", default="benchmarks/results/transfer_cartpole.json")
     args = parser.parse_args()
+    dream_kwargs = {key: values[0] for key, values in parse_sweep(args.dream_kwarg, "--dream-kwarg").items()}
     torch.set_num_threads(args.threads)
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             for seed in args.seeds:
-                row = run_one(size, seed, args.ppo_steps, args.episodes, Path(tmp), timing=not args.no_timing)
+                row = run_one(size, seed, args.ppo_steps, args.episodes, Path(tmp), timing=not args.no_timing,
+                              collect_seed_base=args.collect_seed_base, dream_kwargs=dream_kwargs)
                 runs.append(row)
                 print(f"  {size:>5} transitions, seed {seed}: dream agent {row['real_return_of_dream_agent']:6.1f} real return "
                       f"(PPO with the same real budget: {row['real_return_of_ppo_with_same_budget']:6.1f}); "
@@ -116,9 +126,10 @@ def main() -> None:
 
     result = {
         "benchmark": "transfer_cartpole",
-        "command": "python benchmarks/transfer_cartpole.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "out"),
+        "command": "python benchmarks/transfer_cartpole.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "out" and v != []),
         "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
         "ppo_steps": args.ppo_steps,
+        "dream_kwargs": dream_kwargs,
         "table": table,
         "runs": runs,
         "ppo_wall_seconds_dream_median": statistics.median(dream_times),

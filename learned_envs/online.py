@@ -68,8 +68,10 @@ def pessimistic_bounds(rewards: np.ndarray) -> str:
 
 NOISES = ("auto", "white", "pink")
 # Stored in every refit under the user's dream_kwargs: MBPO's branching, dream episodes starting
-# from any logged real state, so the agent also trains from the states the latest real steps reached.
-LOOP_DREAM_DEFAULTS: dict[str, Any] = {"reset_from": "logged"}
+# from any logged real state, so the agent also trains from the states the latest real steps reached;
+# the support widened by the data's own range (1), where the loop's targets were met (the knob's
+# default is now 2).
+LOOP_DREAM_DEFAULTS: dict[str, Any] = {"reset_from": "logged", "bounds_margin": 1.0}
 # A state.json written before a knob existed ran with the knob's value then, not today's default.
 BEFORE_KNOBS: dict[str, Any] = {"fit_options": {}, "dream_check_episodes": 0, "explore_fraction": 0.0,
                                 "explorer_steps_per_iteration": None, "noise": "white", "explorer": "disagreement"}
