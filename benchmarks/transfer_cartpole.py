@@ -69,6 +69,22 @@ def run_one(size: int, seed: int, ppo_steps: int, episodes: int, workdir: Path, 
     }
 
 
+def _flags(args: argparse.Namespace) -> list[str]:
+    """The command line that reproduces ``args`` (less ``--out``): a switch only when on, lists space-separated."""
+    flags = []
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if key == "out" or value is False or value == []:
+            continue
+        if value is True:
+            flags.append(flag)
+        elif key == "dream_kwarg":
+            flags += [f"{flag} {item}" for item in value]
+        else:
+            flags.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    return flags
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 5000])
@@ -126,7 +142,7 @@ def main() -> None:
 
     result = {
         "benchmark": "transfer_cartpole",
-        "command": "python benchmarks/transfer_cartpole.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "out" and v != []),
+        "command": "python benchmarks/transfer_cartpole.py " + " ".join(_flags(args)),
         "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
         "ppo_steps": args.ppo_steps,
         "dream_kwargs": dream_kwargs,
