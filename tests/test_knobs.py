@@ -175,6 +175,10 @@ def test_out_of_bounds_halt_versus_clip(ckpt):
 
 def test_bounds_margin_widens_the_support(ckpt):
     low, high = ckpt.obs_low.numpy(), ckpt.obs_high.numpy()
+    # A fresh fit stores the default: twice the data's range on each side.
+    assert ckpt.metadata["dream"]["bounds_margin"] == 2.0
+    np.testing.assert_allclose(DreamCore(ckpt).obs_high.numpy(), np.minimum(high + 2 * (high - low), ckpt.observation_space.high),
+                               rtol=1e-6)
     core = DreamCore(ckpt, bounds_margin=0.5)
     space = ckpt.observation_space
     np.testing.assert_allclose(core.obs_high.numpy(), np.minimum(high + 0.5 * (high - low), space.high), rtol=1e-6)

@@ -37,6 +37,7 @@ def test_preset_stores_knobs_horizon_logged_states_and_recipe(pendulum):
     meta = read_metadata(dream)
     assert meta["dream"]["reset_from"] == "logged" and meta["dream"]["max_episode_steps"] == 5
     assert meta["dream"]["uncertainty_penalty"] > 0 and meta["dream"]["start_share"] == 0.5
+    assert meta["dream"]["bounds_margin"] == 1.0  # where the preset's figures were measured, not the knob's default
     assert meta["training"] == {"preset": "offline", "algo": "SAC", "steps": 600_000}
     states = load_checkpoint(dream).reset_states.numpy()
     assert states.shape == (300, 3)

@@ -32,6 +32,7 @@ def test_loop_writes_every_artifact_and_spends_exactly_the_budget(tmp_path):
     assert dream["fit"]["metrics"]["warm_start"]
     assert dream["dream"]["out_of_bounds"] == "clip"  # Pendulum's rewards are negative: a halt would pay
     assert dream["dream"]["reset_from"] == "logged"  # the loop's default: MBPO's branching from real states
+    assert dream["dream"]["bounds_margin"] == 1.0  # where the loop's targets were met, not the knob's default
     for name in ("agent.zip", "learner.zip", "curve.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "curve.json").read_text())["curve"] == result["curve"]
