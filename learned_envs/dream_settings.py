@@ -69,7 +69,7 @@ class DreamSettings:
         real env would forgive for hundreds of steps. PPO trained in dreams of random CartPole
         logs (seeds 0-4 at 1,000, 2,000 and 5,000 rows) failed to transfer on 2 of 5 at 1,000
         rows at 0.25; on 3 of 15 at 1 (the cart drifting to the halt after 115-140 dream steps,
-        and off the real track after 170-200); on 1 of 15 at 2 (README, stop 30).
+        and off the real track after 173-203); on 1 of 15 at 2 (README, stop 30).
     reset_from: where episodes start: ``"starts"`` the logged episode starts (the real env's reset
         distribution), ``"logged"`` any logged state, drawn uniformly from the sample the fit stored
         (``fit --reset-states N``). Branched short rollouts from logged states, with a small
