@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 import learned_envs
-from learned_envs.cli import parse_sweep
+from learned_envs.cli import parse_knobs
 from learned_envs.data.collecting import collect
 from learned_envs.fitting import fit
 from learned_envs.training import evaluate_in_real, train_in_dream, train_in_real
@@ -69,22 +70,6 @@ def run_one(size: int, seed: int, ppo_steps: int, episodes: int, workdir: Path, 
     }
 
 
-def _flags(args: argparse.Namespace) -> list[str]:
-    """The command line that reproduces ``args`` (less ``--out``): a switch only when on, lists space-separated."""
-    flags = []
-    for key, value in vars(args).items():
-        flag = "--" + key.replace("_", "-")
-        if key == "out" or value is False or value == []:
-            continue
-        if value is True:
-            flags.append(flag)
-        elif key == "dream_kwarg":
-            flags += [f"{flag} {item}" for item in value]
-        else:
-            flags.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
-    return flags
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 5000])
@@ -99,7 +84,7 @@ def main() -> None:
                         help="a dream knob for PPO's training, over the fitted dream's defaults (repeatable)")
     parser.add_argument("--out", default="benchmarks/results/transfer_cartpole.json")
     args = parser.parse_args()
-    dream_kwargs = {key: values[0] for key, values in parse_sweep(args.dream_kwarg, "--dream-kwarg").items()}
+    dream_kwargs = parse_knobs(args.dream_kwarg, "--dream-kwarg")
     torch.set_num_threads(args.threads)
 
     runs = []
@@ -142,7 +127,7 @@ def main() -> None:
 
     result = {
         "benchmark": "transfer_cartpole",
-        "command": "python benchmarks/transfer_cartpole.py " + " ".join(_flags(args)),
+        "command": "python benchmarks/transfer_cartpole.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
         "ppo_steps": args.ppo_steps,
         "dream_kwargs": dream_kwargs,

@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from learned_envs.training import StopAtReturn, train_in_dream, train_in_real
 
     torch.set_num_threads(args.threads)
-    knobs = _single_values(args.dream_kwarg, "--dream-kwarg")
+    knobs = parse_knobs(args.dream_kwarg, "--dream-kwarg")
     if args.algo is not None:
         _check_algo_fits(args.algo, args.env_id)
     dream = learned_envs.registry.gym.spec(args.env_id).entry_point == learned_envs.registry.ENTRY_POINT
@@ -122,7 +122,7 @@ def _check_algo_fits(algo: str, env_id: str) -> None:
                          f"use {'PPO, A2C or DQN' if needs == 'Box' else 'PPO, A2C, SAC, TD3 or DDPG'}")
 
 
-def _single_values(items: list[str] | None, flag: str) -> dict:
+def parse_knobs(items: list[str] | None, flag: str) -> dict:
     """``["out_of_bounds=clip"]`` -> ``{"out_of_bounds": "clip"}``: dream knobs, one value each."""
     knobs = {}
     for key, values in parse_sweep(items or [], flag).items():
@@ -148,7 +148,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from learned_envs.models import EnsembleConfig
 
     config = dataclasses.replace(config, model=EnsembleConfig(**sizes) if sizes else None, **options)
-    defaults = _single_values(args.dream_default, "--dream-default")
+    defaults = parse_knobs(args.dream_default, "--dream-default")
     path = fit(args.data, args.out, dream_id=args.id, source_env=args.source_env, seed=args.seed, init=args.init,
                max_episode_steps=args.max_episode_steps, config=config, dream_defaults=defaults,
                reset_states=args.reset_states, preset=args.preset, end_limits=args.end_limit or ())
@@ -218,7 +218,7 @@ def cmd_loop(args: argparse.Namespace) -> None:
                         eval_episodes=args.eval_episodes,
                         dream_check_episodes=args.dream_check_episodes, explore_fraction=args.explore_fraction,
                         explorer=args.explorer,
-                        dream_kwargs=_single_values(args.dream_default, "--dream-default"))
+                        dream_kwargs=parse_knobs(args.dream_default, "--dream-default"))
     result = run_loop(config, args.out)
     last = result["curve"][-1] if result["curve"] else None
     if last:
