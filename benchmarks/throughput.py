@@ -22,6 +22,9 @@ Steps/s counts environment steps: N per vector step (a NEXT_STEP reset step coun
   ``pip install --no-deps mbrl==0.2.0 hydra-core "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" termcolor pyyaml``.
 - (g) mbrl+term: (f) with the dream's learned termination head as its ``termination_fn``: the
   same work per step as the dream (which also clips to the data's support and fills its info).
+- (h) mbrl MBPO: (g) at mbrl-lib's own MBPO model defaults (7 members of 4 x 200, 5 elites), the
+  ensemble ``benchmarks/fit_speed.py`` fits beside the dream's on the same rows: what a user of
+  the peer steps by default. (f) and (g) measure the engines at equal work; (h) the two products.
 
 The contenders of one N are timed in ``--rounds`` alternating windows and each keeps its best
 window (the JSON also has the medians): on a shared machine, load that comes and goes then
@@ -121,7 +124,7 @@ def cycling(step: Callable[[np.ndarray], Any], batches: list[np.ndarray]) -> Cal
     return call
 
 
-# -- the five contenders ------------------------------------------------------------------
+# -- the contenders ----------------------------------------------------------------------
 def forward_step(dream_id: str, n: int, device: str) -> Callable[[np.ndarray], Any]:
     """(a): the world model's forward on N states, nothing else: the batched ``predict`` with the
     actions already on the device, or ``predict_host`` where the core steps in numpy (one CPU dream)."""
@@ -176,11 +179,19 @@ def real_step(env_id: str, n: int) -> Callable[[np.ndarray], Any]:
     return envs.step
 
 
-def mbrl_step(dream_id: str, n: int, device: str, termination: bool = False) -> Callable[[np.ndarray], Any] | None:
+# mbrl-lib 0.2.0's MBPO model defaults (its conf/dynamics_model/gaussian_mlp_ensemble.yaml), as
+# benchmarks/fit_speed.py fits them: (members, elites, hidden layers, width).
+MBPO_SIZES = (7, 5, 4, 200)
+
+
+def mbrl_step(dream_id: str, n: int, device: str, termination: bool = False,
+              mbpo_sizes: bool = False) -> Callable[[np.ndarray], Any] | None:
     """(f): mbrl-lib's ``ModelEnv`` over an ensemble of the dream's sizes, or None without mbrl-lib.
 
     With ``termination`` (g), its ``termination_fn`` is the dream's own learned termination head
     (support clip, normalisation, MLP), so the peer does the same work per step as the dream.
+    With ``mbpo_sizes`` (h), the ensemble has the peer's own default sizes (``MBPO_SIZES``), its
+    elites set as its trainer sets them, so ``random_model`` sends each row through one elite.
     """
     try:
         import mbrl.models as models
@@ -189,13 +200,15 @@ def mbrl_step(dream_id: str, n: int, device: str, termination: bool = False) -> 
         return None
     meta = read_metadata(gym.spec(dream_id).kwargs["checkpoint"])
     c = meta["model"]["config"]
-    members = c["ensemble_size"]
+    size, members, layers, width = MBPO_SIZES if mbpo_sizes else (c["ensemble_size"], c["ensemble_size"], c["num_layers"], c["hidden_size"])
     ensemble = models.GaussianMLP(
         in_size=c["obs_dim"] + c["action_dim"], out_size=c["obs_dim"] + 1, device=str(resolve_device(device)),
-        num_layers=c["num_layers"], ensemble_size=members, hid_size=c["hidden_size"], deterministic=False,
+        num_layers=layers, ensemble_size=size, hid_size=width, deterministic=False,
         propagation_method="random_model", learn_logvar_bounds=False,
         activation_fn_cfg=omegaconf.OmegaConf.create({"_target_": "torch.nn.SiLU"}))
     dynamics = models.OneDTransitionRewardModel(ensemble, target_is_delta=True, normalize=True, learned_rewards=True, num_elites=members)
+    if members < size:
+        dynamics.set_elite(range(members))
     source = gym.make(meta["source_env_id"])
     if termination:
         head = load_checkpoint(gym.spec(dream_id).kwargs["checkpoint"], device=str(resolve_device(device))).model
@@ -223,7 +236,7 @@ def mbrl_step(dream_id: str, n: int, device: str, termination: bool = False) -> 
     return step
 
 
-CONTENDERS = ["forward", "vector", "sb3", "dummy", "real", "mbrl", "mbrl_term"]
+CONTENDERS = ["forward", "vector", "sb3", "dummy", "real", "mbrl", "mbrl_term", "mbrl_mbpo"]
 
 
 def throughput(dream_id: str, source_env: str | None, sizes: list[int], seconds: float, rounds: int,
@@ -242,6 +255,7 @@ def throughput(dream_id: str, source_env: str | None, sizes: list[int], seconds:
             "real": lambda: real_step(source_env, n) if source_env else None,
             "mbrl": lambda: mbrl_step(dream_id, n, device),
             "mbrl_term": lambda: mbrl_step(dream_id, n, device, termination=True),
+            "mbrl_mbpo": lambda: mbrl_step(dream_id, n, device, termination=True, mbpo_sizes=True),
         }
         steps: dict[str, tuple[Callable[[], Any], int]] = {}
         for name, build in builds.items():
@@ -260,9 +274,9 @@ def throughput(dream_id: str, source_env: str | None, sizes: list[int], seconds:
         ratio = lambda a, b: None if row[a] is None or row[b] is None else row[a] / row[b]  # noqa: E731
         row.update({"vector/forward": ratio("vector", "forward"), "sb3/forward": ratio("sb3", "forward"),
                     "sb3/dummy": ratio("sb3", "dummy"), "vector/real": ratio("vector", "real"), "vector/mbrl": ratio("vector", "mbrl"),
-                    "vector/mbrl_term": ratio("vector", "mbrl_term")})
+                    "vector/mbrl_term": ratio("vector", "mbrl_term"), "vector/mbrl_mbpo": ratio("vector", "mbrl_mbpo")})
         median = lambda a, b: None if row[f"{a}_median"] is None or row[f"{b}_median"] is None else row[f"{a}_median"] / row[f"{b}_median"]  # noqa: E731
-        row.update({"vector/mbrl (medians)": median("vector", "mbrl"), "vector/mbrl_term (medians)": median("vector", "mbrl_term")})
+        row.update({f"vector/{peer} (medians)": median("vector", peer) for peer in ("mbrl", "mbrl_term", "mbrl_mbpo")})
         rows.append(row)
         print(f"  N={n}: " + ", ".join(f"{k}={v:.3g}" for k, v in row.items() if k != "N" and v is not None), file=sys.stderr)
     return rows
@@ -328,11 +342,12 @@ def fmt(value: float | None, ratio: bool = False) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     head = ["N", "(a) forward", "(b) vector", "(c) sb3", "(d) dummy", "(e) real", "(f) mbrl-lib", "(g) mbrl-lib + term.",
-            "b/a", "c/a", "c/d", "b/e", "b/f", "b/g"]
+            "(h) mbrl-lib MBPO sizes", "b/a", "c/a", "c/d", "b/e", "b/f", "b/g", "b/h"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["throughput"]:
-        cells = [str(r["N"])] + [fmt(r[k]) for k in ("forward", "vector", "sb3", "dummy", "real", "mbrl", "mbrl_term")]
-        cells += [fmt(r[k], ratio=True) for k in ("vector/forward", "sb3/forward", "sb3/dummy", "vector/real", "vector/mbrl", "vector/mbrl_term")]
+        cells = [str(r["N"])] + [fmt(r.get(k)) for k in CONTENDERS]
+        cells += [fmt(r.get(k), ratio=True) for k in ("vector/forward", "sb3/forward", "sb3/dummy", "vector/real", "vector/mbrl",
+                                                      "vector/mbrl_term", "vector/mbrl_mbpo")]
         lines.append("| " + " | ".join(cells) + " |")
     m = result.get("memory")
     if m:

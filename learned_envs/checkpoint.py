@@ -414,7 +414,11 @@ def load_checkpoint(
     if _digest(tensors) != meta[TENSOR_DIGEST_KEY]:
         raise CheckpointError(f"{path}: tensor data does not match the checksum in its metadata (corrupted or edited)")
     _check_tensor_values(path, tensors, space_from_json(meta["observation_space"]))
-    model = cls(config)
+    # The constructor's initial weights are overwritten below; drawn from the global generator,
+    # they would still move its state, so loading a dream mid-run (an evaluation env built
+    # during training) would change the caller's later draws. Drawn in a fork, they leave it as it was.
+    with torch.random.fork_rng(devices=[]):
+        model = cls(config)
     state = {k[len("model.") :]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)

@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     import learned_envs
-    from learned_envs.training import StopAtReturn, train_in_dream, train_in_real
+    from learned_envs.training import SelectInDream, StopAtReturn, train_in_dream, train_in_real
 
     torch.set_num_threads(args.threads)
     knobs = parse_knobs(args.dream_kwarg, "--dream-kwarg")
@@ -69,11 +69,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         # Options left unset fall to BehaviourStart's own defaults, which the help text quotes.
         given = {"clone_steps": args.clone_behaviour, "hold_steps": args.hold_actor, "anchor": args.anchor}
         start = None if args.clone_behaviour is None else {k: v for k, v in given.items() if v is not None}
+        select = SelectInDream(args.env_id, args.select_every, **knobs, **horizon) if args.select_every else None
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
-                               behaviour_start=start, **knobs, **horizon)
-    elif knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None:
-        raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps and --clone-behaviour are for dreams; "
-                         f"{args.env_id} is not a registered dream")
+                               behaviour_start=start, callbacks=[select] if select else (), **knobs, **horizon)
+        if select is not None:
+            steps, mean = select.chosen
+            print(f"--select-every: kept the policy of step {steps:,} (mean dream return {mean:.1f} over "
+                  f"{select.episodes} episodes; {len(select.history)} checks, the last {select.history[-1][1]:.1f})")
+    elif knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None or args.select_every:
+        raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps, --clone-behaviour and --select-every are for "
+                         f"dreams; {args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
@@ -396,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor", type=float, metavar="ALPHA",
                    help="with --clone-behaviour: after the hold, keep pulling the actor towards the behaviour as TD3+BC "
                    "does, weighted by the critic's scale over ALPHA (TD3+BC's 2.5; default 0: let it go)")
+    p.add_argument("--select-every", type=_positive_int, metavar="STEPS",
+                   help="in a dream: every STEPS steps play 10 deterministic dream episodes, and hand back the last policy "
+                   "unless the dream scored an earlier one clearly better (SB3's EvalCallback judged in the dream: no real "
+                   "steps); for whole-episode dreams, not a recipe's short branches")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
     p.add_argument("--save-replay-buffer", metavar="FILE.pkl", help="also write an off-policy agent's replay buffer (SB3's "
                    "pickle, which fit, merge and collect read: D4RL's medium-replay datasets are this)")

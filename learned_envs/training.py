@@ -117,6 +117,78 @@ class ProgressBar(BaseCallback):
         self.bar.close()
 
 
+class SelectInDream(BaseCallback):
+    """Hands back the last policy unless its dream says an earlier one was clearly better: SB3's
+    ``EvalCallback`` judged in a dream, so no real step is spent.
+
+    Every ``every`` environment steps, and once more at the end, the deterministic policy plays
+    ``episodes`` episodes of ``dream_id`` (a batched dream of its own, ``make_vec_env(...,
+    seed=seed)``, reseeded before each check so that every check starts from the same states;
+    ``dream_kwargs`` as in training). When training ends, the agent gets the parameters of the
+    latest check whose mean dream return lies within the band below the best check,
+    ``best - tolerance * max(|best|, best - worst)``: a tenth of the return's scale by default, so
+    a later policy that the dream scores about as well wins, and a collapse is passed over.
+    ``history`` holds ``(steps, mean dream return)`` per check and ``chosen`` the check kept. A
+    copy of the policy is held for each check since the best one.
+
+    Why: PPO's return in a dream can climb and fall back within a run (CartPole from 1,000 random
+    rows: dream and real return 499 and 500 at 50k steps, 108 and 116 at 100k), and the dream's
+    verdict follows the real one there. Between policies it scores alike (497-503 on CartPole)
+    its small differences say nothing of the real env, and the plain best (SB3's rule) would pick
+    among them at random: in the band the most trained policy wins. It judges whole episodes:
+    with short branches (a recipe's 5-step truncations) a dream return says little.
+    """
+
+    def __init__(self, dream_id: str, every: int, episodes: int = 10, tolerance: float = 0.1, seed: int = 1_000_000,
+                 **dream_kwargs: Any):
+        super().__init__()
+        if every < 1 or episodes < 1:
+            raise ValueError(f"SelectInDream needs every >= 1 and episodes >= 1, got every={every}, episodes={episodes}")
+        if not 0 <= tolerance <= 1:
+            raise ValueError(f"SelectInDream's tolerance is a fraction in [0, 1], got {tolerance}")
+        self.dream_id, self.every, self.episodes, self.tolerance, self.seed = dream_id, every, episodes, tolerance, seed
+        self.dream_kwargs = dream_kwargs
+        self.history: list[tuple[int, float]] = []
+        self.chosen: tuple[int, float] | None = None
+        # (steps, mean, policy parameters) of the best check so far and of every check after it:
+        # only these can be chosen (a new best always lies in its own band).
+        self._since_best: list[tuple[int, float, dict[str, Any]]] = []
+        self._next = every
+
+    def _on_training_start(self) -> None:
+        from learned_envs.sb3 import make_vec_env
+
+        self._venv = make_vec_env(self.dream_id, n_envs=self.episodes, seed=self.seed, **self.dream_kwargs)
+
+    def _check(self) -> None:
+        from stable_baselines3.common.evaluation import evaluate_policy
+
+        self._venv.seed(self.seed)  # every check plays the same starts
+        mean, _ = evaluate_policy(self.model, self._venv, n_eval_episodes=self.episodes, deterministic=True)
+        mean = float(mean)
+        self.history.append((self.num_timesteps, mean))
+        if not self._since_best or mean >= self._since_best[0][1]:
+            self._since_best = []
+        self._since_best.append((self.num_timesteps, mean, copy.deepcopy(self.model.policy.state_dict())))
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            self._check()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.history or self.history[-1][0] < self.num_timesteps:
+            self._check()
+        best, worst = self._since_best[0][1], min(mean for _, mean in self.history)
+        band = best - self.tolerance * max(abs(best), best - worst)
+        steps, mean, state = next(check for check in reversed(self._since_best) if check[1] >= band)
+        self.chosen = (steps, mean)
+        self.model.policy.load_state_dict(state)
+        self._since_best = []
+        self._venv.close()
+
+
 def train_in_dream(
     dream_id: str,
     steps: int | None = None,
@@ -140,7 +212,8 @@ def train_in_dream(
     ``behaviour_start`` (:class:`~learned_envs.behaviour_start.BehaviourStart`'s arguments:
     ``clone_steps``, ``hold_steps``, ``anchor``, ...) starts an off-policy agent's actor as a
     clone of the logged behaviour (the logged data as above); ``{"clone_steps": 0}`` turns a
-    recipe's own off. ``callbacks`` (SB3 callbacks) run during training.
+    recipe's own off. ``callbacks`` (SB3 callbacks) run during training; :class:`SelectInDream`
+    among them keeps the policy the dream scores best.
     """
     from learned_envs.checkpoint import read_metadata
     from learned_envs.presets import stored_training

@@ -40,6 +40,24 @@ def test_round_trip_same_predictions(small_checkpoint):
     np.testing.assert_array_equal(ckpt.start_states.numpy(), data.episode_starts())
 
 
+def test_loading_leaves_the_global_generator_alone(small_checkpoint):
+    """Building a dream mid-run (an evaluation env made during training) must not change the
+    training's later draws: the model's throwaway initial weights come from a fork of torch's
+    global generator."""
+    import learned_envs
+
+    learned_envs.register_dream("Test-RngFree-v0", str(small_checkpoint))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_checkpoint(small_checkpoint)
+    env = gym.make("Test-RngFree-v0")
+    env.reset(seed=1)
+    env.step(env.action_space.sample())
+    gym.make_vec("Test-RngFree-v0", num_envs=3).reset(seed=2)
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
 def test_truncated_file(small_checkpoint, tmp_path):
     bad = tmp_path / "truncated.safetensors"
     raw = small_checkpoint.read_bytes()

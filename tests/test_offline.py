@@ -171,7 +171,7 @@ def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, c
     assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--anchor", "2.5"]) == 2
     assert "give --clone-behaviour UPDATES too" in capsys.readouterr().err
     assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), "--clone-behaviour", "20"]) == 2
-    assert "--clone-behaviour are for dreams" in capsys.readouterr().err
+    assert "--clone-behaviour and --select-every are for dreams" in capsys.readouterr().err
 
 
 def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
@@ -184,7 +184,7 @@ def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
     from learned_envs.cli import main
 
     code = main(["train", "Pendulum-v1", "--steps", "8", "--out", str(tmp_path / "a.zip"), "--max-episode-steps", "3"])
-    assert code == 2 and "--max-episode-steps and --clone-behaviour are for dreams" in capsys.readouterr().err
+    assert code == 2 and "--max-episode-steps, --clone-behaviour and --select-every are for dreams" in capsys.readouterr().err
 
 
 def test_train_refuses_when_the_recorded_data_changed(pendulum, tmp_path):

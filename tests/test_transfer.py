@@ -1,5 +1,6 @@
 """Dream to real, end to end and small enough for CI: 5,000 logged random-policy transitions ->
-``fit`` -> PPO only in the dream -> the real CartPole-v1 (the end-to-end issue's acceptance run).
+``fit`` -> PPO only in the dream, checked in the dream every 10k steps (``SelectInDream``, as the
+transfer benchmark trains) -> the real CartPole-v1 (the end-to-end issue's acceptance run).
 
 Each run is seeded and deterministic on one machine with one set of dependency versions, but
 transfer is a chaotic outcome of float arithmetic: a single pinned seed that scored 500 went to
@@ -20,7 +21,7 @@ import pytest
 import learned_envs
 from learned_envs.data.collecting import collect
 from learned_envs.fitting import fit
-from learned_envs.training import evaluate_in_real, train_in_dream
+from learned_envs.training import SelectInDream, evaluate_in_real, train_in_dream
 
 
 def _dream_return(model, dream_id: str, episodes: int) -> float:
@@ -50,7 +51,7 @@ def test_ppo_trained_in_fresh_dreams_balances_real_cartpole(tmp_path):
         path = fit(tmp_path / f"random{seed}.npz", tmp_path / f"dream{seed}.safetensors", seed=seed, progress=False)
         dream_id = f"Test-Transfer{seed}-CartPole-v0"
         learned_envs.register_dream(dream_id, path)
-        model = train_in_dream(dream_id, 100_000, "PPO", seed=seed, progress=False)
+        model = train_in_dream(dream_id, 100_000, "PPO", seed=seed, progress=False, callbacks=[SelectInDream(dream_id, 10_000)])
         real.append(evaluate_in_real(model, "CartPole-v1", episodes=20, seed=1000)[0])
         dream.append(_dream_return(model, dream_id, episodes=5))
     balanced = sum(r >= 475 for r in real)
