@@ -214,7 +214,7 @@ def train_in_dream(
     ``clone_steps``, ``hold_steps``, ``anchor``, ...) starts an off-policy agent's actor as a
     clone of the logged behaviour (the logged data as above); ``{"clone_steps": 0}`` turns a
     recipe's own off. ``callbacks`` (SB3 callbacks) run during training; :class:`SelectInDream`
-    among them keeps the policy the dream scores best.
+    among them hands back the last policy unless the dream scored an earlier one clearly better.
     """
     from learned_envs.checkpoint import read_metadata
     from learned_envs.presets import stored_training

@@ -162,7 +162,7 @@ def test_train_saves_an_agent_from_a_dream_or_a_real_env(tmp_path, small_checkpo
     failed = run("train", "CartPole-v1", "--steps", "10", "--out", str(tmp_path / "x.zip"),
                  "--dream-kwarg", "temperature=0", home=home, check=False)
     assert failed.returncode == 2 and "not a registered dream" in failed.stderr
-    # --select-every keeps the policy the dream scores best, and says which; it judges dreams only.
+    # --select-every checks the policy in the dream and says which one it kept; it judges dreams only.
     out = run("train", "Test-Train-v0", "--algo", "PPO", "--steps", "512", "--select-every", "256",
               "--out", str(tmp_path / "kept.zip"), home=home)
     assert "--select-every: kept the policy of step" in out.stdout and "2 checks" in out.stdout, out.stdout

@@ -1,5 +1,5 @@
-"""SelectInDream: the agent a dream training returns is the policy the dream scored best, judged
-on the same dream episodes at every check, with no real step spent."""
+"""SelectInDream: the agent a dream training returns is the last policy unless the dream scored an
+earlier one clearly better, judged on the same dream episodes at every check, with no real step spent."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from learned_envs.sb3 import make_vec_env
 from learned_envs.training import SelectInDream, train_in_dream
 
 
-def test_the_returned_agent_is_the_best_checked_policy(small_dream_id):
+def test_the_returned_agent_is_the_kept_check(small_dream_id):
     select = SelectInDream(small_dream_id, every=256, episodes=4)
     # The zoo's CartPole PPO: 8 envs x 32 steps, so the checks fall at 256, 512, 768 and the end.
     model = train_in_dream(small_dream_id, 1024, "PPO", seed=0, progress=False, callbacks=[select])
