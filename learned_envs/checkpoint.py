@@ -304,16 +304,20 @@ def _check_metadata(path: Path, meta: dict[str, Any]) -> None:
 
 def _check_fit_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """Fit metrics the dream acts on: ``max_train_disagreement`` and ``train_disagreement_quantiles``
-    set ``halt_threshold="auto"``, and a NaN there would switch the halt off without a word."""
+    set ``halt_threshold="auto"``, ``support_distance_quantiles`` ``support_halt="auto"``, and a
+    NaN there would switch a halt off without a word."""
     value = metrics.get("max_train_disagreement")
     if value is not None and not _finite_non_negative(value):
         raise CheckpointError(
             f"{path}: metadata key 'fit.metrics.max_train_disagreement' should be a finite number >= 0, not {_described(value)}"
         )
-    quantiles = metrics.get("train_disagreement_quantiles")
-    if quantiles is None:
-        return
-    key = "fit.metrics.train_disagreement_quantiles"
+    for record in ("train_disagreement_quantiles", "support_distance_quantiles"):
+        if metrics.get(record) is not None:
+            _check_recorded_quantiles(path, f"fit.metrics.{record}", metrics[record])
+
+
+def _check_recorded_quantiles(path: Path, key: str, quantiles: Any) -> None:
+    """``quantiles`` a ``{"q": value}`` object: levels in [0, 1], finite values >= 0, rising with the level."""
     if not isinstance(quantiles, dict) or not 1 <= len(quantiles) <= MAX_RECORDED_QUANTILES:
         raise CheckpointError(f"{path}: metadata key '{key}' should be a JSON object of 1 to {MAX_RECORDED_QUANTILES} "
                               f"quantiles, not {_described(quantiles)}")

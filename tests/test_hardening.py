@@ -176,6 +176,11 @@ def test_recorded_disagreement_quantiles_are_checked(small_checkpoint, tmp_path,
     ckpt = crafted(small_checkpoint, tmp_path, "quantiles", metrics)
     with pytest.raises(CheckpointError, match=pattern):
         read_metadata(ckpt)
+    # support_halt="auto" reads its own record, checked the same way.
+    metrics = lambda m: m["fit"].setdefault("metrics", {}).update(support_distance_quantiles=value)  # noqa: E731
+    ckpt = crafted(small_checkpoint, tmp_path, "support", metrics)
+    with pytest.raises(CheckpointError, match=pattern.replace("train_disagreement", "support_distance")):
+        read_metadata(ckpt)
 
 
 def test_a_quantile_halt_needs_the_recorded_quantiles(small_checkpoint, tmp_path):

@@ -212,3 +212,74 @@ def test_cli_fit_preset_then_train_with_no_other_flag(pendulum, tmp_path):
                            "--steps", "64"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "wrote SAC agent" in done.stdout and agent.exists()
+
+
+def test_logged_support_distance_is_the_nearest_neighbour_in_std_units(monkeypatch):
+    from learned_envs.dreams import support
+
+    rng = np.random.default_rng(0)
+    logged = rng.normal(size=(500, 3)).astype(np.float32) * np.array([1.0, 10.0, 0.1], np.float32)
+    queries = np.concatenate([logged[:5], rng.normal(size=(20, 3)).astype(np.float32) * 4])
+    scaled = lambda x: (x - logged.mean(0)) / logged.std(0)  # noqa: E731
+    expected = torch.cdist(torch.as_tensor(scaled(queries)), torch.as_tensor(scaled(logged))).min(1).values.numpy()
+    monkeypatch.setattr(support, "_BLOCK_ELEMENTS", 7 * len(queries))  # many blocks, one partial
+    got = support.LoggedSupport(logged).distance(queries)
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert (got[:5] < 2e-3).all() and (got[5:] > 0.05).all()
+    with pytest.raises(ValueError, match="at least one logged observation"):
+        support.LoggedSupport(np.empty((0, 3), np.float32))
+
+
+def test_support_halt_ends_exactly_the_steps_beyond_it(pendulum):
+    from learned_envs.dreams.core import DreamCore
+    from learned_envs.dreams.support import LoggedSupport
+
+    _, _, dream = pendulum
+    checkpoint = load_checkpoint(dream)
+    kwargs = dict(num_envs=64, temperature=1.0, out_of_bounds="clip", max_episode_steps=None)
+    actions = np.random.default_rng(1).uniform(-2, 2, size=(64, 1))
+
+    def one_step(**knobs):
+        core = DreamCore(checkpoint, **kwargs, **knobs)
+        core.seed(np.random.default_rng(3))
+        core.reset_rows()
+        return core.step(actions)
+
+    plain, never = one_step(), one_step(support_halt=1e9)
+    np.testing.assert_array_equal(plain.observations, never.observations)
+    np.testing.assert_array_equal(plain.terminated, never.terminated)
+    assert not never.info["left_bounds"].any()
+    distance = LoggedSupport(checkpoint.reset_states).distance(plain.observations)
+    level = float(np.median(distance))
+    cut = one_step(support_halt=level)
+    np.testing.assert_array_equal(cut.observations, plain.observations)  # the halt changes ends, not the dynamics
+    np.testing.assert_array_equal(cut.info["left_bounds"], distance > level)
+    np.testing.assert_array_equal(cut.terminated, plain.terminated | (distance > level))
+    np.testing.assert_array_equal(cut.rewards, plain.rewards)  # the model's reward, as the box's halt
+    assert 0 < cut.info["left_bounds"].sum() < 64
+    with pytest.raises(ValueError, match="support_halt must be >= 0"):
+        DreamCore(checkpoint, support_halt=-1.0)
+
+
+def test_support_halt_without_stored_states_is_refused(small_checkpoint):
+    register_dream("Test-NoStates-Support-v0", small_checkpoint)
+    with pytest.raises(ValueError, match="support_halt needs logged states.*--reset-states"):
+        gym.make("Test-NoStates-Support-v0", support_halt=1.0)
+
+
+def test_fit_records_neighbour_distances_and_support_halt_auto_reads_them(pendulum):
+    from learned_envs.dream_settings import DISAGREEMENT_QUANTILES
+    from learned_envs.dreams.core import DreamCore
+    from learned_envs.fitting.dream import support_metrics
+
+    checkpoint = load_checkpoint(pendulum[2])
+    recorded = checkpoint.metadata["fit"]["metrics"]["support_distance_quantiles"]
+    assert [float(q) for q in recorded] == list(DISAGREEMENT_QUANTILES)
+    assert recorded == support_metrics(checkpoint.reset_states.numpy(), seed=0)["support_distance_quantiles"]
+    assert 0 < recorded["0.5"] <= recorded["0.99"] <= recorded["1.0"]
+    assert DreamCore(checkpoint, support_halt="auto").support_halt == pytest.approx(2 * recorded["0.99"])
+    assert DreamCore(checkpoint, support_halt="auto", support_factor=1.0, support_quantile=0.5).support_halt == recorded["0.5"]
+    states = checkpoint.reset_states.numpy()
+    assert support_metrics(states[:1], seed=0) == {}
+    with pytest.raises(ValueError, match="support_halt must be a number, 'auto' or None"):
+        DreamCore(checkpoint, support_halt="far")

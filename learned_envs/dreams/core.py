@@ -20,6 +20,7 @@ import torch
 
 from learned_envs.checkpoint import Checkpoint, load_checkpoint
 from learned_envs.dream_settings import DreamSettings
+from learned_envs.dreams.support import LoggedSupport
 from learned_envs.models.array_ops import NumpyOps, TorchOps
 
 
@@ -77,7 +78,8 @@ class StepBatch:
     terminated: np.ndarray  # [N] bool
     truncated: np.ndarray  # [N] bool
     # disagreement [N] f32, penalty [N] f32 (as applied), clipped_dims [N] i64,
-    # halted [N] bool (the disagreement halt fired), left_bounds [N] bool (ended outside the data's bounds)
+    # halted [N] bool (the disagreement halt fired), left_bounds [N] bool (ended outside the data's
+    # bounds, or beyond support_halt from the nearest logged observation)
     info: dict[str, np.ndarray]
 
     def info_row(self, i: int) -> StepInfo:
@@ -161,7 +163,8 @@ class DreamCore:
         value.validate()
         # Derived once here, not on every step.
         self._halt_threshold = self._resolve_halt_threshold(value)
-        self._penalty_threshold = (self._recorded_disagreement(value.penalty_quantile, "penalty_threshold", "penalty_quantile")
+        self._penalty_threshold = (self._recorded_quantile("train_disagreement_quantiles", value.penalty_quantile,
+                                                           "penalty_threshold", "penalty_quantile")
                                    if value.penalty_threshold == "auto" else float(value.penalty_threshold))
         self._penalty_column = 0 if value.penalty_of == "disagreement" else 1  # of _predict's (disagreement, model std)
         self._uncertainty = value.uncertainty_info or value.uncertainty_penalty > 0 or self._halt_threshold is not None
@@ -173,14 +176,20 @@ class DreamCore:
         self._episode_starts = (self._reset_pool("starts") if value.reset_from == "logged" and value.start_share > 0
                                 else None)
         self._obs_low_host, self._obs_high_host = (b.cpu().numpy() for b in (self.obs_low, self.obs_high))
+        self._support_halt = (value.support_factor * self._recorded_quantile(
+            "support_distance_quantiles", value.support_quantile, "support_halt", "support_quantile")
+            if value.support_halt == "auto" else value.support_halt)
+        if self._support_halt is not None and getattr(self, "_support", None) is None:
+            self._support: LoggedSupport | None = LoggedSupport(self._reset_pool("logged", "support_halt"))
         self._settings = value
 
-    def _reset_pool(self, reset_from: str) -> np.ndarray:
-        """``[S, D]``: the logged episode starts, or (``"logged"``) the fit's sample of every logged state."""
+    def _reset_pool(self, reset_from: str, needed_by: str = "reset_from='logged'") -> np.ndarray:
+        """``[S, D]``: the logged episode starts, or (``"logged"``) the fit's sample of every logged state
+        (an error naming ``needed_by`` if the dream stores none)."""
         if reset_from == "starts":
             return self.checkpoint.start_states.detach().cpu().numpy()
         if self.checkpoint.reset_states is None:
-            raise ValueError(f"{self.checkpoint.path}: reset_from='logged' needs logged states, which this dream does not "
+            raise ValueError(f"{self.checkpoint.path}: {needed_by} needs logged states, which this dream does not "
                              "store; refit it with `learned-envs fit ... --reset-states N` (or --preset offline)")
         return self.checkpoint.reset_states.detach().cpu().numpy()
 
@@ -192,24 +201,31 @@ class DreamCore:
     def _resolve_halt_threshold(self, settings: DreamSettings) -> float | None:
         threshold = settings.halt_threshold
         if threshold == "auto":
-            return settings.halt_factor * self._recorded_disagreement(settings.halt_quantile, "halt_threshold", "halt_quantile")
+            return settings.halt_factor * self._recorded_quantile("train_disagreement_quantiles", settings.halt_quantile,
+                                                                  "halt_threshold", "halt_quantile")
         return None if threshold is None else float(threshold)
+
+    @property
+    def support_halt(self) -> float | None:
+        """The neighbour distance in force for ``support_halt`` (``"auto"`` resolved from the fit's record)."""
+        return self._support_halt
 
     @property
     def penalty_threshold(self) -> float:
         """The penalty's threshold in force (``"auto"`` resolved from the fit's record)."""
         return self._penalty_threshold
 
-    def _recorded_disagreement(self, quantile: float, knob: str, quantile_knob: str) -> float:
-        """The ``quantile`` of the training rows' disagreement, interpolated between those the fit
-        recorded; errors name the knobs (``knob="auto"`` at ``quantile_knob``) that asked for it."""
+    def _recorded_quantile(self, record: str, quantile: float, knob: str, quantile_knob: str) -> float:
+        """The ``quantile`` of a fit metric ``record`` (``{"q": value}``: the training rows'
+        disagreement, the logged states' neighbour distances), interpolated between the recorded
+        levels; errors name the knobs (``knob="auto"`` at ``quantile_knob``) that asked for it."""
         metrics = self.checkpoint.metadata.get("fit", {}).get("metrics", {})
-        if quantile == 1.0 and metrics.get("max_train_disagreement") is not None:
+        if record == "train_disagreement_quantiles" and quantile == 1.0 and metrics.get("max_train_disagreement") is not None:
             return float(metrics["max_train_disagreement"])
-        recorded = metrics.get("train_disagreement_quantiles")
+        recorded = metrics.get(record)
         if recorded is None:
             raise ValueError(f"{self.checkpoint.path}: {knob}='auto' at {quantile_knob}={quantile} needs the fit's "
-                             "record of train_disagreement_quantiles, which this checkpoint lacks (refit it)")
+                             f"record of {record}, which this checkpoint lacks (refit it)")
         levels = sorted((float(q), float(v)) for q, v in recorded.items())
         if not levels[0][0] <= quantile <= levels[-1][0]:
             raise ValueError(f"{self.checkpoint.path}: {quantile_knob}={quantile} is outside the quantiles the fit recorded "
@@ -367,9 +383,11 @@ class DreamCore:
         # The knobs that are off add no operations: a single dream's step is a few dozen of them.
         if s.out_of_bounds == "halt":
             left_bounds = clipped > 0
-            terminated |= left_bounds
         else:
             left_bounds = np.zeros(self.num_envs, np.bool_)
+        if self._support_halt is not None:
+            left_bounds |= self._support.distance(obs) > self._support_halt
+        terminated |= left_bounds
         if self._halt_threshold is not None:
             halted = disagreement > self._halt_threshold
             terminated |= halted

@@ -20,7 +20,8 @@ dimensions. An action outside the action space raises ``ValueError``, as in the 
 ## Leaving the data
 A predicted observation outside the bounds seen in the logged data is clipped; by default
 (``out_of_bounds="halt"``) the episode also ends there, because beyond its data the model is a
-guess an agent would exploit. ``halt_threshold`` ends it where the members disagree (MOReL).
+guess an agent would exploit. ``halt_threshold`` ends it where the members disagree (MOReL);
+``support_halt`` where the next observation is farther than that from any logged one.
 
 ## Info
 ``disagreement``: spread of the members' predicted next observations (data std units; -1 unless

@@ -2,8 +2,9 @@
 
 :func:`fit` checks the data and options, trains the world model (:mod:`.trainer`), works out
 what the dream needs beside it (start states, support, time limit, the disagreement scale of
-``halt_threshold="auto"``), writes one checkpoint, and loads it back before it replaces any
-existing file: a fit never leaves behind a dream its own loader would refuse.
+``halt_threshold="auto"``, the neighbour distances of ``support_halt="auto"``), writes one
+checkpoint, and loads it back before it replaces any existing file: a fit never leaves behind a
+dream its own loader would refuse.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from learned_envs.data.spaces import env_spaces
 from learned_envs.data.transitions import Transitions
 from learned_envs.dream_settings import DISAGREEMENT_QUANTILES, DreamSettings
+from learned_envs.dreams.support import LoggedSupport
 from learned_envs.fitting.config import FitConfig, FitError
 from learned_envs.fitting.split import to_batch
 from learned_envs.fitting.trainer import FitResult, fit_world_model
@@ -112,6 +114,21 @@ def check_end_limits(limits: Sequence[EndLimit], data: Transitions) -> None:
             raise FitError(f"end limit {feature}{side}{value}: {len(rows)} logged rows go on past it, the first row "
                            f"{rows[0]} (next_observations[{rows[0]}][{feature}] = {next_obs[rows[0], feature]:.6g}, "
                            f"not terminated)")
+
+
+def support_metrics(states: np.ndarray | None, seed: int, queries: int = 2_000) -> dict[str, Any]:
+    """The fit metric ``support_halt="auto"`` reads: ``support_distance_quantiles`` (``{"q": value}``
+    at :data:`DISAGREEMENT_QUANTILES`), each of up to ``queries`` logged states' distance to the
+    nearest of the rest of ``states [M, D]`` (the dream's own search set, less the queried tenth
+    at most): how far from its neighbours a logged state the model was fitted on lies."""
+    if states is None or len(states) < 2:
+        return {}
+    count = max(1, min(queries, len(states) // 10))
+    held = np.zeros(len(states), bool)
+    held[np.random.default_rng([seed, 0x5B7]).choice(len(states), size=count, replace=False)] = True
+    distances = LoggedSupport(states[~held]).distance(states[held])
+    recorded = np.quantile(distances, DISAGREEMENT_QUANTILES)
+    return {"support_distance_quantiles": {repr(q): float(v) for q, v in zip(DISAGREEMENT_QUANTILES, recorded)}}
 
 
 def start_states(data: Transitions, progress: bool) -> np.ndarray:
@@ -241,6 +258,7 @@ def _fit(data, out, *, dream_id, source_env, seed, config, max_episode_steps, dr
     low, high = observed_bounds(data)
     starts = start_states(data, progress).reshape(-1, low.shape[0])
     resets = logged_state_sample(data, reset_states, seed)
+    result.metrics.update(support_metrics(resets, seed))
     metadata = build_metadata(
         model_config=result.model.config.to_json(),
         model_family=result.model.family,
