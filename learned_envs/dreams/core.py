@@ -383,11 +383,13 @@ class DreamCore:
         # The knobs that are off add no operations: a single dream's step is a few dozen of them.
         if s.out_of_bounds == "halt":
             left_bounds = clipped > 0
+            terminated |= left_bounds
         else:
             left_bounds = np.zeros(self.num_envs, np.bool_)
         if self._support_halt is not None:
-            left_bounds |= self._support.distance(obs) > self._support_halt
-        terminated |= left_bounds
+            beyond = self._support.distance(obs) > self._support_halt
+            left_bounds |= beyond
+            terminated |= beyond
         if self._halt_threshold is not None:
             halted = disagreement > self._halt_threshold
             terminated |= halted
