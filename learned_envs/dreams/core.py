@@ -116,6 +116,7 @@ class DreamCore:
         self.observation_space: gym.spaces.Box = checkpoint.observation_space
         self.action_space: gym.Space = checkpoint.action_space
         self.num_envs = num_envs
+        self._support: LoggedSupport | None = None  # built by the settings setter when a support halt first asks
         self.settings = DreamSettings.resolve(checkpoint.metadata.get("dream", {}), settings)
         self.max_episode_steps = max_episode_steps
         self.obs_shape = self.observation_space.shape
@@ -179,8 +180,8 @@ class DreamCore:
         self._support_halt = (value.support_factor * self._recorded_quantile(
             "support_distance_quantiles", value.support_quantile, "support_halt", "support_quantile")
             if value.support_halt == "auto" else value.support_halt)
-        if self._support_halt is not None and getattr(self, "_support", None) is None:
-            self._support: LoggedSupport | None = LoggedSupport(self._reset_pool("logged", "support_halt"))
+        if self._support_halt is not None and self._support is None:
+            self._support = LoggedSupport(self._reset_pool("logged", "support_halt"))
         self._settings = value
 
     def _reset_pool(self, reset_from: str, needed_by: str = "reset_from='logged'") -> np.ndarray:

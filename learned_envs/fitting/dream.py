@@ -55,9 +55,12 @@ def disagreement_metrics(model: WorldModel, data: Transitions) -> dict[str, Any]
     """The fit metrics ``halt_threshold="auto"`` reads: ``max_train_disagreement`` and
     ``train_disagreement_quantiles`` (``{"q": value}`` at :data:`DISAGREEMENT_QUANTILES`)."""
     values = train_disagreement(model, data)
-    recorded = np.quantile(values, DISAGREEMENT_QUANTILES)
-    return {"max_train_disagreement": float(values.max()),
-            "train_disagreement_quantiles": {repr(q): float(v) for q, v in zip(DISAGREEMENT_QUANTILES, recorded)}}
+    return {"max_train_disagreement": float(values.max()), "train_disagreement_quantiles": quantile_record(values)}
+
+
+def quantile_record(values: np.ndarray) -> dict[str, float]:
+    """``{"q": value}``: the quantiles of ``values`` at :data:`DISAGREEMENT_QUANTILES`, as a fit records them."""
+    return {repr(q): float(v) for q, v in zip(DISAGREEMENT_QUANTILES, np.quantile(values, DISAGREEMENT_QUANTILES))}
 
 
 def observed_bounds(data: Transitions) -> tuple[np.ndarray, np.ndarray]:
@@ -126,9 +129,7 @@ def support_metrics(states: np.ndarray | None, seed: int, queries: int = 2_000) 
     count = max(1, min(queries, len(states) // 10))
     held = np.zeros(len(states), bool)
     held[np.random.default_rng([seed, 0x5B7]).choice(len(states), size=count, replace=False)] = True
-    distances = LoggedSupport(states[~held]).distance(states[held])
-    recorded = np.quantile(distances, DISAGREEMENT_QUANTILES)
-    return {"support_distance_quantiles": {repr(q): float(v) for q, v in zip(DISAGREEMENT_QUANTILES, recorded)}}
+    return {"support_distance_quantiles": quantile_record(LoggedSupport(states[~held]).distance(states[held]))}
 
 
 def start_states(data: Transitions, progress: bool) -> np.ndarray:
