@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from typing import Callable
@@ -71,14 +72,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         start = None if args.clone_behaviour is None else {k: v for k, v in given.items() if v is not None}
         select = SelectInDream(args.env_id, args.select_every, **knobs, **horizon) if args.select_every else None
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
-                               behaviour_start=start, callbacks=[select] if select else (), **knobs, **horizon)
+                               behaviour_start=start, callbacks=[select] if select else (),
+                               value_penalty=args.value_penalty, **knobs, **horizon)
         if select is not None:
             steps, mean = select.chosen
             print(f"--select-every: kept the policy of step {steps:,} (mean dream return {mean:.1f} over "
                   f"{select.episodes} episodes; {len(select.history)} checks, the last {select.history[-1][1]:.1f})")
-    elif knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None or args.select_every:
-        raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps, --clone-behaviour and --select-every are for "
-                         f"dreams; {args.env_id} is not a registered dream")
+    elif (knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None
+          or args.select_every or args.value_penalty is not None):
+        raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps, --clone-behaviour, --select-every and "
+                         f"--value-penalty are for dreams; {args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
@@ -401,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor", type=float, metavar="ALPHA",
                    help="with --clone-behaviour: after the hold, keep pulling the actor towards the behaviour as TD3+BC "
                    "does, weighted by the critic's scale over ALPHA (TD3+BC's 2.5; default 0: let it go)")
+    p.add_argument("--value-penalty", type=_non_negative_float, metavar="BETA",
+                   help="SAC, TD3, DDPG in a dream: charge each dream transition BETA x the spread of its Bellman target "
+                   "r + gamma Q(s', a') over the model's members (MOBILE's penalty; it asks the model at every update)")
     p.add_argument("--select-every", type=_positive_int, metavar="STEPS",
                    help="in a dream: every STEPS steps play 10 deterministic dream episodes, and hand back the last policy "
                    "unless the dream scored an earlier one clearly better (SB3's EvalCallback judged in the dream: no real "
@@ -503,6 +509,17 @@ def _whole_number(minimum: int, name: str) -> Callable[[str], int]:
 
 _positive_int = _whole_number(1, "positive whole number")
 _non_negative_int = _whole_number(0, "non-negative whole number")
+
+
+def _non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(text)
+    return value
+
+
+_non_negative_float.__name__ = "finite number >= 0"
 
 
 def main(argv: list[str] | None = None) -> int:

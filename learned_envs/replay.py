@@ -10,6 +10,14 @@ the logged data, which anchors the critic where the model is least trusted. SB3'
 
 Everything the agent collects (in the dream) goes into the ordinary ring buffer; each sampled
 batch replaces ``round(logged_fraction * batch_size)`` of its rows by logged transitions.
+
+:class:`BellmanPenaltyBuffer` adds MOBILE's pessimism to the same mix: each dream row pays the
+spread of its Bellman target over the world model's members (it needs the agent's critics, bound
+by the :class:`BindAgent` callback)::
+
+    SAC("MlpPolicy", dream_venv, replay_buffer_class=BellmanPenaltyBuffer,
+        replay_buffer_kwargs={"dream": {"checkpoint": "dream.safetensors"}, "value_penalty": 1.0,
+                              "logged": transitions}).learn(600_000, callback=BindAgent())
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from learned_envs.data.transitions import Transitions
@@ -29,7 +38,7 @@ class MixedReplayBuffer(ReplayBuffer):
     """SB3's :class:`ReplayBuffer`, each sample a mix of the agent's transitions and logged ones.
 
     Args (beyond SB3's):
-        logged: the real transitions (spaces must match the agent's).
+        logged: the real transitions (spaces must match the agent's); ``None`` only with ``logged_fraction=0``.
         logged_fraction: share of each batch drawn from ``logged``, in ``[0, 1]``.
         seed: seed of the generator choosing the logged rows.
 
@@ -39,12 +48,18 @@ class MixedReplayBuffer(ReplayBuffer):
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
                  device: torch.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, *, logged: Transitions, logged_fraction: float = 0.05,
+                 handle_timeout_termination: bool = True, *, logged: Transitions | None, logged_fraction: float = 0.05,
                  seed: int = 0):
         super().__init__(buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
                          handle_timeout_termination)
         if not 0.0 <= logged_fraction <= 1.0:
             raise ValueError(f"logged_fraction must be in [0, 1], got {logged_fraction}")
+        self.logged_fraction = float(logged_fraction)
+        self.rng = np.random.default_rng(seed)
+        if logged is None:
+            if logged_fraction > 0:
+                raise ValueError(f"logged_fraction={logged_fraction} needs logged transitions (logged=None)")
+            return
         if len(logged) == 0:
             raise ValueError("logged holds no transitions")
         for name, agent_space in (("observation", observation_space), ("action", action_space)):
@@ -56,16 +71,19 @@ class MixedReplayBuffer(ReplayBuffer):
         # batch is one concatenation.
         self.logged_obs = logged.observations.reshape(n, *self.obs_shape).astype(self.observations.dtype)
         self.logged_next_obs = logged.next_observations.reshape(n, *self.obs_shape).astype(self.observations.dtype)
-        self.logged_actions = np.asarray(logged.actions).reshape(n, self.action_dim).astype(self.actions.dtype)
+        actions = np.asarray(logged.actions, dtype=np.float64).reshape(n, self.action_dim)
+        if isinstance(action_space, spaces.Box):
+            # SB3's off-policy agents store Box actions scaled to [-1, 1] (policy.scale_action): so must we.
+            low, high = (np.asarray(b, dtype=np.float64).reshape(-1) for b in (action_space.low, action_space.high))
+            actions = 2.0 * (actions - low) / (high - low) - 1.0
+        self.logged_actions = actions.astype(self.actions.dtype)
         self.logged_rewards = np.asarray(logged.rewards, dtype=np.float32).reshape(n)
         self.logged_dones = np.asarray(logged.terminations, dtype=np.float32).reshape(n)
-        self.logged_fraction = float(logged_fraction)
-        self.rng = np.random.default_rng(seed)
 
     def sample(self, batch_size: int, env: Any = None) -> ReplayBufferSamples:
         """``batch_size`` rows: ``round(logged_fraction * batch_size)`` logged, the rest the agent's."""
         n_logged = int(round(self.logged_fraction * batch_size))
-        own = super().sample(batch_size - n_logged, env=env) if n_logged < batch_size else None
+        own = self.agent_rows(super().sample(batch_size - n_logged, env=env)) if n_logged < batch_size else None
         if n_logged == 0:
             return own
         rows = self.rng.integers(len(self.logged_obs), size=n_logged)
@@ -80,3 +98,99 @@ class MixedReplayBuffer(ReplayBuffer):
         if own is None:
             return logged_batch
         return ReplayBufferSamples(*(torch.cat([a, b]) for a, b in zip(own[:5], logged_batch[:5])))
+
+    def agent_rows(self, rows: ReplayBufferSamples) -> ReplayBufferSamples:
+        """The agent's own (dream) rows of a batch, as the batch will hold them: a hook for subclasses."""
+        return rows
+
+
+class BellmanPenaltyBuffer(MixedReplayBuffer):
+    """MOBILE's penalty as a replay buffer: each dream row's reward, as a batch hands it to the
+    critic, less ``value_penalty`` x the spread of its Bellman target over the world model's members.
+
+    For a dream row ``(s, a)`` each member ``m`` predicts its own next observation ``s'_m``,
+    reward ``r_m`` and end ``d_m`` (:meth:`DreamCore.member_outcomes`); the agent's actor samples
+    ``a'_m`` at ``s'_m`` and its target critics value it (the smallest of them, as SAC's target
+    does), and the penalty is ``value_penalty * std_m(r_m + gamma (1 - d_m) Q'(s'_m, a'_m))``.
+    Subtracting it from the reward subtracts it from the critic's target
+    ``r + gamma (1 - done) Q'`` exactly, so SB3's SAC/TD3/DDPG train on it unchanged. Unlike a
+    penalty on the model's own spread (MOPO's, a dream knob), it is measured in the critic's
+    currency: where the members disagree about whether a gait falls or earns, the value pays, even
+    when their next states lie close together. Logged rows (``logged_fraction``) are real and
+    pay nothing.
+
+    Args (beyond :class:`MixedReplayBuffer`'s; ``logged`` may be ``None`` with ``logged_fraction=0``):
+        dream: the :class:`~learned_envs.dreams.core.DreamCore` whose members are asked, or the
+            arguments of one (``{"checkpoint": PATH, **knobs}``); its support box and end rules
+            are the training dream's.
+        value_penalty: the coefficient (MOBILE: 0.1-1.5 on D4RL's locomotion data).
+
+    The buffer needs the agent that samples it: :class:`BindAgent` (an SB3 callback) binds it when
+    training starts, ``buffer.bind(agent)`` by hand. ``last_penalty`` holds the latest batch's mean
+    penalty; the callback logs it as ``train/value_penalty``.
+    """
+
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
+                 device: torch.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
+                 handle_timeout_termination: bool = True, *, dream: Any, value_penalty: float,
+                 logged: Transitions | None = None, logged_fraction: float = 0.05, seed: int = 0):
+        from learned_envs.dreams.core import DreamCore
+
+        if not isinstance(action_space, spaces.Box):
+            raise ValueError(f"a Bellman penalty values sampled next actions: a Box action space, not {action_space}")
+        if not (np.isfinite(value_penalty) and value_penalty >= 0):
+            raise ValueError(f"value_penalty must be a finite number >= 0, got {value_penalty}")
+        super().__init__(buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
+                         handle_timeout_termination, logged=logged, logged_fraction=logged_fraction, seed=seed)
+        self.dream = dream if isinstance(dream, DreamCore) else DreamCore(**dream)
+        if self.dream.observation_space.shape != observation_space.shape or self.dream.action_space.shape != action_space.shape:
+            raise ValueError(f"the dream's spaces ({self.dream.observation_space}, {self.dream.action_space}) do not match "
+                             f"the agent's ({observation_space}, {action_space})")
+        if self.dream.model.num_members < 2:
+            raise ValueError(f"a Bellman penalty is a spread over the model's members; {self.dream.checkpoint.path} has "
+                             f"{self.dream.model.num_members}")
+        self.value_penalty = float(value_penalty)
+        self._low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
+        self._high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
+        self.agent: Any = None
+        self.last_penalty = float("nan")
+
+    def bind(self, agent: Any) -> None:
+        """Use ``agent``'s actor and target critics (SB3's SAC, TD3 or DDPG) for the penalty."""
+        if not hasattr(agent.policy, "critic_target"):
+            raise ValueError(f"a Bellman penalty needs target critics (SAC, TD3, DDPG), not {type(agent).__name__}")
+        self.agent = agent
+
+    @torch.no_grad()
+    def bellman_spread(self, obs: torch.Tensor, scaled_actions: torch.Tensor) -> torch.Tensor:
+        """``[B]``: the std over members of ``r_m + gamma (1 - d_m) Q'(s'_m, a'_m)`` for ``obs [B, D]`` and
+        actions ``[B, A]`` as the buffer stores them (scaled to [-1, 1])."""
+        if self.agent is None:
+            raise RuntimeError("BellmanPenaltyBuffer: bind the agent first (callback=BindAgent(), or buffer.bind(agent))")
+        policy = self.agent.policy
+        action = self._low + (scaled_actions.reshape(len(obs), -1).float() + 1.0) * (0.5 * (self._high - self._low))
+        nxt, reward, ended = self.dream.member_outcomes(obs.reshape(len(obs), -1), action)  # [M, B, D], [M, B], [M, B]
+        members, batch = reward.shape
+        flat = nxt.reshape(members * batch, *self.obs_shape).to(self.device, torch.float32)
+        next_action = policy.actor(flat)  # SAC's actor samples; TD3's and DDPG's act deterministically
+        value = torch.cat(policy.critic_target(flat, next_action), dim=1).min(dim=1).values.reshape(members, batch)
+        target = reward.to(value) + self.agent.gamma * (1.0 - ended.to(value)) * value
+        return target.std(dim=0)
+
+    def agent_rows(self, rows: ReplayBufferSamples) -> ReplayBufferSamples:
+        penalty = self.value_penalty * self.bellman_spread(rows.observations, rows.actions)
+        self.last_penalty = float(penalty.mean())
+        return rows._replace(rewards=rows.rewards - penalty.reshape(-1, 1))
+
+
+class BindAgent(BaseCallback):
+    """Binds a :class:`BellmanPenaltyBuffer` to the agent that samples it, when training starts."""
+
+    def _on_training_start(self) -> None:
+        self.model.replay_buffer.bind(self.model)
+
+    def _on_step(self) -> bool:
+        penalty = self.model.replay_buffer.last_penalty
+        if np.isfinite(penalty):  # NaN until the first gradient step
+            self.logger.record_mean("train/value_penalty", penalty)
+        return True

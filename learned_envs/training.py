@@ -7,6 +7,7 @@ trained in a dream is the same agent a user would train in the real env.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import gymnasium as gym
@@ -199,6 +200,7 @@ def train_in_dream(
     logged_data: Any = None,
     behaviour_start: dict[str, Any] | None = None,
     callbacks: Sequence[BaseCallback] = (),
+    value_penalty: float | None = None,
     **dream_kwargs: Any,
 ):
     """Train an SB3 ``algo`` for ``steps`` environment steps, only inside ``dream_id``.
@@ -215,6 +217,9 @@ def train_in_dream(
     clone of the logged behaviour (the logged data as above); ``{"clone_steps": 0}`` turns a
     recipe's own off. ``callbacks`` (SB3 callbacks) run during training; :class:`SelectInDream`
     among them hands back the last policy unless the dream scored an earlier one clearly better.
+    ``value_penalty`` (SAC, TD3, DDPG) charges each dream row that multiple of the spread of its
+    Bellman target over the model's members (MOBILE's penalty,
+    :class:`~learned_envs.replay.BellmanPenaltyBuffer`), asked of a dream with these ``dream_kwargs``.
     """
     from learned_envs.checkpoint import read_metadata
     from learned_envs.presets import stored_training
@@ -241,6 +246,8 @@ def train_in_dream(
         params = hyperparameters(algo, source_env)
     if steps is None:
         raise ValueError(f"{dream_id} stores no training recipe (fit it with --preset to store one): give the number of steps")
+    if value_penalty is not None:
+        callbacks.insert(0, _bellman_penalty(params, algo, dream_id, value_penalty, seed, dream_kwargs))
     if behaviour_start is not None and behaviour_start.get("clone_steps", 1) > 0:
         from learned_envs.behaviour_start import BehaviourStart
 
@@ -252,6 +259,25 @@ def train_in_dream(
         callbacks.append(BehaviourStart(logged, **{"seed": seed, "progress": progress, **behaviour_start}))
     return _learn(algo, params, lambda n: make_vec_env(dream_id, n_envs=n, seed=seed, **dream_kwargs),
                   steps, seed, f"{algo} in {dream_id}" if progress else None, extra=callbacks)
+
+
+def _bellman_penalty(params: dict[str, Any], algo: str, dream_id: str, value_penalty: float, seed: int,
+                     dream_kwargs: dict[str, Any]) -> BaseCallback:
+    """Switch ``params`` (SB3 arguments, edited in place) to a :class:`~learned_envs.replay.BellmanPenaltyBuffer`
+    that keeps any logged mix, asking a dream with the training dream's checkpoint and knobs; returns the
+    callback that binds it to the agent."""
+    from learned_envs.dream_settings import DreamSettings
+    from learned_envs.replay import BellmanPenaltyBuffer, BindAgent
+
+    if algo not in ("SAC", "TD3", "DDPG"):
+        raise ValueError(f"a value penalty is paid through an actor-critic's targets: SAC, TD3 or DDPG, not {algo}")
+    knobs = {f.name for f in dataclasses.fields(DreamSettings)}
+    spec = gym.spec(dream_id).kwargs
+    dream = {"checkpoint": spec["checkpoint"], **{k: v for k, v in {**spec, **dream_kwargs}.items() if k in knobs}}
+    buffer_kwargs = params.get("replay_buffer_kwargs", {"logged": None, "logged_fraction": 0.0, "seed": seed})
+    params["replay_buffer_class"] = BellmanPenaltyBuffer
+    params["replay_buffer_kwargs"] = {**buffer_kwargs, "dream": dream, "value_penalty": float(value_penalty)}
+    return BindAgent()
 
 
 def _logged_transitions(dream_id: str, metadata: dict[str, Any], logged_data: Any):

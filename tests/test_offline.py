@@ -15,6 +15,7 @@ from learned_envs.checkpoint import load_checkpoint, read_metadata
 from learned_envs.data import save
 from learned_envs.data.collecting import collect
 from learned_envs.fitting import FitConfig, FitError, fit
+from learned_envs.models.ensemble import EnsembleConfig
 from learned_envs.registry import register_dream
 from learned_envs.replay import MixedReplayBuffer
 from learned_envs.training import train_in_dream
@@ -134,6 +135,9 @@ def test_mixed_buffer_puts_the_logged_share_in_every_batch(pendulum):
     assert (rewards == 7.0).sum() == 48 and (rewards != 7.0).sum() == 16
     logged = batch.observations.numpy()[rewards != 7.0]
     assert all(np.isclose(data.observations, row).all(axis=1).any() for row in logged)
+    # Stored as SB3 stores an off-policy agent's Box actions: scaled to [-1, 1] (Pendulum's torque is in [-2, 2]).
+    logged_rows = [int(np.flatnonzero(np.isclose(data.observations, row).all(axis=1))[0]) for row in logged]
+    np.testing.assert_allclose(batch.actions.numpy()[rewards != 7.0], data.actions[logged_rows] / 2.0, rtol=1e-6)
     terminated = batch.dones.numpy().ravel()[rewards != 7.0]
     assert terminated.sum() == 0, "Pendulum never terminates: a logged truncation is not a done"
     with pytest.raises(ValueError, match="logged_fraction"):
@@ -171,7 +175,7 @@ def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, c
     assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--anchor", "2.5"]) == 2
     assert "give --clone-behaviour UPDATES too" in capsys.readouterr().err
     assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), "--clone-behaviour", "20"]) == 2
-    assert "--clone-behaviour and --select-every are for dreams" in capsys.readouterr().err
+    assert "--clone-behaviour, --select-every and --value-penalty are for dreams" in capsys.readouterr().err
 
 
 def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
@@ -184,7 +188,8 @@ def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
     from learned_envs.cli import main
 
     code = main(["train", "Pendulum-v1", "--steps", "8", "--out", str(tmp_path / "a.zip"), "--max-episode-steps", "3"])
-    assert code == 2 and "--max-episode-steps, --clone-behaviour and --select-every are for dreams" in capsys.readouterr().err
+    assert code == 2 and "--max-episode-steps, --clone-behaviour, --select-every and --value-penalty are for dreams" \
+        in capsys.readouterr().err
 
 
 def test_train_refuses_when_the_recorded_data_changed(pendulum, tmp_path):
@@ -283,3 +288,96 @@ def test_fit_records_neighbour_distances_and_support_halt_auto_reads_them(pendul
     assert support_metrics(states[:1], seed=0) == {}
     with pytest.raises(ValueError, match="support_halt must be a number, 'auto' or None"):
         DreamCore(checkpoint, support_halt="far")
+
+
+@pytest.fixture(scope="module")
+def pendulum_members(pendulum, tmp_path_factory):
+    """The same data fitted with three members kept: a spread over members needs more than one."""
+    data, path, _ = pendulum
+    config = FitConfig(**{**TINY_FIT, "model": EnsembleConfig(hidden_size=16, num_layers=1, ensemble_size=3), "num_elites": 3})
+    return data, fit(path, tmp_path_factory.mktemp("members") / "dream.safetensors", source_env="Pendulum-v1",
+                     config=config, preset="offline", reset_states=300, progress=False)
+
+
+def test_every_member_predicts_at_once(pendulum_members):
+    _, dream = pendulum_members
+    model = load_checkpoint(dream).model
+    state, action = torch.randn(7, 3), torch.rand(7, 1) * 4 - 2
+    every = model.predict(state, action, temperature=0.0, members="all")
+    assert every.next_state.shape == (model.num_members, 7, 3) and every.reward.shape == (model.num_members, 7)
+    for m in range(model.num_members):
+        one = model.predict(state, action, temperature=0.0, members=torch.full((7,), m))
+        torch.testing.assert_close(every.next_state[m], one.next_state)
+        torch.testing.assert_close(every.reward[m], one.reward)
+        torch.testing.assert_close(every.termination_prob[m], one.termination_prob)
+    with pytest.raises(ValueError, match="'mean' or 'all'"):
+        model.predict(state, action, members="some")
+
+
+def test_bellman_penalty_charges_the_members_spread_of_targets(pendulum, pendulum_members):
+    from stable_baselines3 import TD3
+
+    from learned_envs.dreams.core import DreamCore
+    from learned_envs.replay import BellmanPenaltyBuffer
+
+    data, dream = pendulum_members
+    register_dream("Test-Offline-Bellman-v0", dream)
+    venv = gym.make("Test-Offline-Bellman-v0")
+    agent = TD3("MlpPolicy", venv, device="cpu", seed=0)  # a deterministic actor: the target is computable by hand
+    core = DreamCore(dream, bounds_margin=0.5)
+    buffer = BellmanPenaltyBuffer(100, venv.observation_space, venv.action_space, device="cpu", dream=core,
+                                  value_penalty=2.0, logged=data, logged_fraction=0.25, seed=0)
+    obs = data.observations[:40].astype(np.float32)
+    for row in range(40):
+        buffer.add(obs[row:row + 1], obs[row:row + 1], data.actions[row:row + 1] / 2.0, np.array([7.0]), np.array([False]), [{}])
+    with pytest.raises(RuntimeError, match="bind the agent"):
+        buffer.sample(8)
+    buffer.bind(agent)
+    batch = buffer.sample(32)
+    own = batch.rewards.numpy().ravel()[:24]
+    # By hand: every member's next state (clipped at the dream's box), the actor's action there, the
+    # smaller target critic, and the std over members of r + gamma * (1 - end) * Q.
+    action = batch.actions[:24] * 2.0  # back to the env's [-2, 2]
+    nxt, reward, ended = core.member_outcomes(batch.observations[:24], action)
+    low, high = core.obs_low, core.obs_high
+    assert ((nxt >= low) & (nxt <= high)).all()
+    with torch.no_grad():
+        flat = nxt.reshape(-1, 3)
+        q = torch.min(*agent.policy.critic_target(flat, agent.policy.actor(flat))).reshape(reward.shape)
+    spread = (reward + agent.gamma * (1 - ended.float()) * q).std(dim=0).numpy()
+    np.testing.assert_allclose(own, 7.0 - 2.0 * spread, rtol=1e-5, atol=1e-5)
+    assert spread.min() > 0 and buffer.last_penalty == pytest.approx(2.0 * spread.mean(), rel=1e-5)
+    assert not np.isin(batch.rewards.numpy().ravel()[24:], [7.0]).any(), "logged rows are real: no penalty, no 7"
+    # Members that agree charge nothing: every member made a copy of the first.
+    with torch.no_grad():
+        for tensor in core.model.state_dict().values():
+            if tensor.dim() > 0 and tensor.shape[0] == core.model.num_members:
+                tensor[:] = tensor[:1]
+    core.model.load_state_dict(core.model.state_dict())  # drops the model's cached serving weights
+    assert buffer.bellman_spread(batch.observations[:24], batch.actions[:24]).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="Box action space"):
+        BellmanPenaltyBuffer(10, venv.observation_space, gym.spaces.Discrete(3), dream=core, value_penalty=1.0,
+                             logged=None, logged_fraction=0.0)
+    with pytest.raises(ValueError, match="spread over the model's members.*has 1"):
+        BellmanPenaltyBuffer(10, venv.observation_space, venv.action_space, dream={"checkpoint": pendulum[2]},
+                             value_penalty=1.0, logged=None, logged_fraction=0.0)
+
+
+def test_train_pays_a_value_penalty_on_request(pendulum_members, tmp_path, capsys):
+    from learned_envs.cli import main
+    from learned_envs.replay import BellmanPenaltyBuffer
+
+    _, dream = pendulum_members
+    register_dream("Test-Offline-Value-v0", dream)
+    agent = train_in_dream("Test-Offline-Value-v0", 1200, seed=0, progress=False, value_penalty=0.5, temperature=0.5)
+    buffer = agent.replay_buffer
+    assert isinstance(buffer, BellmanPenaltyBuffer) and buffer.logged_fraction == 0.05  # the recipe's mix kept
+    assert buffer.value_penalty == 0.5 and buffer.last_penalty > 0 and buffer.dream.temperature == 0.5
+    with pytest.raises(ValueError, match="SAC, TD3 or DDPG, not PPO"):
+        train_in_dream("Test-Offline-Value-v0", 64, "PPO", progress=False, value_penalty=1.0)
+    out = tmp_path / "v.zip"
+    assert main(["train", "Test-Offline-Value-v0", "--steps", "1100", "--value-penalty", "1", "--out", str(out)]) == 0
+    assert out.exists()
+    with pytest.raises(SystemExit):
+        main(["train", "Test-Offline-Value-v0", "--steps", "32", "--value-penalty", "-1", "--out", str(out)])
+    assert "invalid finite number >= 0 value: '-1'" in capsys.readouterr().err

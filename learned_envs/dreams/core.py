@@ -363,6 +363,23 @@ class DreamCore:
         d = nxt.shape[1]
         return (packed[:, :d], *packed[:, d:].T)
 
+    def member_outcomes(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every member's own next step from ``obs [B, D]`` with ``action`` (``[B]`` or ``[B, A]``,
+        the dream's action space), without touching the dreams' states.
+
+        Returns the members' mean next observations ``[M, B, D]`` (placed as a step places them: clipped
+        at the support the ``out_of_bounds`` knob sets), model rewards ``[M, B]`` and ends
+        ``[M, B]`` (bool, the termination head and end rules): what a penalty on the members' spread
+        of Bellman targets reads (MOBILE's), no uncertainty knob applied. Plain tensors (not
+        inference tensors), so they can meet autograd-tracked ones later.
+        """
+        with torch.inference_mode():
+            out = self.model.predict(self.model.encode(obs.to(self.device)), action.to(self.device),
+                                     temperature=0.0, members="all")
+            nxt, _ = clip_to_bounds(self.model.decode(out.next_state), self.obs_low, self.obs_high)
+            outcomes = (nxt, out.reward, out.termination_prob > 0.5)
+        return tuple(t.clone() for t in outcomes)
+
     def step(self, actions: Any) -> StepBatch:
         """Advance every dream by one step with ``actions`` (``[N]`` or ``[N, *act_shape]``)."""
         s = self.settings

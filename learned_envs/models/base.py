@@ -120,7 +120,9 @@ class WorldModel(nn.Module, ABC):
     ) -> Prediction:
         """Step ``state [B, S]`` with ``action`` (``[B]`` Discrete, ``[B, A]`` Box).
 
-        ``members``: ``None`` a random member per row, a ``[B]`` index tensor, or ``"mean"``.
+        ``members``: ``None`` a random member per row, a ``[B]`` index tensor, ``"mean"``, or
+        ``"all"``: every member's prediction, each field but the uncertainty ones with a leading
+        ``[M]`` (``next_state [M, B, S]``, ``reward [M, B]``), as a penalty on the members' spread reads them.
         ``temperature`` scales the sampled noise (0: no sampling). ``uncertainty`` also fills
         ``disagreement`` and ``model_std``. Every random draw uses ``generator``.
         """

@@ -176,9 +176,12 @@ class ServingWeights:
             disagreement = norm(ops.std0(all_mean[:, :, :d]))
             model_std = ops.amax0(norm(ops.exp(0.5 * all_logvar[:, :, :d])))
             if isinstance(members, str):
-                if members != "mean":
-                    raise ValueError(f"members must be a tensor, None or 'mean', not {members!r}")
-                mean, logvar = all_mean.mean(0), ops.log(ops.exp(all_logvar).mean(0))
+                if members == "all":
+                    mean, logvar = all_mean, all_logvar
+                elif members == "mean":
+                    mean, logvar = all_mean.mean(0), ops.log(ops.exp(all_logvar).mean(0))
+                else:
+                    raise ValueError(f"members must be a tensor, None, 'mean' or 'all', not {members!r}")
             else:
                 if members is None:
                     members = draws.integers(self.max_logvar.shape[0], state.shape[0])
@@ -191,9 +194,9 @@ class ServingWeights:
             if temperature != 1:
                 scale = temperature * scale
             mean = mean + scale * draws.normal(mean)
-        target = mean * self.target_std + self.target_mean
-        next_state = state + target[:, :d]
-        reward, termination_prob = target[:, d], self.termination_prob(next_state)
+        target = mean * self.target_std + self.target_mean  # [B, T], or [E, B, T] for members="all"
+        next_state = state + target[..., :d]
+        reward, termination_prob = target[..., d], self.termination_prob(next_state)
         if self.terminal_bonus is not None:
             reward = ops.where(termination_prob > 0.5, reward + self.terminal_bonus, reward)
         return Prediction(
