@@ -94,7 +94,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         elif stop is not None:
             last = f"last check: {stop.history[-1][1]:.1f}" if stop.history else "no check ran"
             print(f"--stop-at-return: never reached {args.stop_at_return:g} ({last})")
-    model.save(args.out)
+    # The agent alone: a dream recipe's buffer arguments hold the logged transitions and the dream's
+    # path, which would bloat the zip and make loading it rebuild (or fail to find) them.
+    model.save(args.out, exclude=["replay_buffer_class", "replay_buffer_kwargs"])
     print(f"wrote {type(model).__name__} agent trained {model.num_timesteps} steps in {args.env_id} to {args.out}")
     if args.save_replay_buffer:
         if not hasattr(model, "save_replay_buffer"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 
 import gymnasium as gym
 import numpy as np
@@ -377,7 +378,14 @@ def test_train_pays_a_value_penalty_on_request(pendulum_members, tmp_path, capsy
         train_in_dream("Test-Offline-Value-v0", 64, "PPO", progress=False, value_penalty=1.0)
     out = tmp_path / "v.zip"
     assert main(["train", "Test-Offline-Value-v0", "--steps", "1100", "--value-penalty", "1", "--out", str(out)]) == 0
-    assert out.exists()
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    from learned_envs.data.collecting import load_sb3_agent
+
+    loaded = load_sb3_agent(out)  # the agent alone: neither the dream nor the logged rows travel in the zip
+    assert type(loaded.replay_buffer) is ReplayBuffer
+    with zipfile.ZipFile(out) as saved:
+        assert "replay_buffer_kwargs" not in saved.read("data").decode()
     with pytest.raises(SystemExit):
         main(["train", "Test-Offline-Value-v0", "--steps", "32", "--value-penalty", "-1", "--out", str(out)])
     assert "invalid finite number >= 0 value: '-1'" in capsys.readouterr().err
