@@ -341,6 +341,9 @@ def test_bellman_penalty_charges_the_members_spread_of_targets(pendulum, pendulu
     action = batch.actions[:24] * 2.0  # back to the env's [-2, 2]
     nxt, reward, ended = core.member_outcomes(batch.observations[:24], action)
     low, high = core.obs_low, core.obs_high
+    as_float64 = core.member_outcomes(batch.observations[:24].double(), action.double())  # a float64 space's buffer
+    for ours, theirs in zip(as_float64, (nxt, reward, ended)):
+        torch.testing.assert_close(ours, theirs)
     assert ((nxt >= low) & (nxt <= high)).all()
     with torch.no_grad():
         flat = nxt.reshape(-1, 3)

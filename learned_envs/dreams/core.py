@@ -374,8 +374,10 @@ class DreamCore:
         inference tensors), so they can meet autograd-tracked ones later.
         """
         with torch.inference_mode():
-            out = self.model.predict(self.model.encode(obs.to(self.device)), action.to(self.device),
-                                     temperature=0.0, members="all")
+            # In the model's dtype, as step's inputs are (an agent's buffer may hold float64 observations).
+            obs = obs.to(self.device, self.state.dtype)
+            action = action.to(self.device, torch.long if self.discrete else self.state.dtype)
+            out = self.model.predict(self.model.encode(obs), action, temperature=0.0, members="all")
             nxt, _ = clip_to_bounds(self.model.decode(out.next_state), self.obs_low, self.obs_high)
             outcomes = (nxt, out.reward, out.termination_prob > 0.5)
         return tuple(t.clone() for t in outcomes)
