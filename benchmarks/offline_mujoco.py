@@ -32,12 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -96,8 +98,12 @@ def score(policy, env_id: str, episodes: int, seed: int) -> float:
     return score_in_real(policy, env_id, episodes, seed=100_000 + 1000 * seed)[0]
 
 
-def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, episodes: int, env: dict[str, str]) -> dict:
-    """Fit the dream with the offline preset, train the preset's SAC for ``grad_steps`` updates in it, score it."""
+def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, episodes: int, env: dict[str, str],
+              fit_args: Sequence[str] = (), train_args: Sequence[str] = ()) -> dict:
+    """Fit the dream with the offline preset, train the preset's SAC for ``grad_steps`` updates in it, score it.
+
+    ``fit_args`` and ``train_args`` go on the ``fit`` and ``train`` command lines (e.g. a halt stored
+    with ``--dream-default``, ``--value-penalty 1.5``)."""
     from stable_baselines3 import SAC
 
     from learned_envs.presets import get_preset
@@ -108,10 +114,10 @@ def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, epi
     dream_id = f"Dream-Bench{tag.title().replace('-', '')}-v{seed}"
     start = time.perf_counter()
     cli("fit", str(data), "--source-env", env_id, "--id", dream_id, "--preset", "offline", "--seed", str(seed),
-        "--threads", "1", env=env)
+        "--threads", "1", *fit_args, env=env)
     fit_seconds = time.perf_counter() - start
     agent = Path(env["LEARNED_ENVS_HOME"]) / f"{dream_id}.zip"
-    cli("train", dream_id, "--steps", str(env_steps), "--seed", str(seed), "--out", str(agent), env=env)
+    cli("train", dream_id, "--steps", str(env_steps), "--seed", str(seed), "--out", str(agent), *train_args, env=env)
     seconds = time.perf_counter() - start
     model = SAC.load(agent, device="cpu")
     value = score(lambda obs: model.predict(obs, deterministic=True)[0], env_id, episodes, seed)
@@ -152,12 +158,13 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
 
 
 def run_learner(algo: str, env_id: str, kind: str, path: str, grad_steps: int, seed: int, episodes: int, workdir: str,
-                env: dict[str, str]) -> dict:
+                env: dict[str, str], fit_args: Sequence[str] = (), train_args: Sequence[str] = ()) -> dict:
     """One learner on one dataset and seed (a worker process of the pool)."""
     from learned_envs.data import load
 
     if algo == "dream-SAC":
-        return dream_sac(env_id, Path(path), f"{env_id.split('-v')[0]}-{kind}", grad_steps, seed, episodes, env)
+        return dream_sac(env_id, Path(path), f"{env_id.split('-v')[0]}-{kind}", grad_steps, seed, episodes, env,
+                         fit_args, train_args)
     return d3rlpy_run(algo, env_id, load(path), grad_steps, seed, episodes, Path(workdir) / "d3rlpy_logs")
 
 
@@ -183,7 +190,12 @@ def main() -> None:
     parser.add_argument("--workdir", help="where datasets and runs go (default: a new temporary folder); reused if it exists")
     parser.add_argument("--jobs", type=int, default=1, help="learners trained at once, one process (and core) each")
     parser.add_argument("--out", default=str(RESULT))
+    parser.add_argument("--fit-args", default="", help='extra `learned-envs fit` arguments for the dream, one string '
+                        '(e.g. "--dream-default halt_threshold=auto --dream-default halt_quantile=0.99")')
+    parser.add_argument("--train-args", default="", help='extra `learned-envs train` arguments for the dream\'s SAC, one '
+                        'string (e.g. "--value-penalty 1.5 --clone-behaviour 20000 --anchor 2.5")')
     args = parser.parse_args()
+    fit_args, train_args = shlex.split(args.fit_args), shlex.split(args.train_args)
 
     from learned_envs.data import load
     from learned_envs.evaluation.scores import normalized_score
@@ -203,7 +215,7 @@ def main() -> None:
             tasks = [(algo, seed) for seed in args.seeds for algo in args.algos]
             with ProcessPoolExecutor(args.jobs) as pool:
                 futures = {task: pool.submit(run_learner, task[0], env_id, kind, str(path), args.grad_steps, task[1],
-                                             args.episodes, str(workdir), env) for task in tasks}
+                                             args.episodes, str(workdir), env, fit_args, train_args) for task in tasks}
                 for seed in args.seeds:
                     row = {"env": env_id, "dataset": kind, "rows": len(data), "seed": seed, "grad_steps": args.grad_steps,
                            "behaviour_return": behaviour, "behaviour_score": normalized_score(env_id, behaviour),
