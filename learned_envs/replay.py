@@ -119,11 +119,21 @@ class BellmanPenaltyBuffer(MixedReplayBuffer):
     when their next states lie close together. Logged rows (``logged_fraction``) are real and
     pay nothing.
 
+    The penalty stops at a floor under the target, as MOBILE clamps its target at 0: the reward
+    becomes ``max(r - penalty, min(r, floor - gamma (1 - done) V'(s')))``, ``V'`` the target
+    critics' value of the row's own next state under a sampled action (SAC's target samples its
+    own, so the floor holds up to that sampling). ``"auto"`` floors at ``min(0, r_min / (1 - gamma))``, ``r_min`` the smallest
+    logged reward: no policy's value lies below it where rewards stay above ``r_min`` (0: an episode
+    that ends earns nothing more). Without it the penalty feeds on itself: a penalty that drives
+    values negative widens their spread, which raises the penalty (a cloned Hopper actor's critic
+    reached -500 at a penalty of 50 a step, and the agent learned to fall at once).
+
     Args (beyond :class:`MixedReplayBuffer`'s; ``logged`` may be ``None`` with ``logged_fraction=0``):
         dream: the :class:`~learned_envs.dreams.core.DreamCore` whose members are asked, or the
             arguments of one (``{"checkpoint": PATH, **knobs}``); its support box and end rules
             are the training dream's.
         value_penalty: the coefficient (MOBILE: 0.1-1.5 on D4RL's locomotion data).
+        target_floor: a number, ``"auto"`` (needs ``logged``) or ``None`` (no floor).
 
     The buffer needs the agent that samples it: :class:`BindAgent` (an SB3 callback) binds it when
     training starts, ``buffer.bind(agent)`` by hand. ``last_penalty`` holds the latest batch's mean
@@ -133,7 +143,8 @@ class BellmanPenaltyBuffer(MixedReplayBuffer):
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
                  device: torch.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
                  handle_timeout_termination: bool = True, *, dream: Any, value_penalty: float,
-                 logged: Transitions | None = None, logged_fraction: float = 0.05, seed: int = 0):
+                 target_floor: float | str | None = "auto", logged: Transitions | None = None,
+                 logged_fraction: float = 0.05, seed: int = 0):
         from learned_envs.dreams.core import DreamCore
 
         if not isinstance(action_space, spaces.Box):
@@ -150,6 +161,13 @@ class BellmanPenaltyBuffer(MixedReplayBuffer):
             raise ValueError(f"a Bellman penalty is a spread over the model's members; {self.dream.checkpoint.path} has "
                              f"{self.dream.model.num_members}")
         self.value_penalty = float(value_penalty)
+        if target_floor == "auto":
+            if logged is None:
+                raise ValueError("target_floor='auto' reads the smallest logged reward: give logged transitions, or a number")
+            self._reward_min: float | None = float(np.min(logged.rewards))
+        elif target_floor is not None and not (isinstance(target_floor, (int, float)) and np.isfinite(target_floor)):
+            raise ValueError(f"target_floor must be a finite number, 'auto' or None, got {target_floor!r}")
+        self._target_floor = target_floor
         self._low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
         self.agent: Any = None
@@ -161,26 +179,45 @@ class BellmanPenaltyBuffer(MixedReplayBuffer):
             raise ValueError(f"a Bellman penalty needs target critics (SAC, TD3, DDPG), not {type(agent).__name__}")
         self.agent = agent
 
+    @property
+    def target_floor(self) -> float | None:
+        """The floor in force (``"auto"`` resolved with the bound agent's gamma)."""
+        if self._target_floor != "auto":
+            return self._target_floor
+        if self.agent is None:
+            return None
+        return min(0.0, self._reward_min / (1.0 - self.agent.gamma))
+
+    def _value(self, obs: torch.Tensor) -> torch.Tensor:
+        """``[N]``: the smaller target critic's value of ``obs [N, *obs_shape]`` under an action the actor samples."""
+        policy = self.agent.policy
+        return torch.cat(policy.critic_target(obs, policy.actor(obs)), dim=1).min(dim=1).values
+
     @torch.no_grad()
     def bellman_spread(self, obs: torch.Tensor, scaled_actions: torch.Tensor) -> torch.Tensor:
         """``[B]``: the std over members of ``r_m + gamma (1 - d_m) Q'(s'_m, a'_m)`` for ``obs [B, D]`` and
         actions ``[B, A]`` as the buffer stores them (scaled to [-1, 1])."""
         if self.agent is None:
             raise RuntimeError("BellmanPenaltyBuffer: bind the agent first (callback=BindAgent(), or buffer.bind(agent))")
-        policy = self.agent.policy
         action = self._low + (scaled_actions.reshape(len(obs), -1).float() + 1.0) * (0.5 * (self._high - self._low))
         nxt, reward, ended = self.dream.member_outcomes(obs.reshape(len(obs), -1), action)  # [M, B, D], [M, B], [M, B]
         members, batch = reward.shape
-        flat = nxt.reshape(members * batch, *self.obs_shape).to(self.device, torch.float32)
-        next_action = policy.actor(flat)  # SAC's actor samples; TD3's and DDPG's act deterministically
-        value = torch.cat(policy.critic_target(flat, next_action), dim=1).min(dim=1).values.reshape(members, batch)
+        # SAC's actor samples the next action; TD3's and DDPG's act deterministically.
+        value = self._value(nxt.reshape(members * batch, *self.obs_shape).to(self.device, torch.float32))
+        value = value.reshape(members, batch)
         target = reward.to(value) + self.agent.gamma * (1.0 - ended.to(value)) * value
         return target.std(dim=0)
 
     def agent_rows(self, rows: ReplayBufferSamples) -> ReplayBufferSamples:
-        penalty = self.value_penalty * self.bellman_spread(rows.observations, rows.actions)
-        self.last_penalty = float(penalty.mean())
-        return rows._replace(rewards=rows.rewards - penalty.reshape(-1, 1))
+        penalty = self.value_penalty * self.bellman_spread(rows.observations, rows.actions).reshape(-1, 1)
+        rewards = rows.rewards - penalty
+        floor = self.target_floor
+        if floor is not None:
+            with torch.no_grad():
+                ahead = self.agent.gamma * (1.0 - rows.dones) * self._value(rows.next_observations).reshape(-1, 1)
+            rewards = torch.maximum(rewards, torch.minimum(rows.rewards, floor - ahead))
+        self.last_penalty = float((rows.rewards - rewards).mean())
+        return rows._replace(rewards=rewards)
 
 
 class BindAgent(BaseCallback):

@@ -247,7 +247,8 @@ def train_in_dream(
     if steps is None:
         raise ValueError(f"{dream_id} stores no training recipe (fit it with --preset to store one): give the number of steps")
     if value_penalty is not None:
-        callbacks.insert(0, _bellman_penalty(params, algo, dream_id, value_penalty, seed, dream_kwargs))
+        callbacks.insert(0, _bellman_penalty(params, algo, dream_id, metadata, value_penalty, seed, logged_data,
+                                              dream_kwargs))
     if behaviour_start is not None and behaviour_start.get("clone_steps", 1) > 0:
         from learned_envs.behaviour_start import BehaviourStart
 
@@ -261,8 +262,8 @@ def train_in_dream(
                   steps, seed, f"{algo} in {dream_id}" if progress else None, extra=callbacks)
 
 
-def _bellman_penalty(params: dict[str, Any], algo: str, dream_id: str, value_penalty: float, seed: int,
-                     dream_kwargs: dict[str, Any]) -> BaseCallback:
+def _bellman_penalty(params: dict[str, Any], algo: str, dream_id: str, metadata: dict[str, Any], value_penalty: float,
+                     seed: int, logged_data: Any, dream_kwargs: dict[str, Any]) -> BaseCallback:
     """Switch ``params`` (SB3 arguments, edited in place) to a :class:`~learned_envs.replay.BellmanPenaltyBuffer`
     that keeps any logged mix, asking a dream with the training dream's checkpoint and knobs; returns the
     callback that binds it to the agent."""
@@ -274,7 +275,10 @@ def _bellman_penalty(params: dict[str, Any], algo: str, dream_id: str, value_pen
     knobs = {f.name for f in dataclasses.fields(DreamSettings)}
     spec = gym.spec(dream_id).kwargs
     dream = {"checkpoint": spec["checkpoint"], **{k: v for k, v in {**spec, **dream_kwargs}.items() if k in knobs}}
-    buffer_kwargs = params.get("replay_buffer_kwargs", {"logged": None, "logged_fraction": 0.0, "seed": seed})
+    # The penalty's floor ("auto") reads the logged rewards: the recipe's mix has them, else the dream's dataset.
+    buffer_kwargs = params.get("replay_buffer_kwargs") or {
+        "logged": _logged_transitions(dream_id, metadata, logged_data), "logged_fraction": 0.0,
+        "seed": seed}
     params["replay_buffer_class"] = BellmanPenaltyBuffer
     params["replay_buffer_kwargs"] = {**buffer_kwargs, "dream": dream, "value_penalty": float(value_penalty)}
     return BindAgent()

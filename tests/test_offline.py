@@ -352,6 +352,23 @@ def test_bellman_penalty_charges_the_members_spread_of_targets(pendulum, pendulu
     np.testing.assert_allclose(own, 7.0 - 2.0 * spread, rtol=1e-5, atol=1e-5)
     assert spread.min() > 0 and buffer.last_penalty == pytest.approx(2.0 * spread.mean(), rel=1e-5)
     assert not np.isin(batch.rewards.numpy().ravel()[24:], [7.0]).any(), "logged rows are real: no penalty, no 7"
+    # "auto" floors at min(0, r_min / (1 - gamma)): Pendulum's rewards are all negative.
+    assert buffer.target_floor == pytest.approx(float(data.rewards.min()) / (1 - agent.gamma), rel=1e-6)
+    # The penalty stops at the floor: r' = max(r - penalty, min(r, floor - gamma (1 - done) V'(s'))).
+    floored = BellmanPenaltyBuffer(100, venv.observation_space, venv.action_space, device="cpu", dream=core,
+                                   value_penalty=2.0, target_floor=0.0, logged=None, logged_fraction=0.0)
+    floored.bind(agent)
+    rows = batch._replace(**{f: getattr(batch, f)[:24] for f in batch._fields[:5]})
+    rows = rows._replace(rewards=torch.linspace(-50.0, 50.0, 24).reshape(-1, 1).double())
+    with torch.no_grad():
+        ahead = agent.gamma * torch.min(*agent.policy.critic_target(rows.next_observations,
+                                                                    agent.policy.actor(rows.next_observations)))
+    expected = np.maximum(rows.rewards.numpy().ravel() - 2.0 * spread,
+                          np.minimum(rows.rewards.numpy().ravel(), -ahead.numpy().ravel()))
+    got = floored.agent_rows(rows).rewards.numpy().ravel()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    assert (got > rows.rewards.numpy().ravel() - 2.0 * spread + 1e-3).any(), "the floor binds on some rows"
+    assert (got <= rows.rewards.numpy().ravel() + 1e-6).all(), "the floor never pays more than the reward"
     # Members that agree charge nothing: every member made a copy of the first.
     with torch.no_grad():
         for tensor in core.model.state_dict().values():
@@ -359,12 +376,15 @@ def test_bellman_penalty_charges_the_members_spread_of_targets(pendulum, pendulu
                 tensor[:] = tensor[:1]
     core.model.load_state_dict(core.model.state_dict())  # drops the model's cached serving weights
     assert buffer.bellman_spread(batch.observations[:24], batch.actions[:24]).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="target_floor='auto' reads the smallest logged reward"):
+        BellmanPenaltyBuffer(10, venv.observation_space, venv.action_space, dream=core, value_penalty=1.0,
+                             logged=None, logged_fraction=0.0)
     with pytest.raises(ValueError, match="Box action space"):
         BellmanPenaltyBuffer(10, venv.observation_space, gym.spaces.Discrete(3), dream=core, value_penalty=1.0,
-                             logged=None, logged_fraction=0.0)
+                             target_floor=None, logged=None, logged_fraction=0.0)
     with pytest.raises(ValueError, match="spread over the model's members.*has 1"):
         BellmanPenaltyBuffer(10, venv.observation_space, venv.action_space, dream={"checkpoint": pendulum[2]},
-                             value_penalty=1.0, logged=None, logged_fraction=0.0)
+                             value_penalty=1.0, target_floor=None, logged=None, logged_fraction=0.0)
 
 
 def test_train_pays_a_value_penalty_on_request(pendulum_members, tmp_path, capsys):
