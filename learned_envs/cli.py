@@ -261,11 +261,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def parse_sweep(items: list[str], flag: str = "--sweep") -> dict[str, list]:
     """``["temperature=0,0.5,1", "propagation=random,mean"]`` -> ``{"temperature": [0.0, 0.5, 1.0], ...}``;
     errors name ``flag``, the option the items came from."""
-    from dataclasses import fields
-
     from learned_envs.dream_settings import DreamSettings
 
-    known = {f.name for f in fields(DreamSettings)}
+    known = DreamSettings.names()
     sweep: dict[str, list] = {}
     for item in items:
         key, sep, values = item.partition("=")

@@ -121,13 +121,18 @@ class DreamSettings:
     start_share: float = 0.0
 
     @classmethod
+    def names(cls) -> frozenset[str]:
+        """Every knob's name (what ``gym.make`` takes beyond the checkpoint)."""
+        return frozenset(f.name for f in fields(cls))
+
+    @classmethod
     def resolve(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> "DreamSettings":
         """The checkpoint's ``defaults`` with ``overrides`` on top.
 
         An override of ``None`` is a value, not an absence: ``halt_threshold=None`` switches off
         a halt the checkpoint stores. Knobs for which ``None`` means nothing reject it.
         """
-        names = {f.name for f in fields(cls)}
+        names = cls.names()
         unknown = set(overrides) - names
         if unknown:
             # Worded as Python words it for any constructor ("got an unexpected keyword argument

@@ -31,6 +31,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
+from learned_envs.data.sb3_buffer import scale_box_actions
 from learned_envs.data.transitions import Transitions
 
 
@@ -71,11 +72,9 @@ class MixedReplayBuffer(ReplayBuffer):
         # batch is one concatenation.
         self.logged_obs = logged.observations.reshape(n, *self.obs_shape).astype(self.observations.dtype)
         self.logged_next_obs = logged.next_observations.reshape(n, *self.obs_shape).astype(self.observations.dtype)
-        actions = np.asarray(logged.actions, dtype=np.float64).reshape(n, self.action_dim)
-        if isinstance(action_space, spaces.Box):
-            # SB3's off-policy agents store Box actions scaled to [-1, 1] (policy.scale_action): so must we.
-            low, high = (np.asarray(b, dtype=np.float64).reshape(-1) for b in (action_space.low, action_space.high))
-            actions = 2.0 * (actions - low) / (high - low) - 1.0
+        actions = np.asarray(logged.actions).reshape(n, self.action_dim)
+        if isinstance(action_space, spaces.Box):  # stored as SB3 stores its own rows, so must the logged ones be
+            actions = scale_box_actions(actions, action_space)
         self.logged_actions = actions.astype(self.actions.dtype)
         self.logged_rewards = np.asarray(logged.rewards, dtype=np.float32).reshape(n)
         self.logged_dones = np.asarray(logged.terminations, dtype=np.float32).reshape(n)

@@ -7,7 +7,6 @@ trained in a dream is the same agent a user would train in the real env.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Any, Callable, Sequence
 
 import gymnasium as gym
@@ -272,8 +271,8 @@ def _bellman_penalty(params: dict[str, Any], algo: str, dream_id: str, metadata:
 
     if algo not in ("SAC", "TD3", "DDPG"):
         raise ValueError(f"a value penalty is paid through an actor-critic's targets: SAC, TD3 or DDPG, not {algo}")
-    knobs = {f.name for f in dataclasses.fields(DreamSettings)}
     spec = gym.spec(dream_id).kwargs
+    knobs = DreamSettings.names()
     dream = {"checkpoint": spec["checkpoint"], **{k: v for k, v in {**spec, **dream_kwargs}.items() if k in knobs}}
     # The penalty's floor ("auto") reads the logged rewards: the recipe's mix has them, else the dream's dataset.
     buffer_kwargs = params.get("replay_buffer_kwargs") or {

@@ -170,6 +170,13 @@ def _scaling(space: gym.Space, actions_scaled: bool | None) -> bool:
     return actions_scaled
 
 
+def scale_box_actions(actions: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
+    """``actions [N, A]`` in the space's own units, scaled to [-1, 1] as SB3's off-policy agents store
+    them (``policy.scale_action``, in its float32 arithmetic)."""
+    low, high = space.low.reshape(1, -1).astype(np.float32), space.high.reshape(1, -1).astype(np.float32)
+    return 2.0 * ((actions - low) / (high - low)) - 1.0
+
+
 def _unscale(actions: np.ndarray, space: gym.Space, actions_scaled: bool | None, source: str, metadata: dict) -> np.ndarray:
     """``actions [N, action_dim]`` in the space's own units and shape ``[N, *act_shape]``."""
     n = len(actions)
@@ -208,8 +215,7 @@ def save_sb3_buffer(data: Transitions, path: str | os.PathLike) -> Path:
                              "the SB3 buffer records them as time-outs")
     actions = data.actions.reshape(n, -1)
     if _scaling(data.action_space, None):
-        low, high = data.action_space.low.reshape(1, -1).astype(np.float32), data.action_space.high.reshape(1, -1).astype(np.float32)
-        actions = 2.0 * ((actions - low) / (high - low)) - 1.0  # SB3's policy.scale_action
+        actions = scale_box_actions(actions, data.action_space)
     timeouts = data.truncations | flagless
     buffer.observations[:n, 0] = data.observations.reshape(n, *buffer.obs_shape)
     buffer.next_observations[:n, 0] = data.next_observations.reshape(n, *buffer.obs_shape)

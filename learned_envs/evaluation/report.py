@@ -7,7 +7,6 @@ and prints a summary table.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -45,7 +44,7 @@ def jsonable(value: Any) -> Any:
 def _dream_settings(source: DreamSource, overrides: dict[str, Any]) -> dict[str, Any]:
     from learned_envs.dream_settings import DreamSettings
 
-    names = {f.name for f in dataclasses.fields(DreamSettings)}
+    names = DreamSettings.names()
     settings = {k: v for k, v in source.defaults.items() if k in names}
     settings.update(overrides)
     DreamSettings.resolve(source.metadata.get("dream", {}), settings)  # fail fast on a bad knob
