@@ -9,8 +9,10 @@ import torch
 
 from learned_envs.checkpoint import load_checkpoint
 from learned_envs.dreams.core import DreamCore
+from learned_envs.models import array_ops
 from learned_envs.models.array_ops import NumpyOps, TorchOps
 from learned_envs.models.ensemble import EnsembleConfig, EnsembleWorldModel
+from learned_envs.models.ensemble_serving import mlp
 from tests._determinism import DETERMINISTIC
 
 ATOL = 1e-5
@@ -141,6 +143,37 @@ def test_narrow_product_equals_the_plain_one():
     x, w, b = torch.randn(5, 37, 64), torch.randn(5, 64, 10), torch.randn(5, 1, 10)
     np.testing.assert_allclose(TorchOps.affine(x, w, b).numpy(), (x @ w + b).numpy(), atol=1e-5)
     np.testing.assert_allclose(NumpyOps.affine(x.numpy(), w.numpy(), b.numpy()), (x @ w + b).numpy(), atol=1e-5)
+
+
+@pytest.mark.skipif(array_ops.ONEDNN_LINEAR is None, reason="this torch build has no oneDNN linear")
+@pytest.mark.parametrize("shared_rows", [False, True])
+def test_large_member_products_through_onednn_equal_the_batched_gemm(monkeypatch, shared_rows):
+    """Two hidden layers worth oneDNN, as member rows between them, then a narrow head: the
+    batched GEMM's result (shared rows: ``[1, B, in]`` broadcast to every member, members="all")."""
+    g = torch.Generator().manual_seed(0)
+    rows = -(-array_ops.ONEDNN_MIN_MACS // (64 * 64))  # just worth it at 64 x 64
+    x = torch.randn(1 if shared_rows else 3, rows, 64, generator=g)
+    layers = [(torch.randn(3, 64, 64, generator=g) / 8, torch.randn(3, 1, 64, generator=g)) for _ in range(2)]
+    layers.append((torch.randn(3, 64, 10, generator=g) / 8, torch.randn(3, 1, 10, generator=g)))
+    with torch.inference_mode():
+        hidden = TorchOps.affine(x, *layers[0])
+        assert isinstance(hidden, list) and len(hidden) == 3  # member rows: oneDNN ran
+        ours = mlp(x, layers, TorchOps)
+        monkeypatch.setattr(array_ops, "ONEDNN_LINEAR", None)
+        assert not isinstance(TorchOps.affine(x, *layers[0]), list)
+        theirs = mlp(x, layers, TorchOps)
+    assert ours.shape == theirs.shape == (3, rows, 10)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_onednn_is_never_asked_under_autograd_or_for_small_products():
+    w = torch.zeros(3, 64, 64)
+    big = -(-array_ops.ONEDNN_MIN_MACS // 64)  # rows x in at the threshold
+    with torch.no_grad():
+        assert TorchOps.onednn_worth(big, w) == (array_ops.ONEDNN_LINEAR is not None)
+        assert not TorchOps.onednn_worth(big - 64, w)
+        assert not TorchOps.onednn_worth(big, w.double())
+    assert not TorchOps.onednn_worth(big, w)  # autograd on (the default): fitting's products
 
 
 def test_numpy_ops_match_torch_ops_at_the_extremes():

@@ -20,6 +20,23 @@ import torch.nn.functional as F
 
 # Output widths below this go through the transposed product on the CPU (see TorchOps.affine).
 NARROW = 16
+# Member products of at least this many multiply-adds (rows x in x out) go through oneDNN on the
+# CPU outside autograd (see TorchOps.affine); below it oneDNN's fixed cost of ~12 us a call loses.
+ONEDNN_MIN_MACS = 2**21
+
+
+def _onednn_linear() -> Any:
+    """oneDNN's fp32 linear layer as torch ships it (``torch.ops.mkldnn._linear_pointwise``, what
+    ``torch.compile``'s CPU backend calls for ``nn.Linear``), or None where this torch build lacks it."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+ONEDNN_LINEAR = _onednn_linear()
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,14 +60,21 @@ class TorchOps:
     where = staticmethod(torch.where)  # (condition, x, y), tensors broadcast
 
     @staticmethod
-    def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def affine(x: torch.Tensor | list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> Any:
         """``x @ weight + bias``, the bias fused into the product (``baddbmm``/``addmm``: the GEMM
         accumulates onto a copy of the broadcast bias). On the CPU that is ~20 us cheaper per
         ``[5, 205, 128]`` layer than a product followed by an in-place add, whose extra pass reads
         and writes the whole output again: ~5-10% of a 1,024-dream step (benchmarks/throughput.py).
         It rounds like the separate add where MKL sums the inner dimension in one block (the
-        128-wide CartPole sizes, >= 4 rows a member); elsewhere results can differ in the last bit."""
+        128-wide CartPole sizes, >= 4 rows a member); elsewhere results can differ in the last bit.
+
+        Large member products outside autograd go through oneDNN instead and may return member
+        rows, a list of E ``[B, out]`` tensors (see ``_member_products``; ``dense`` stacks them)."""
+        if isinstance(x, list):
+            return TorchOps._member_products(x, weight, bias)
         batched = x.dim() == 3 and weight.dim() == 3  # [E, B, in] @ [E, in, out], or [1, B, in] broadcast
+        if batched and TorchOps.onednn_worth(x.shape[1] * x.shape[2], weight):
+            return TorchOps._member_products(x, weight, bias)
         if batched and weight.shape[-1] < NARROW and x.device.type == "cpu":
             # The same product, computed as (weight^T @ x^T + bias^T)^T: the CPU's batched GEMM is
             # ~3.5x slower for a narrow output (an ensemble head of 10 columns, [5, 205, 128] @ [5, 128, 10])
@@ -63,9 +87,43 @@ class TorchOps:
         return torch.matmul(x, weight).add_(bias)
 
     @staticmethod
-    def silu(x: torch.Tensor) -> torch.Tensor:
+    def onednn_worth(inputs_per_member: int, weight: torch.Tensor) -> bool:
+        """True where a member product of ``inputs_per_member`` (rows x in) values with ``weight
+        [E, in, out]`` goes through oneDNN: float32 on the CPU, outside autograd, at least
+        ``ONEDNN_MIN_MACS`` multiply-adds per member."""
+        return (ONEDNN_LINEAR is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
+                and not torch.is_grad_enabled() and inputs_per_member * weight.shape[2] >= ONEDNN_MIN_MACS)
+
+    @staticmethod
+    def _member_products(x: torch.Tensor | list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> Any:
+        """``affine`` member by member: ``x`` is ``[E or 1, B, in]`` or a list of E ``[B, in]``
+        (member rows, what this returns while the next layer is worth oneDNN too, so that no
+        stacking copy sits between two such layers); a ``[E, B, out]`` tensor once it is not.
+
+        On AMD EPYC (Zen 5) cores, one thread, MKL's batched GEMM runs ~110 GFLOP/s where oneDNN's
+        kernels run ~170: a [5, 205, 128] @ [5, 128, 128] layer of a 1,024-dream CartPole step takes
+        200 us against 310 (benchmarks/throughput.py). The same products to float32 rounding
+        (bit-for-bit at that shape); oneDNN's op has no autograd formula, so fitting never comes here.
+        """
+        if isinstance(x, list):
+            rows = x
+        else:
+            rows = [x[0]] * weight.shape[0] if x.shape[0] == 1 else list(x.unbind(0))
+        if not TorchOps.onednn_worth(rows[0].shape[0] * rows[0].shape[1], weight):
+            return TorchOps.affine(torch.stack(rows), weight, bias)
+        return [ONEDNN_LINEAR(r, weight[e].t(), bias[e, 0], "none", [], "") for e, r in enumerate(rows)]
+
+    @staticmethod
+    def dense(x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """A layer's output as one ``[E, B, out]`` tensor (member rows stacked)."""
+        return torch.stack(x) if isinstance(x, list) else x
+
+    @staticmethod
+    def silu(x: torch.Tensor | list[torch.Tensor]) -> Any:
         """SiLU, in place (saving an allocation and a pass) unless autograd needs ``x`` for backward;
-        callers hand it a fresh product only."""
+        callers hand it a fresh product only (a tensor, or member rows: see ``affine``)."""
+        if isinstance(x, list):
+            return [F.silu(r, inplace=True) for r in x]  # member rows exist outside autograd only
         return F.silu(x, inplace=not torch.is_grad_enabled())
 
     @staticmethod
@@ -155,6 +213,10 @@ class NumpyOps:
         out = x @ weight
         out += bias
         return out
+
+    @staticmethod
+    def dense(x: np.ndarray) -> np.ndarray:
+        return x
 
     @staticmethod
     def silu(x: np.ndarray) -> np.ndarray:

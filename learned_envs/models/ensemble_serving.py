@@ -40,7 +40,7 @@ def mlp(h: Any, layers: Sequence[tuple[Any, Any]], ops: type) -> Any:
     *hidden, last = layers
     for weight, bias in hidden:
         h = ops.silu(ops.affine(h, weight, bias))
-    return ops.affine(h, *last)
+    return ops.dense(ops.affine(h, *last))
 
 
 @dataclass
