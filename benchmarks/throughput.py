@@ -55,6 +55,7 @@ import torch
 import learned_envs
 from learned_envs.checkpoint import load_checkpoint, read_metadata
 from learned_envs.dreams.core import DreamCore, resolve_device
+from learned_envs.models import array_ops
 
 SIZES = [1, 16, 64, 256, 1024, 4096]
 DUMMY_MAX_N = 256  # DummyVecEnv over 4096 Python envs takes minutes to build and to time
@@ -397,6 +398,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": str(resolve_device(args.device)),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
+        # Which library runs the dream's large member products on the CPU (array_ops.onednn_outruns_mkl).
+        "large_cpu_products": "oneDNN" if array_ops.ONEDNN_LINEAR is not None else "MKL",
         "platform": {"python": platform.python_version(), "torch": torch.__version__, "gymnasium": gym.__version__,
                      "machine": platform.machine(), "processor": platform.processor()},
         "args": vars(args),

@@ -145,11 +145,13 @@ def test_narrow_product_equals_the_plain_one():
     np.testing.assert_allclose(NumpyOps.affine(x.numpy(), w.numpy(), b.numpy()), (x @ w + b).numpy(), atol=1e-5)
 
 
-@pytest.mark.skipif(array_ops.ONEDNN_LINEAR is None, reason="this torch build has no oneDNN linear")
+@pytest.mark.skipif(array_ops.onednn_linear_op() is None, reason="this torch build has no oneDNN linear")
 @pytest.mark.parametrize("shared_rows", [False, True])
 def test_large_member_products_through_onednn_equal_the_batched_gemm(monkeypatch, shared_rows):
     """Two hidden layers worth oneDNN, as member rows between them, then a narrow head: the
-    batched GEMM's result (shared rows: ``[1, B, in]`` broadcast to every member, members="all")."""
+    batched GEMM's result (shared rows: ``[1, B, in]`` broadcast to every member, members="all").
+    On whatever CPU runs the test: the path is switched on here, not by the CPU rule."""
+    monkeypatch.setattr(array_ops, "ONEDNN_LINEAR", array_ops.onednn_linear_op())
     g = torch.Generator().manual_seed(0)
     rows = -(-array_ops.ONEDNN_MIN_MACS // (64 * 64))  # just worth it at 64 x 64
     x = torch.randn(1 if shared_rows else 3, rows, 64, generator=g)
@@ -166,7 +168,8 @@ def test_large_member_products_through_onednn_equal_the_batched_gemm(monkeypatch
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-4)
 
 
-def test_onednn_is_never_asked_under_autograd_or_for_small_products():
+def test_onednn_is_never_asked_under_autograd_or_for_small_products(monkeypatch):
+    monkeypatch.setattr(array_ops, "ONEDNN_LINEAR", array_ops.onednn_linear_op())
     w = torch.zeros(3, 64, 64)
     big = -(-array_ops.ONEDNN_MIN_MACS // 64)  # rows x in at the threshold
     with torch.no_grad():
@@ -174,6 +177,24 @@ def test_onednn_is_never_asked_under_autograd_or_for_small_products():
         assert not TorchOps.onednn_worth(big - 64, w)
         assert not TorchOps.onednn_worth(big, w.double())
     assert not TorchOps.onednn_worth(big, w)  # autograd on (the default): fitting's products
+
+
+ZEN5 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+
+
+@pytest.mark.parametrize("cpuinfo, chosen", [
+    (ZEN5, True),
+    (ZEN5.replace("26", "25"), False),  # Zen 4: AVX-512 at half width, MKL's AVX2 path as fast
+    (ZEN5.replace("AuthenticAMD", "GenuineIntel"), False),  # MKL at full rate on Intel
+    ("", False),
+])
+def test_onednn_is_chosen_by_a_fixed_cpu_rule(monkeypatch, cpuinfo, chosen):
+    monkeypatch.delenv("LEARNED_ENVS_ONEDNN", raising=False)
+    assert array_ops.onednn_outruns_mkl(cpuinfo) is chosen
+    monkeypatch.setenv("LEARNED_ENVS_ONEDNN", "0")
+    assert array_ops.onednn_outruns_mkl(ZEN5) is False
+    monkeypatch.setenv("LEARNED_ENVS_ONEDNN", "1")
+    assert array_ops.onednn_outruns_mkl("") is True
 
 
 def test_numpy_ops_match_torch_ops_at_the_extremes():

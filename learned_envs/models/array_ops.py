@@ -12,6 +12,9 @@ dimension, and ``affine``/``matmul`` broadcast leading (member) dimensions as ``
 from __future__ import annotations
 
 import functools
+import os
+import re
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,12 +23,13 @@ import torch.nn.functional as F
 
 # Output widths below this go through the transposed product on the CPU (see TorchOps.affine).
 NARROW = 16
-# Member products of at least this many multiply-adds (rows x in x out) go through oneDNN on the
-# CPU outside autograd (see TorchOps.affine); below it oneDNN's fixed cost of ~12 us a call loses.
-ONEDNN_MIN_MACS = 2**21
+# Member products of at least this many multiply-adds (rows x in x out) go through oneDNN where it
+# outruns MKL (see TorchOps.affine); below it oneDNN's fixed cost of ~10 us a call loses anyway
+# (on a Zen 5 core: 0.8x MKL's speed at 52 x 128 x 128, 1.26x at 52 x 200 x 200; benchmarks/gemm_backends.py).
+ONEDNN_MIN_MACS = 1_500_000
 
 
-def _onednn_linear() -> Any:
+def onednn_linear_op() -> Any:
     """oneDNN's fp32 linear layer as torch ships it (``torch.ops.mkldnn._linear_pointwise``, what
     ``torch.compile``'s CPU backend calls for ``nn.Linear``), or None where this torch build lacks it."""
     if not torch.backends.mkldnn.is_available():
@@ -36,7 +40,32 @@ def _onednn_linear() -> Any:
         return None
 
 
-ONEDNN_LINEAR = _onednn_linear()
+def onednn_outruns_mkl(cpuinfo: str | None = None) -> bool:
+    """True on CPUs where oneDNN's fp32 GEMM beats MKL's: AMD Zen 5 and later (``cpu family`` 26+).
+
+    MKL runs its AVX-512 kernels on Intel CPUs only; on AMD it takes its AVX2 path. Zen 5 executes
+    AVX-512 at full width, so oneDNN (which picks kernels by instruction set, not vendor) doubles
+    the rate there: one thread of an EPYC Zen 5 core, ~110 GFLOP/s through MKL against ~250 through
+    oneDNN on a [205, 128] @ [128, 128] product. Zen 4 and earlier run AVX-512 at half width or not
+    at all, and on Intel MKL is at full rate already: there oneDNN's ~10 us a call would only cost.
+    A fixed rule, not a timing: the two libraries round some products differently (K > 128), so a
+    choice that could flip between runs would make seeded runs differ. ``LEARNED_ENVS_ONEDNN=1``
+    or ``=0`` overrides it. ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when None)."""
+    override = os.environ.get("LEARNED_ENVS_ONEDNN")
+    if override in ("0", "1"):
+        return override == "1"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: keep MKL
+            return False
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, re.MULTILINE)
+    family = re.search(r"^cpu family\s*:\s*(\d+)", cpuinfo, re.MULTILINE)
+    return bool(vendor and family and vendor.group(1) == "AuthenticAMD" and int(family.group(1)) >= 26)
+
+
+# The op the large member products go through, or None: MKL's batched GEMM for every product.
+ONEDNN_LINEAR = onednn_linear_op() if onednn_outruns_mkl() else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,10 +129,10 @@ class TorchOps:
         (member rows, what this returns while the next layer is worth oneDNN too, so that no
         stacking copy sits between two such layers); a ``[E, B, out]`` tensor once it is not.
 
-        On AMD EPYC (Zen 5) cores, one thread, MKL's batched GEMM runs ~110 GFLOP/s where oneDNN's
-        kernels run ~170: a [5, 205, 128] @ [5, 128, 128] layer of a 1,024-dream CartPole step takes
-        200 us against 310 (benchmarks/throughput.py). The same products to float32 rounding
-        (bit-for-bit at that shape); oneDNN's op has no autograd formula, so fitting never comes here.
+        On AMD EPYC Zen 5 cores (``onednn_outruns_mkl``), one thread, a [5, 205, 128] @ [5, 128, 128]
+        layer of a 1,024-dream CartPole step takes 200 us against MKL's 310, the oneDNN calls' fixed
+        cost included (benchmarks/throughput.py). The same products to float32 rounding (bit-for-bit
+        where in <= 128); oneDNN's op has no autograd formula, so fitting never comes here.
         """
         if isinstance(x, list):
             rows = x
