@@ -15,6 +15,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 from tqdm.auto import tqdm
 
+from learned_envs.fast_linear import use_onednn
+
 # rl-baselines3-zoo hyperparameters (hyperparams/ppo.yml, dqn.yml, sac.yml), minus n_timesteps;
 # n_envs is the zoo's default (1) unless the zoo sets it. ("linear", x) is the zoo's lin_x schedule.
 OFF_POLICY = ("SAC", "TD3", "DDPG", "DQN")
@@ -350,6 +352,7 @@ def _learn(algo: str, params: dict[str, Any], make_venv: Callable[[int], Any], s
     params = dict(params)
     n_envs, policy = params.pop("n_envs"), params.pop("policy")
     model = getattr(sb3, algo.upper())(policy, make_venv(n_envs), seed=seed, verbose=0, device="cpu", **params)
+    use_onednn(model.policy)  # large products through oneDNN where it outruns MKL; a no-op elsewhere
     callbacks = [ProgressBar(steps, desc)] if desc else []
     model.learn(steps, callback=[*callbacks, *extra] or None)
     return model
