@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from learned_envs.data.transitions import Transitions
 
 ACTION_LIMIT = 0.99  # the clone's targets, in the agent's [-1, 1] action scale
+MAX_ROW_WEIGHT = 100.0  # the largest advantage weight of a logged row (IQL's and AWAC's clip)
 
 
 class BehaviourStart(BaseCallback):
@@ -50,6 +51,11 @@ class BehaviourStart(BaseCallback):
             step it also takes one step of the clone's loss weighted ``gradient_steps x mean|Q| /
             anchor`` (Q the agent's critic at the actor's actions on logged states; TD3+BC's
             alpha, 2.5 there); 0 (the default) lets it go.
+        anchor_beta: with ``anchor``, weight each logged row's pull by ``exp(anchor_beta x A)``
+            (at most ``MAX_ROW_WEIGHT``), ``A = Q(s, a_logged) - Q(s, actor(s))`` by the agent's
+            smaller critic: the advantage-weighted imitation of AWAC and IQL's actor, so the actor is
+            held to the logged actions its critic rates above its own and let go of the others
+            (IQL's 3.0 on hopper); 0 (the default) pulls every row alike, as TD3+BC.
         seed: seed of the generator drawing the clone's minibatches.
         progress: show a progress bar over the clone's steps.
 
@@ -57,18 +63,24 @@ class BehaviourStart(BaseCallback):
     """
 
     def __init__(self, logged: Transitions, clone_steps: int = 20_000, hold_steps: int = 50_000, batch_size: int = 256,
-                 learning_rate: float = 1e-3, min_std: float = 0.1, anchor: float = 0.0, seed: int = 0, progress: bool = True):
+                 learning_rate: float = 1e-3, min_std: float = 0.1, anchor: float = 0.0, anchor_beta: float = 0.0,
+                 seed: int = 0, progress: bool = True):
         super().__init__()
-        if clone_steps < 1 or hold_steps < 0 or batch_size < 1 or not learning_rate > 0 or not min_std > 0 or not anchor >= 0:
+        if (clone_steps < 1 or hold_steps < 0 or batch_size < 1 or not learning_rate > 0 or not min_std > 0
+                or not anchor >= 0 or not anchor_beta >= 0):
             raise ValueError(f"BehaviourStart needs clone_steps >= 1, hold_steps >= 0, batch_size >= 1, positive learning_rate "
-                             f"and min_std and anchor >= 0; got {clone_steps}, {hold_steps}, {batch_size}, {learning_rate}, "
-                             f"{min_std}, {anchor}")
+                             f"and min_std, anchor >= 0 and anchor_beta >= 0; got {clone_steps}, {hold_steps}, {batch_size}, "
+                             f"{learning_rate}, {min_std}, {anchor}, {anchor_beta}")
+        if anchor_beta > 0 and anchor == 0:
+            raise ValueError("anchor_beta weights the anchor's pull: give an anchor too")
         if not isinstance(logged.action_space, spaces.Box):
             raise ValueError(f"behaviour cloning here needs a Box action space, not {logged.action_space}")
         if len(logged) == 0:
             raise ValueError("logged holds no transitions to clone")
         self.logged, self.clone_steps, self.hold_steps = logged, clone_steps, hold_steps
         self.batch_size, self.learning_rate, self.min_std, self.anchor = batch_size, learning_rate, min_std, anchor
+        self.anchor_beta = anchor_beta
+        self.row_weights: tuple[float, float] | None = None  # the last anchor step's mean and largest row weight
         self.rng, self.progress = np.random.default_rng(seed), progress
         self.clone_loss: tuple[float, float] | None = None
         self.held = False
@@ -88,7 +100,8 @@ class BehaviourStart(BaseCallback):
         # can give the clone the entropy SAC tunes towards.
         actions = actions.reshape(len(self.logged), -1).clamp(-ACTION_LIMIT, ACTION_LIMIT)
         self._sac = hasattr(policy.actor, "get_action_dist_params")
-        self._obs, self._targets = obs, torch.atanh(actions) if self._sac else actions
+        self._obs, self._actions = obs, actions  # [N, D], [N, A] in the agent's scale
+        self._targets = torch.atanh(actions) if self._sac else actions
         self._clone(policy.actor)
         if self._sac and not policy.actor.use_sde:
             self._fit_spread(policy.actor, obs, actions)
@@ -106,7 +119,7 @@ class BehaviourStart(BaseCallback):
         optimizer = torch.optim.Adam(mean_params, lr=self.learning_rate)
         losses = []
         for step in tqdm(range(self.clone_steps), desc="clone the behaviour", unit="update", disable=not self.progress):
-            loss, _ = self._clone_loss(actor)
+            loss, _, _ = self._clone_loss(actor)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -114,13 +127,15 @@ class BehaviourStart(BaseCallback):
                 losses.append(loss.item())
         self.clone_loss = (losses[0], losses[-1])
 
-    def _clone_loss(self, actor: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clone's mean squared error on ``batch_size`` logged rows, and those rows' observations ``[B, D]``."""
+    def _clone_loss(self, actor: torch.nn.Module, per_row: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The clone's mean squared error on ``batch_size`` logged rows (``per_row``: each row's ``[B]``),
+        those rows' observations ``[B, D]`` and logged actions ``[B, A]`` (the agent's scale)."""
         rows = torch.as_tensor(self.rng.integers(len(self._obs), size=self.batch_size))
         device = next(actor.parameters()).device
         obs, targets = self._obs[rows].to(device), self._targets[rows].to(device)
         predicted = actor.get_action_dist_params(obs)[0] if self._sac else actor(obs)
-        return F.mse_loss(predicted, targets), obs
+        loss = (predicted - targets).pow(2).mean(-1) if per_row else F.mse_loss(predicted, targets)
+        return loss, obs, self._actions[rows].to(device)
 
     def _fit_spread(self, actor: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> None:
         """Set SAC's log-std head to the logged actions' spread around the clone, per action feature,
@@ -178,10 +193,18 @@ class BehaviourStart(BaseCallback):
         TD3+BC weighs it against the critic's values (and for the ``gradient_steps`` critic-driven
         updates each vector step makes)."""
         actor, critic = self.model.actor, self.model.critic
-        loss, obs = self._clone_loss(actor)
+        weighted = self.anchor_beta > 0
+        loss, obs, logged = self._clone_loss(actor, per_row=weighted)
         with torch.no_grad():
             acting = actor(obs, deterministic=True) if self._sac else actor(obs)
-            q_scale = torch.cat(critic(obs, acting), dim=1).abs().mean()
+            q_acting = torch.cat(critic(obs, acting), dim=1)  # [B, critics]
+            q_scale = q_acting.abs().mean()
+            if weighted:
+                advantage = torch.cat(critic(obs, logged), dim=1).min(1).values - q_acting.min(1).values  # [B]
+                rows = torch.exp(self.anchor_beta * advantage).clamp(max=MAX_ROW_WEIGHT)
+                self.row_weights = (float(rows.mean()), float(rows.max()))
+        if weighted:
+            loss = (rows * loss).mean()
         weight = max(self.model.gradient_steps, 1) * float(q_scale) / self.anchor
         actor.optimizer.zero_grad()
         (weight * loss).backward()

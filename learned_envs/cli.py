@@ -65,10 +65,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ValueError("--stop-at-return is for training in a real env (it plays real episodes to check)")
     if dream:
         horizon = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
-        if args.clone_behaviour is None and (args.hold_actor is not None or args.anchor is not None):
-            raise ValueError("--hold-actor and --anchor shape a behaviour start: give --clone-behaviour UPDATES too")
+        if args.clone_behaviour is None and (args.hold_actor is not None or args.anchor is not None or args.anchor_beta is not None):
+            raise ValueError("--hold-actor, --anchor and --anchor-beta shape a behaviour start: give --clone-behaviour UPDATES too")
         # Options left unset fall to BehaviourStart's own defaults, which the help text quotes.
-        given = {"clone_steps": args.clone_behaviour, "hold_steps": args.hold_actor, "anchor": args.anchor}
+        given = {"clone_steps": args.clone_behaviour, "hold_steps": args.hold_actor, "anchor": args.anchor,
+                 "anchor_beta": args.anchor_beta}
         start = None if args.clone_behaviour is None else {k: v for k, v in given.items() if v is not None}
         select = SelectInDream(args.env_id, args.select_every, **knobs, **horizon) if args.select_every else None
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
@@ -79,9 +80,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(f"--select-every: kept the policy of step {steps:,} (mean dream return {mean:.1f} over "
                   f"{select.episodes} episodes; {len(select.history)} checks, the last {select.history[-1][1]:.1f})")
     elif (knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None
+          or args.hold_actor is not None or args.anchor is not None or args.anchor_beta is not None
           or args.select_every or args.value_penalty is not None):
-        raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps, --clone-behaviour, --select-every and "
-                         f"--value-penalty are for dreams; {args.env_id} is not a registered dream")
+        raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps, --clone-behaviour (with --hold-actor, --anchor, "
+                         f"--anchor-beta), --select-every and --value-penalty are for dreams; {args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
@@ -404,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor", type=float, metavar="ALPHA",
                    help="with --clone-behaviour: after the hold, keep pulling the actor towards the behaviour as TD3+BC "
                    "does, weighted by the critic's scale over ALPHA (TD3+BC's 2.5; default 0: let it go)")
+    p.add_argument("--anchor-beta", type=_non_negative_float, metavar="BETA",
+                   help="with --anchor: weight each logged row's pull by exp(BETA x its advantage under the agent's critic), "
+                   "at most 100, as AWAC and IQL's actor do (IQL's 3.0 on hopper; default 0: every row alike)")
     p.add_argument("--value-penalty", type=_non_negative_float, metavar="BETA",
                    help="SAC, TD3, DDPG in a dream: charge each dream transition BETA x the spread of its Bellman target "
                    "r + gamma Q(s', a') over the model's members (MOBILE's penalty; it asks the model at every update)")

@@ -126,3 +126,28 @@ def test_anchor_keeps_the_released_actor_near_the_behaviour():
     assert anchored < 0.5 * free, (anchored, free)
     with pytest.raises(ValueError, match="anchor >= 0"):
         BehaviourStart(log, anchor=-1.0)
+
+
+def test_anchor_beta_weights_each_logged_row_by_its_advantage(monkeypatch):
+    """A = Q(s, a_logged) - Q(s, actor(s)) by the smaller critic; weights exp(beta A), at most 100."""
+    import copy
+
+    from learned_envs.behaviour_start import MAX_ROW_WEIGHT
+
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=0, seed=0, device="cpu")
+    start = BehaviourStart(pendulum_log(noise=0.5), clone_steps=50, hold_steps=0, anchor=2.5, anchor_beta=2.0, seed=0,
+                           progress=False)
+    model.learn(1, callback=start)
+    monkeypatch.setattr(model, "critic", lambda obs, actions: (3.0 * actions[:, :1], 3.0 * actions[:, :1] + 1.0))
+    draws = copy.deepcopy(start.rng)  # the rows the step will draw
+    rows = torch.as_tensor(draws.integers(len(start._obs), size=start.batch_size))
+    with torch.no_grad():
+        acting = model.actor(start._obs[rows], deterministic=True)
+    expected = torch.exp(2.0 * 3.0 * (start._actions[rows, 0] - acting[:, 0])).clamp(max=MAX_ROW_WEIGHT)
+    start._anchor_step()
+    assert start.row_weights == pytest.approx((float(expected.mean()), float(expected.max())), rel=1e-5)
+    assert 0 < start.row_weights[0] < start.row_weights[1] <= MAX_ROW_WEIGHT
+    with pytest.raises(ValueError, match="give an anchor too"):
+        BehaviourStart(pendulum_log(), anchor_beta=3.0)
+    with pytest.raises(ValueError, match="anchor_beta >= 0"):
+        BehaviourStart(pendulum_log(), anchor=2.5, anchor_beta=-1.0)

@@ -175,8 +175,12 @@ def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, c
                  "--hold-actor", "16", "--anchor", "2.5"]) == 0 and out.exists()
     assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--anchor", "2.5"]) == 2
     assert "give --clone-behaviour UPDATES too" in capsys.readouterr().err
-    assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), "--clone-behaviour", "20"]) == 2
-    assert "--clone-behaviour, --select-every and --value-penalty are for dreams" in capsys.readouterr().err
+    assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--clone-behaviour", "20",
+                 "--anchor-beta", "3"]) == 2
+    assert "anchor_beta weights the anchor's pull: give an anchor too" in capsys.readouterr().err
+    for flags in (["--clone-behaviour", "20"], ["--anchor", "2.5"], ["--anchor-beta", "3"]):
+        assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), *flags]) == 2
+        assert "--select-every and --value-penalty are for dreams; Pendulum-v1" in capsys.readouterr().err
 
 
 def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
