@@ -107,7 +107,7 @@ def main() -> None:
 
                 times = best_microseconds({"mkl": mkl, "onednn": one_dnn}, args.seconds, args.rounds)
                 difference = float((mkl() - one_dnn()).abs().max())
-                chosen = array_ops.ONEDNN_LINEAR is not None and rows * width * width >= array_ops.ONEDNN_MIN_MACS
+                chosen = array_ops.onednn_takes(rows * width * width, weight)
                 row = {"rows_per_member": rows, "in": width, "out": width, "mkl_us": round(times["mkl"], 1),
                        "onednn_us": round(times["onednn"], 1), "mkl/onednn": round(times["mkl"] / times["onednn"], 2),
                        "max_abs_difference": difference, "dream_uses": "oneDNN" if chosen else "MKL"}

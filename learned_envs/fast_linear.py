@@ -55,8 +55,7 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(self.in_features, 1)
-        if (array_ops.ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != torch.float32
-                or self.weight.dtype != torch.float32 or rows * self.in_features * self.out_features < array_ops.ONEDNN_MIN_MACS):
+        if x.dtype != torch.float32 or not array_ops.onednn_takes(rows * self.in_features * self.out_features, self.weight):
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, self.in_features)
         if not flat.is_contiguous():

@@ -68,6 +68,14 @@ def onednn_outruns_mkl(cpuinfo: str | None = None) -> bool:
 ONEDNN_LINEAR = onednn_linear_op() if onednn_outruns_mkl() else None
 
 
+def onednn_takes(multiply_adds: int, weight: torch.Tensor) -> bool:
+    """True where one product of ``multiply_adds`` with ``weight`` goes through oneDNN: the CPU rule
+    chose it, ``weight`` is float32 on the CPU, and the product is at least ``ONEDNN_MIN_MACS``
+    (the dreams' member products and the agents' layers, :mod:`learned_envs.fast_linear`, alike)."""
+    return (ONEDNN_LINEAR is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
+            and multiply_adds >= ONEDNN_MIN_MACS)
+
+
 @functools.lru_cache(maxsize=None)
 def _torch_identity(classes: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``[classes, classes]`` identity matrix on ``device`` (``index_select`` copies its rows out).
@@ -100,10 +108,13 @@ class TorchOps:
         Large member products outside autograd go through oneDNN instead and may return member
         rows, a list of E ``[B, out]`` tensors (see ``_member_products``; ``dense`` stacks them)."""
         if isinstance(x, list):
-            return TorchOps._member_products(x, weight, bias)
+            if TorchOps.onednn_worth(x[0].numel(), weight):
+                return TorchOps._member_products(x, weight, bias)
+            x = torch.stack(x)
         batched = x.dim() == 3 and weight.dim() == 3  # [E, B, in] @ [E, in, out], or [1, B, in] broadcast
         if batched and TorchOps.onednn_worth(x.shape[1] * x.shape[2], weight):
-            return TorchOps._member_products(x, weight, bias)
+            rows = [x[0]] * weight.shape[0] if x.shape[0] == 1 else list(x.unbind(0))
+            return TorchOps._member_products(rows, weight, bias)
         if batched and weight.shape[-1] < NARROW and x.device.type == "cpu":
             # The same product, computed as (weight^T @ x^T + bias^T)^T: the CPU's batched GEMM is
             # ~3.5x slower for a narrow output (an ensemble head of 10 columns, [5, 205, 128] @ [5, 128, 10])
@@ -120,26 +131,19 @@ class TorchOps:
         """True where a member product of ``inputs_per_member`` (rows x in) values with ``weight
         [E, in, out]`` goes through oneDNN: float32 on the CPU, outside autograd, at least
         ``ONEDNN_MIN_MACS`` multiply-adds per member."""
-        return (ONEDNN_LINEAR is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
-                and not torch.is_grad_enabled() and inputs_per_member * weight.shape[2] >= ONEDNN_MIN_MACS)
+        return not torch.is_grad_enabled() and onednn_takes(inputs_per_member * weight.shape[2], weight)
 
     @staticmethod
-    def _member_products(x: torch.Tensor | list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> Any:
-        """``affine`` member by member: ``x`` is ``[E or 1, B, in]`` or a list of E ``[B, in]``
-        (member rows, what this returns while the next layer is worth oneDNN too, so that no
-        stacking copy sits between two such layers); a ``[E, B, out]`` tensor once it is not.
+    def _member_products(rows: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> list[torch.Tensor]:
+        """``affine`` member by member through oneDNN: E ``[B, in]`` member rows in, E ``[B, out]`` out
+        (kept as rows, so that no stacking copy sits between two such layers; ``dense`` stacks them).
 
         On AMD EPYC Zen 5 cores (``onednn_outruns_mkl``), one thread, a [5, 205, 128] @ [5, 128, 128]
         layer of a 1,024-dream CartPole step takes 200 us against MKL's 310, the oneDNN calls' fixed
         cost included (benchmarks/throughput.py). The same products to float32 rounding (bit-for-bit
-        where in <= 128); oneDNN's op has no autograd formula, so fitting never comes here.
+        where in <= 128); oneDNN's op has no autograd formula, so fitting's gradient steps never come
+        here (its no-grad holdout scores may).
         """
-        if isinstance(x, list):
-            rows = x
-        else:
-            rows = [x[0]] * weight.shape[0] if x.shape[0] == 1 else list(x.unbind(0))
-        if not TorchOps.onednn_worth(rows[0].shape[0] * rows[0].shape[1], weight):
-            return TorchOps.affine(torch.stack(rows), weight, bias)
         return [ONEDNN_LINEAR(r, weight[e].t(), bias[e, 0], "none", [], "") for e, r in enumerate(rows)]
 
     @staticmethod
