@@ -14,8 +14,9 @@ Datasets are made by D4RL's protocol on Gymnasium's v5 MuJoCo envs, each with pa
     medium-expert learned-envs merge DIR/ENV-medium DIR/ENV-expert --out DIR/ENV-medium-expert
 
 Per env, dataset and seed, on the same data and the same number of gradient steps G:
-- **dream + SAC**: ``learned-envs fit DATA --preset offline --id ...`` then ``learned-envs train ID --steps S``
-  (S env steps of the preset's recipe make G gradient steps);
+- **dream + SAC**: ``learned-envs fit DATA --preset P --id ...`` then ``learned-envs train ID --steps S``
+  (S env steps of the preset's recipe make G gradient steps; P ``offline`` on random data,
+  ``offline-medium`` on the others, which starts SAC from the anchored clone of the logged actions);
 - **d3rlpy** 2.8.1 IQL, CQL and BC (installed for this benchmark only: ``pip install --no-deps
   d3rlpy==2.8.1 gym==0.26.2 structlog dataclasses-json colorama click scikit-learn``; it pins an
   older Gymnasium, which its offline training does not use);
@@ -99,8 +100,8 @@ def score(policy, env_id: str, episodes: int, seed: int) -> float:
 
 
 def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, episodes: int, env: dict[str, str],
-              fit_args: Sequence[str] = (), train_args: Sequence[str] = ()) -> dict:
-    """Fit the dream with the offline preset, train the preset's SAC for ``grad_steps`` updates in it, score it.
+              fit_args: Sequence[str] = (), train_args: Sequence[str] = (), preset: str = "offline") -> dict:
+    """Fit the dream with ``preset``, train the preset's SAC for ``grad_steps`` updates in it, score it.
 
     ``fit_args`` and ``train_args`` go on the ``fit`` and ``train`` command lines (e.g. a halt stored
     with ``--dream-default``, ``--value-penalty 1.5``)."""
@@ -108,12 +109,12 @@ def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, epi
 
     from learned_envs.presets import get_preset
 
-    recipe = get_preset("offline").training
+    recipe = get_preset(preset).training
     params = recipe.hyperparameters
     env_steps = grad_steps * params["n_envs"] // params["gradient_steps"] * params["train_freq"]
     dream_id = f"Dream-Bench{tag.title().replace('-', '')}-v{seed}"
     start = time.perf_counter()
-    cli("fit", str(data), "--source-env", env_id, "--id", dream_id, "--preset", "offline", "--seed", str(seed),
+    cli("fit", str(data), "--source-env", env_id, "--id", dream_id, "--preset", preset, "--seed", str(seed),
         "--threads", "1", *fit_args, env=env)
     fit_seconds = time.perf_counter() - start
     agent = Path(env["LEARNED_ENVS_HOME"]) / f"{dream_id}.zip"
@@ -158,13 +159,15 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
 
 
 def run_learner(algo: str, env_id: str, kind: str, path: str, grad_steps: int, seed: int, episodes: int, workdir: str,
-                env: dict[str, str], fit_args: Sequence[str] = (), train_args: Sequence[str] = ()) -> dict:
-    """One learner on one dataset and seed (a worker process of the pool)."""
+                env: dict[str, str], fit_args: Sequence[str] = (), train_args: Sequence[str] = (),
+                medium_preset: str = "offline-medium") -> dict:
+    """One learner on one dataset and seed (a worker process of the pool); the dream of a random
+    dataset is fitted with the offline preset, every other one with ``medium_preset``."""
     from learned_envs.data import load
 
     if algo == "dream-SAC":
         return dream_sac(env_id, Path(path), f"{env_id.split('-v')[0]}-{kind}", grad_steps, seed, episodes, env,
-                         fit_args, train_args)
+                         fit_args, train_args, "offline" if kind == "random" else medium_preset)
     return d3rlpy_run(algo, env_id, load(path), grad_steps, seed, episodes, Path(workdir) / "d3rlpy_logs")
 
 
@@ -192,6 +195,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULT))
     parser.add_argument("--fit-args", default="", help='extra `learned-envs fit` arguments for the dream, one string '
                         '(e.g. "--dream-default halt_threshold=auto --dream-default halt_quantile=0.99")')
+    parser.add_argument("--medium-preset", default="offline-medium",
+                        help="fit preset of the dream on every dataset but random (data of a competent controller)")
     parser.add_argument("--train-args", default="", help='extra `learned-envs train` arguments for the dream\'s SAC, one '
                         'string (e.g. "--value-penalty 1.5 --clone-behaviour 20000 --anchor 2.5")')
     args = parser.parse_args()
@@ -215,7 +220,8 @@ def main() -> None:
             tasks = [(algo, seed) for seed in args.seeds for algo in args.algos]
             with ProcessPoolExecutor(args.jobs) as pool:
                 futures = {task: pool.submit(run_learner, task[0], env_id, kind, str(path), args.grad_steps, task[1],
-                                             args.episodes, str(workdir), env, fit_args, train_args) for task in tasks}
+                                             args.episodes, str(workdir), env, fit_args, train_args,
+                                             args.medium_preset) for task in tasks}
                 for seed in args.seeds:
                     row = {"env": env_id, "dataset": kind, "rows": len(data), "seed": seed, "grad_steps": args.grad_steps,
                            "behaviour_return": behaviour, "behaviour_score": normalized_score(env_id, behaviour),

@@ -416,3 +416,28 @@ def test_train_pays_a_value_penalty_on_request(pendulum_members, tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["train", "Test-Offline-Value-v0", "--steps", "32", "--value-penalty", "-1", "--out", str(out)])
     assert "invalid finite number >= 0 value: '-1'" in capsys.readouterr().err
+
+
+def test_medium_preset_stores_the_halt_and_trains_from_the_anchored_clone(pendulum, tmp_path, monkeypatch):
+    import dataclasses
+
+    from learned_envs import presets
+
+    data, path, _ = pendulum
+    dream = fit(path, tmp_path / "medium.safetensors", source_env="Pendulum-v1", config=FitConfig(**TINY_FIT),
+                preset="offline-medium", reset_states=300, progress=False)
+    meta = read_metadata(dream)
+    assert meta["training"] == {"preset": "offline-medium", "algo": "SAC", "steps": 600_000}
+    assert meta["dream"]["halt_threshold"] == "auto" and meta["dream"]["halt_quantile"] == 0.99
+    assert meta["dream"]["reset_from"] == "logged" and meta["dream"]["start_share"] == 0.5
+    stored = presets.get_preset("offline-medium").training.behaviour_start
+    assert stored == {"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 0.5, "anchor_beta": 3.0}
+    # The recipe's own start, made short enough for a test: the actor is cloned, then held.
+    short = dataclasses.replace(presets.PRESETS["offline-medium"].training, behaviour_start={**stored, "clone_steps": 50})
+    monkeypatch.setitem(presets.PRESETS, "offline-medium", dataclasses.replace(presets.PRESETS["offline-medium"], training=short))
+    register_dream("Test-Offline-Medium-v0", dream)
+    agent = train_in_dream("Test-Offline-Medium-v0", 64, seed=0, progress=False)
+    assert not agent.actor.latent_pi[0].weight.requires_grad, "held after the clone"
+    assert isinstance(agent.replay_buffer, MixedReplayBuffer)
+    free = train_in_dream("Test-Offline-Medium-v0", 64, seed=0, progress=False, behaviour_start={"clone_steps": 0})
+    assert free.actor.latent_pi[0].weight.requires_grad, "clone_steps=0 turns the recipe's start off"
