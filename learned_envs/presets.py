@@ -93,8 +93,8 @@ _MEDIUM = dataclasses.replace(
     # runs/s24-s26, README). The anchored, advantage-weighted clone (MOReL's start, TD3+BC's anchor,
     # AWAC's weights): on the sampled Hopper medium log (dataset 48.5) 85.0 / 87.8 / 46.4 / 30.0 over
     # seeds 0-3 (mean 62.3, the seeds' spread larger than any setting's effect: TD3+BC's 2.5 unweighted
-    # 62.5, weighted 72.1 over seeds 0-2; IQL about 85), on a sampled HalfCheetah medium log
-    # (dataset 28.7) 36.7 through this preset (runs/s35-s36, README). Not for random data: there the
+    # 62.5, weighted 72.1 over seeds 0-2; IQL 76.8 over seeds 0-2), on a sampled HalfCheetah medium log
+    # (dataset 28.7) 36.7 / 36.5 over seeds 0-1 through this preset (runs/s35-s36, README). Not for random data: the
     # clone of a uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
     dream_defaults={**_OFFLINE.dream_defaults, "halt_threshold": "auto", "halt_quantile": 0.99},
     training=dataclasses.replace(
