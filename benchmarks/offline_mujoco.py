@@ -122,7 +122,8 @@ def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, epi
     seconds = time.perf_counter() - start
     model = SAC.load(agent, device="cpu")
     value = score(lambda obs: model.predict(obs, deterministic=True)[0], env_id, episodes, seed)
-    return {"return": value, "seconds": round(seconds, 1), "fit_seconds": round(fit_seconds, 1), "env_steps": env_steps}
+    return {"return": value, "seconds": round(seconds, 1), "fit_seconds": round(fit_seconds, 1), "env_steps": env_steps,
+            "preset": preset}
 
 
 def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episodes: int, logdir: Path) -> dict:
