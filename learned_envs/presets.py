@@ -11,8 +11,7 @@ hyperparameters are looked up here by that name, so an untrusted checkpoint cann
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 MAX_TRAINING_STEPS = 10**9
@@ -81,7 +80,7 @@ _OFFLINE = Preset(
     ),
 )
 
-_MEDIUM = dataclasses.replace(
+_MEDIUM = replace(
     _OFFLINE,
     name="offline-medium",
     description="offline model-based RL on logs of a competent controller (D4RL's medium data): the offline preset, "
@@ -97,7 +96,7 @@ _MEDIUM = dataclasses.replace(
     # (dataset 28.7) 36.7 / 36.5 over seeds 0-1 through this preset (runs/s35-s36, README). Not for random data: the
     # clone of a uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
     dream_defaults={**_OFFLINE.dream_defaults, "halt_threshold": "auto", "halt_quantile": 0.99},
-    training=dataclasses.replace(
+    training=replace(
         _OFFLINE.training,
         behaviour_start={"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 0.5, "anchor_beta": 3.0},
     ),

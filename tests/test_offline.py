@@ -3,6 +3,7 @@ mixed replay buffer, and ``train`` needing no flag but ``--out`` after ``fit --p
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import zipfile
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from learned_envs import presets
 from learned_envs.checkpoint import load_checkpoint, read_metadata
 from learned_envs.data import save
 from learned_envs.data.collecting import collect
@@ -419,10 +421,6 @@ def test_train_pays_a_value_penalty_on_request(pendulum_members, tmp_path, capsy
 
 
 def test_medium_preset_stores_the_halt_and_trains_from_the_anchored_clone(pendulum, tmp_path, monkeypatch):
-    import dataclasses
-
-    from learned_envs import presets
-
     data, path, _ = pendulum
     dream = fit(path, tmp_path / "medium.safetensors", source_env="Pendulum-v1", config=FitConfig(**TINY_FIT),
                 preset="offline-medium", reset_states=300, progress=False)
