@@ -55,7 +55,11 @@ class BehaviourStart(BaseCallback):
             (at most ``MAX_ROW_WEIGHT``), ``A = Q(s, a_logged) - Q(s, actor(s))`` by the agent's
             smaller critic: the advantage-weighted imitation of AWAC and IQL's actor, so the actor is
             held to the logged actions its critic rates above its own and let go of the others
-            (IQL's 3.0 on hopper); 0 (the default) pulls every row alike, as TD3+BC.
+            (IQL's 3.0 on hopper); 0 (the default) pulls every row alike, as TD3+BC. The weights
+            are divided by their batch mean: ``anchor`` alone sets the pull's size, and
+            ``anchor_beta`` only shares it out among the rows (unnormalised, the pull also grew as
+            the critic came to rate the logged actions higher, which on Hopper medium left the
+            seeds' last policies far apart; see the README's stop-37 note).
         seed: seed of the generator drawing the clone's minibatches.
         progress: show a progress bar over the clone's steps.
 
@@ -80,7 +84,7 @@ class BehaviourStart(BaseCallback):
         self.logged, self.clone_steps, self.hold_steps = logged, clone_steps, hold_steps
         self.batch_size, self.learning_rate, self.min_std, self.anchor = batch_size, learning_rate, min_std, anchor
         self.anchor_beta = anchor_beta
-        self.row_weights: tuple[float, float] | None = None  # the last anchor step's mean and largest row weight
+        self.row_weights: tuple[float, float] | None = None  # the last anchor step's mean and largest row weight, undivided
         self.rng, self.progress = np.random.default_rng(seed), progress
         self.clone_loss: tuple[float, float] | None = None
         self.held = False
@@ -204,7 +208,7 @@ class BehaviourStart(BaseCallback):
                 rows = torch.exp(self.anchor_beta * advantage).clamp(max=MAX_ROW_WEIGHT)
                 self.row_weights = (float(rows.mean()), float(rows.max()))
         if weighted:
-            loss = (rows * loss).mean()
+            loss = (rows / rows.mean().clamp(min=1e-8) * loss).mean()
         weight = max(self.model.gradient_steps, 1) * float(q_scale) / self.anchor
         actor.optimizer.zero_grad()
         (weight * loss).backward()

@@ -408,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "does, weighted by the critic's scale over ALPHA (TD3+BC's 2.5; default 0: let it go)")
     p.add_argument("--anchor-beta", type=_non_negative_float, metavar="BETA",
                    help="with --anchor: weight each logged row's pull by exp(BETA x its advantage under the agent's critic), "
-                   "at most 100, as AWAC and IQL's actor do (IQL's 3.0 on hopper; default 0: every row alike)")
+                   "at most 100, as AWAC and IQL's actor do, divided by the batch's mean weight so that ALPHA alone sets "
+                   "the pull's size (IQL's 3.0 on hopper; default 0: every row alike)")
     p.add_argument("--value-penalty", type=_non_negative_float, metavar="BETA",
                    help="SAC, TD3, DDPG in a dream: charge each dream transition BETA x the spread of its Bellman target "
                    "r + gamma Q(s', a') over the model's members (MOBILE's penalty; it asks the model at every update)")

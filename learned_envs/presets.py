@@ -90,15 +90,16 @@ _MEDIUM = replace(
     # The halt ends the branches that leave the logged behaviour's states, where medium data's dream
     # is exploited (HalfCheetah medium: -1.3 with the offline preset, 40.2 over 3 seeds with the halt;
     # runs/s24-s26, README). The anchored, advantage-weighted clone (MOReL's start, TD3+BC's anchor,
-    # AWAC's weights): on the sampled Hopper medium log (dataset 48.5) 85.0 / 87.8 / 46.4 / 30.0 over
-    # seeds 0-3 (mean 62.3, the seeds' spread larger than any setting's effect: TD3+BC's 2.5 unweighted
-    # 62.5, weighted 72.1 over seeds 0-2; IQL 76.8 over seeds 0-2), on a sampled HalfCheetah medium log
-    # (dataset 28.7) 36.7 / 36.5 over seeds 0-1 through this preset (runs/s35-s36, README). Not for random data: the
-    # clone of a uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
+    # AWAC's weights, divided by the batch's mean since stop 37 so that the anchor alone sets the
+    # pull): on the sampled Hopper medium log (dataset 48.5) 57.3 / 88.2 / 91.3 / 92.1 over seeds 0-3
+    # (78.9 over seeds 0-2, IQL 76.8 on those; 82.2 over 0-3); unnormalised at anchor 0.5 (stop 36's preset) 85.0 / 87.8 /
+    # 46.4 / 30.0 (mean 62.3). On a sampled HalfCheetah medium log (dataset 28.7) 35.9 (seed 0; stop 36's
+    # preset 36.7 / 36.5 over seeds 0-1) (runs/s35-s37, README). Not for random data: the clone of a
+    # uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
     dream_defaults={**_OFFLINE.dream_defaults, "halt_threshold": "auto", "halt_quantile": 0.99},
     training=replace(
         _OFFLINE.training,
-        behaviour_start={"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 0.5, "anchor_beta": 3.0},
+        behaviour_start={"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 1.0, "anchor_beta": 3.0},
     ),
 )
 

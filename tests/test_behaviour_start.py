@@ -151,3 +151,34 @@ def test_anchor_beta_weights_each_logged_row_by_its_advantage(monkeypatch):
         BehaviourStart(pendulum_log(), anchor_beta=3.0)
     with pytest.raises(ValueError, match="anchor_beta >= 0"):
         BehaviourStart(pendulum_log(), anchor=2.5, anchor_beta=-1.0)
+
+
+def test_anchor_beta_shares_out_the_pull_without_changing_its_size(monkeypatch):
+    """The row weights are divided by their batch mean: where every row has the same advantage,
+    the anchor's gradient is the unweighted one (TD3+BC's), whatever that advantage."""
+    import copy
+
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=0, seed=0, device="cpu")
+    start = BehaviourStart(pendulum_log(noise=0.5), clone_steps=50, hold_steps=0, anchor=2.5, anchor_beta=2.0, seed=0,
+                           progress=False)
+    model.learn(1, callback=start)
+    monkeypatch.setattr(model.actor.optimizer, "step", lambda: None)  # keep the actor, read its gradient
+    draws = copy.deepcopy(start.rng)
+
+    def anchor_gradient(beta: float, advantage: float) -> torch.Tensor:
+        calls = []
+
+        def critic(obs, actions):  # Q 1 at the actor's actions (the first call), 1 + advantage at the logged ones
+            q = torch.ones(len(obs), 1) + (advantage if calls else 0.0)
+            calls.append(q)
+            return q, q
+
+        monkeypatch.setattr(model, "critic", critic)
+        start.anchor_beta, start.rng = beta, copy.deepcopy(draws)  # the same rows each time
+        start._anchor_step()
+        return torch.cat([p.grad.flatten() for p in model.actor.parameters() if p.grad is not None])
+
+    unweighted = anchor_gradient(0.0, 0.0)
+    assert unweighted.abs().sum() > 0
+    for advantage in (-1.0, 0.0, 1.5):  # unnormalised weights would scale it by exp(2 x advantage)
+        torch.testing.assert_close(anchor_gradient(2.0, advantage), unweighted)

@@ -429,7 +429,7 @@ def test_medium_preset_stores_the_halt_and_trains_from_the_anchored_clone(pendul
     assert meta["dream"]["halt_threshold"] == "auto" and meta["dream"]["halt_quantile"] == 0.99
     assert meta["dream"]["reset_from"] == "logged" and meta["dream"]["start_share"] == 0.5
     stored = presets.get_preset("offline-medium").training.behaviour_start
-    assert stored == {"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 0.5, "anchor_beta": 3.0}
+    assert stored == {"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 1.0, "anchor_beta": 3.0}
     # The recipe's own start, made short enough for a test: the actor is cloned, then held.
     short = dataclasses.replace(presets.PRESETS["offline-medium"].training, behaviour_start={**stored, "clone_steps": 50})
     monkeypatch.setitem(presets.PRESETS, "offline-medium", dataclasses.replace(presets.PRESETS["offline-medium"], training=short))
