@@ -421,7 +421,7 @@ def test_train_pays_a_value_penalty_on_request(pendulum_members, tmp_path, capsy
 
 
 def test_medium_preset_stores_the_halt_and_trains_from_the_anchored_clone(pendulum, tmp_path, monkeypatch):
-    data, path, _ = pendulum
+    _, path, _ = pendulum
     dream = fit(path, tmp_path / "medium.safetensors", source_env="Pendulum-v1", config=FitConfig(**TINY_FIT),
                 preset="offline-medium", reset_states=300, progress=False)
     meta = read_metadata(dream)
