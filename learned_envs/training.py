@@ -311,7 +311,8 @@ class StopAtReturn(BaseCallback):
 
     Every ``every`` environment steps the current policy plays ``episodes`` deterministic episodes
     of a separate ``env_id`` env (seeded ``seed``, ``seed + 1``, ...); they are measurement and
-    never enter the replay buffer. ``history`` holds ``(steps, mean return)`` per check.
+    never enter the replay buffer. ``history`` holds ``(steps, mean return)`` per check, and each
+    check prints a line above the progress bar, as a run can take an hour to reach its mark.
     """
 
     def __init__(self, env_id: str, threshold: float, every: int = 10_000, episodes: int = 5, seed: int = 1_000_000):
@@ -331,6 +332,8 @@ class StopAtReturn(BaseCallback):
         self.next_check += self.every
         mean, _ = evaluate_in_real(self.model, self.env_id, self.episodes, seed=self.seed)
         self.history.append((self.num_timesteps, mean))
+        tqdm.write(f"check at {self.num_timesteps:,} steps: mean return {mean:.1f} over {self.episodes} episodes "
+                   f"(stops at {self.threshold:g})")
         return mean < self.threshold
 
 

@@ -275,5 +275,6 @@ def test_train_stops_at_a_return_as_d4rls_medium_policy_does(tmp_path):
     out = run("train", "Pendulum-v1", "--algo", "SAC", "--steps", "400", "--stop-at-return", "0", "--check-every", "200",
               "--out", str(agent), home=tmp_path)
     assert "never reached 0 (last check: -" in out.stdout and "trained 400 steps" in out.stdout
+    assert "check at 200 steps: mean return -" in out.stdout and "check at 400 steps: mean return -" in out.stdout
     refused = run("train", "Dream-Pendulum-v0", "--steps", "100", "--stop-at-return", "0", "--out", str(agent), home=tmp_path, check=False)
     assert refused.returncode != 0 and "--stop-at-return is for training in a real env" in refused.stderr
