@@ -25,7 +25,11 @@ Each policy is scored over real episodes with D4RL's normalised score (its refer
 
     python benchmarks/offline_mujoco.py --envs HalfCheetah-v5 --datasets random --rows 100000 --grad-steps 20000 --seeds 0
 
-Writes benchmarks/results/offline_mujoco.json and prints a table.
+Writes benchmarks/results/offline_mujoco.json and prints a table. With ``--workdir DIR`` a run can be
+cut short and started again: each learner's result is recorded in ``DIR/results/`` the moment it
+finishes, and a later run with the same settings reads it back instead of training it again (so a
+table too long for one sitting, d3rlpy's CQL at hours a seed on a CPU, is made over several, on
+the same datasets).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -172,6 +176,25 @@ def run_learner(algo: str, env_id: str, kind: str, path: str, grad_steps: int, s
     return d3rlpy_run(algo, env_id, load(path), grad_steps, seed, episodes, Path(workdir) / "d3rlpy_logs")
 
 
+def recorded(record: Path, settings: dict) -> dict | None:
+    """A learner's result that an earlier run in the same ``--workdir`` recorded with the same ``settings``."""
+    if not record.exists():
+        return None
+    saved = json.loads(record.read_text())
+    return saved["result"] if saved.get("settings") == settings else None
+
+
+def run_and_record(record: str, settings: dict, *args) -> dict:
+    """:func:`run_learner` (``args``), its result written to ``record`` as soon as it is made (a
+    worker process's own write, so a run cut short keeps every learner that finished)."""
+    result = run_learner(*args)
+    temporary = Path(record).with_suffix(".tmp")
+    temporary.write_text(json.dumps({"settings": settings, "result": result,
+                                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+    os.replace(temporary, record)
+    return result
+
+
 def behaviour_return(data) -> float:
     """Mean return of the dataset's complete episodes (the behaviour policy's own score)."""
     ends = np.flatnonzero(data.terminations | data.truncations)
@@ -191,7 +214,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=10, help="real episodes scoring each policy")
     parser.add_argument("--algos", nargs="+", default=["dream-SAC", *D3RLPY_ALGOS])
-    parser.add_argument("--workdir", help="where datasets and runs go (default: a new temporary folder); reused if it exists")
+    parser.add_argument("--workdir", help="where datasets and runs go (default: a new temporary folder); reused if it exists: "
+                        "its datasets, and each learner's result recorded there with the same settings, are kept")
     parser.add_argument("--jobs", type=int, default=1, help="learners trained at once, one process (and core) each")
     parser.add_argument("--out", default=str(RESULT))
     parser.add_argument("--fit-args", default="", help='extra `learned-envs fit` arguments for the dream, one string '
@@ -209,6 +233,10 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="offline_mujoco_"))
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LEARNED_ENVS_HOME": str(workdir / "home")}
+    records = workdir / "results"
+    records.mkdir(exist_ok=True)
+    settings = {"grad_steps": args.grad_steps, "episodes": args.episodes, "fit_args": fit_args, "train_args": train_args,
+                "medium_preset": args.medium_preset}
     rows = []
     for env_id in args.envs:
         for kind in args.datasets:
@@ -217,12 +245,20 @@ def main() -> None:
             data = load(path)
             build = time.perf_counter() - start
             behaviour = behaviour_return(data)
-            # Every (seed, learner) is independent: --jobs of them at once, one core each.
-            tasks = [(algo, seed) for seed in args.seeds for algo in args.algos]
+            # Every (seed, learner) is independent: --jobs of them at once, one core each. One that
+            # a run in this workdir finished with the same settings is read back, not trained again.
+            futures: dict[tuple[str, int], Future] = {}
             with ProcessPoolExecutor(args.jobs) as pool:
-                futures = {task: pool.submit(run_learner, task[0], env_id, kind, str(path), args.grad_steps, task[1],
-                                             args.episodes, str(workdir), env, fit_args, train_args,
-                                             args.medium_preset) for task in tasks}
+                for algo, seed in [(algo, seed) for seed in args.seeds for algo in args.algos]:
+                    record = records / f"{env_id}-{kind}-{algo}-seed{seed}.json"
+                    done = recorded(record, settings)
+                    if done is not None:
+                        futures[algo, seed] = Future()
+                        futures[algo, seed].set_result({**done, "recorded": str(record)})
+                        continue
+                    futures[algo, seed] = pool.submit(run_and_record, str(record), settings, algo, env_id, kind, str(path),
+                                                      args.grad_steps, seed, args.episodes, str(workdir), env, fit_args,
+                                                      train_args, args.medium_preset)
                 for seed in args.seeds:
                     row = {"env": env_id, "dataset": kind, "rows": len(data), "seed": seed, "grad_steps": args.grad_steps,
                            "behaviour_return": behaviour, "behaviour_score": normalized_score(env_id, behaviour),
@@ -232,7 +268,8 @@ def main() -> None:
                         result["score"] = normalized_score(env_id, result["return"])
                         row[algo] = result
                         print(f"{env_id} {kind} seed {seed} {algo}: return {result['return']:.1f}, D4RL score "
-                              f"{result['score']:.1f} ({result['seconds']} s)", flush=True)
+                              f"{result['score']:.1f} ({result['seconds']} s{', recorded earlier' if 'recorded' in result else ''})",
+                              flush=True)
                     rows.append(row)
                     Path(args.out).write_text(json.dumps({"command": "python benchmarks/offline_mujoco.py " + " ".join(sys.argv[1:]),
                                                           "rows": rows}, indent=2))

@@ -1,0 +1,75 @@
+"""benchmarks/offline_mujoco.py's bookkeeping: a run cut short picks up where it stopped, and only
+a learner recorded with the same settings is read back instead of trained again."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from learned_envs.data import save
+from learned_envs.data.collecting import collect
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bench(monkeypatch, tmp_path):
+    """The benchmark module with its dataset builder and its learners replaced by stand-ins that
+    log each call (the real learners train for an hour; the bookkeeping around them is what is tested)."""
+    spec = importlib.util.spec_from_file_location("offline_mujoco", ROOT / "benchmarks" / "offline_mujoco.py")
+    module = importlib.util.module_from_spec(spec)
+    # The pool's workers find the module's functions by name.
+    monkeypatch.setitem(sys.modules, "offline_mujoco", module)
+    spec.loader.exec_module(module)
+    data = tmp_path / "log.npz"
+    save(collect("CartPole-v1", 120, seed=3, progress=False), data)
+    monkeypatch.setattr(module, "build_dataset", lambda *args, **kwargs: data)
+    calls, failing = tmp_path / "calls.txt", tmp_path / "fail"
+
+    def learner(algo, env_id, kind, path, grad_steps, seed, *rest):
+        with open(calls, "a") as log:
+            log.write(f"{algo} {seed}\n")
+        if failing.exists() and (algo, seed) == ("BC", 1):
+            raise RuntimeError("the run was cut short here")
+        return {"return": 1000.0 * seed + grad_steps, "seconds": 1.0}
+
+    monkeypatch.setattr(module, "run_learner", learner)
+
+    def run(*args: str) -> list[str]:
+        """``main()`` on ``args``; returns the learners it trained (not read back), in no set order."""
+        calls.unlink(missing_ok=True)
+        monkeypatch.setattr(sys, "argv", ["offline_mujoco.py", "--envs", "HalfCheetah-v5", "--datasets", "random",
+                                          "--algos", "IQL", "BC", "--seeds", "0", "1", "--jobs", "2",
+                                          "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "table.json"), *args])
+        module.main()
+        return sorted(calls.read_text().splitlines()) if calls.exists() else []
+
+    run.failing = failing
+    run.table = tmp_path / "table.json"
+    return run
+
+
+def test_a_run_cut_short_trains_only_what_it_had_not_finished(bench, capsys):
+    bench.failing.touch()
+    with pytest.raises(RuntimeError, match="cut short"):
+        bench("--grad-steps", "50")
+    bench.failing.unlink()
+    assert bench("--grad-steps", "50") == ["BC 1"]
+    printed = capsys.readouterr().out
+    assert "random seed 0 IQL: return 50.0" in printed and "recorded earlier" in printed
+    rows = json.loads(bench.table.read_text())["rows"]
+    assert [row["BC"]["return"] for row in rows] == [50.0, 1050.0]
+    assert "recorded" in rows[0]["IQL"] and "recorded" not in rows[1]["BC"]
+    # All four recorded: nothing left to train.
+    assert bench("--grad-steps", "50") == []
+
+
+def test_other_settings_train_again(bench):
+    assert bench("--grad-steps", "50") == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
+    assert bench("--grad-steps", "60") == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
+    assert bench("--grad-steps", "60", "--train-args", "--anchor 2") == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
+    assert json.loads(bench.table.read_text())["rows"][1]["IQL"]["return"] == 1060.0
