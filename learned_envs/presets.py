@@ -93,8 +93,9 @@ _MEDIUM = replace(
     # AWAC's weights, divided by the batch's mean since stop 37 so that the anchor alone sets the
     # pull): on the sampled Hopper medium log (dataset 48.5) 57.3 / 88.2 / 91.3 / 92.1 over seeds 0-3
     # (78.9 over seeds 0-2, IQL 76.8 on those; 82.2 over 0-3); unnormalised at anchor 0.5 (stop 36's preset) 85.0 / 87.8 /
-    # 46.4 / 30.0 (mean 62.3). On a sampled HalfCheetah medium log (dataset 28.7) 35.9 / 35.9 over seeds 0-1
-    # (stop 36's preset 36.7 / 36.5; IQL 29.0 on seed 0) (runs/s35-s37, README). Not for random data: the clone of a
+    # 46.4 / 30.0 (mean 62.3). On a sampled HalfCheetah medium log (dataset 28.7) 35.9 / 35.9 / 37.2 over
+    # seeds 0-2, mean 36.3 (IQL 29.0 / 32.9 / 36.1, mean 32.7). On Hopper medium-replay (stop 38's buffer,
+    # dataset 15.2) it loses to IQL (runs/s35-s38, README). Not for random data: the clone of a
     # uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
     dream_defaults={**_OFFLINE.dream_defaults, "halt_threshold": "auto", "halt_quantile": 0.99},
     training=replace(
