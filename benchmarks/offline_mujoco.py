@@ -35,6 +35,7 @@ the same datasets).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -249,7 +250,7 @@ def main() -> None:
             # a run in this workdir finished with the same settings is read back, not trained again.
             futures: dict[tuple[str, int], Future] = {}
             with ProcessPoolExecutor(args.jobs) as pool:
-                for algo, seed in [(algo, seed) for seed in args.seeds for algo in args.algos]:
+                for seed, algo in itertools.product(args.seeds, args.algos):
                     record = records / f"{env_id}-{kind}-{algo}-seed{seed}.json"
                     done = recorded(record, settings)
                     if done is not None:

@@ -206,8 +206,9 @@ class BehaviourStart(BaseCallback):
             if weighted:
                 advantage = torch.cat(critic(obs, logged), dim=1).min(1).values - q_acting.min(1).values  # [B]
                 rows = torch.exp(self.anchor_beta * advantage).clamp(max=MAX_ROW_WEIGHT)
-                self.row_weights = (float(rows.mean()), float(rows.max()))
-                rows = rows / rows.mean().clamp(min=1e-8)
+                mean = rows.mean()
+                self.row_weights = (float(mean), float(rows.max()))
+                rows = rows / mean.clamp(min=1e-8)
         if weighted:
             loss = (rows * loss).mean()
         weight = max(self.model.gradient_steps, 1) * float(q_scale) / self.anchor
