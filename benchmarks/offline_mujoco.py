@@ -16,7 +16,8 @@ Datasets are made by D4RL's protocol on Gymnasium's v5 MuJoCo envs, each with pa
 Per env, dataset and seed, on the same data and the same number of gradient steps G:
 - **dream + SAC**: ``learned-envs fit DATA --preset P --id ...`` then ``learned-envs train ID --steps S``
   (S env steps of the preset's recipe make G gradient steps; P ``offline`` on random data,
-  ``offline-medium`` on the others, which starts SAC from the anchored clone of the logged actions);
+  ``offline-replay`` on medium-replay and ``offline-medium`` on the others, both of which start SAC
+  from the anchored clone of the logged actions);
 - **d3rlpy** 2.8.1 IQL, CQL and BC (installed for this benchmark only: ``pip install --no-deps
   d3rlpy==2.8.1 gym==0.26.2 structlog dataclasses-json colorama click scikit-learn``; it pins an
   older Gymnasium, which its offline training does not use);
@@ -166,15 +167,30 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
 
 def run_learner(algo: str, env_id: str, kind: str, path: str, grad_steps: int, seed: int, episodes: int, workdir: str,
                 env: dict[str, str], fit_args: Sequence[str] = (), train_args: Sequence[str] = (),
-                medium_preset: str = "offline-medium") -> dict:
-    """One learner on one dataset and seed (a worker process of the pool); the dream of a random
-    dataset is fitted with the offline preset, every other one with ``medium_preset``."""
+                preset: str = "offline") -> dict:
+    """One learner on one dataset and seed (a worker process of the pool); the dream is fitted with ``preset``."""
     from learned_envs.data import load
 
     if algo == "dream-SAC":
         return dream_sac(env_id, Path(path), f"{env_id.split('-v')[0]}-{kind}", grad_steps, seed, episodes, env,
-                         fit_args, train_args, "offline" if kind == "random" else medium_preset)
+                         fit_args, train_args, preset)
     return d3rlpy_run(algo, env_id, load(path), grad_steps, seed, episodes, Path(workdir) / "d3rlpy_logs")
+
+
+def dream_preset(kind: str, medium_preset: str, replay_preset: str) -> str:
+    """The fit preset of the dream on a dataset of ``kind``: a random policy's data, a learning
+    agent's whole buffer, or a competent controller's logs (every other kind)."""
+    return {"random": "offline", "medium-replay": replay_preset}.get(kind, medium_preset)
+
+
+def learner_settings(algo: str, preset: str, grad_steps: int, episodes: int, fit_args: Sequence[str],
+                     train_args: Sequence[str]) -> dict:
+    """What a learner's result depends on beside its dataset and seed: a record made with other
+    settings is trained again. The dream's fit and train arguments and its preset concern it alone."""
+    settings = {"grad_steps": grad_steps, "episodes": episodes}
+    if algo == "dream-SAC":
+        settings.update(fit_args=list(fit_args), train_args=list(train_args), preset=preset)
+    return settings
 
 
 def recorded(record: Path, settings: dict) -> dict | None:
@@ -222,7 +238,9 @@ def main() -> None:
     parser.add_argument("--fit-args", default="", help='extra `learned-envs fit` arguments for the dream, one string '
                         '(e.g. "--dream-default halt_threshold=auto --dream-default halt_quantile=0.99")')
     parser.add_argument("--medium-preset", default="offline-medium",
-                        help="fit preset of the dream on every dataset but random (data of a competent controller)")
+                        help="fit preset of the dream on medium, expert and medium-expert data (a competent controller's)")
+    parser.add_argument("--replay-preset", default="offline-replay",
+                        help="fit preset of the dream on medium-replay data (a learning agent's whole buffer)")
     parser.add_argument("--train-args", default="", help='extra `learned-envs train` arguments for the dream\'s SAC, one '
                         'string (e.g. "--value-penalty 1.5 --clone-behaviour 20000 --anchor 2.5")')
     args = parser.parse_args()
@@ -236,8 +254,6 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LEARNED_ENVS_HOME": str(workdir / "home")}
     records = workdir / "results"
     records.mkdir(exist_ok=True)
-    settings = {"grad_steps": args.grad_steps, "episodes": args.episodes, "fit_args": fit_args, "train_args": train_args,
-                "medium_preset": args.medium_preset}
     rows = []
     for env_id in args.envs:
         for kind in args.datasets:
@@ -246,12 +262,14 @@ def main() -> None:
             data = load(path)
             build = time.perf_counter() - start
             behaviour = behaviour_return(data)
+            preset = dream_preset(kind, args.medium_preset, args.replay_preset)
             # Every (seed, learner) is independent: --jobs of them at once, one core each. One that
             # a run in this workdir finished with the same settings is read back, not trained again.
             futures: dict[tuple[str, int], Future] = {}
             with ProcessPoolExecutor(args.jobs) as pool:
                 for seed, algo in itertools.product(args.seeds, args.algos):
                     record = records / f"{env_id}-{kind}-{algo}-seed{seed}.json"
+                    settings = learner_settings(algo, preset, args.grad_steps, args.episodes, fit_args, train_args)
                     done = recorded(record, settings)
                     if done is not None:
                         futures[algo, seed] = Future()
@@ -259,7 +277,7 @@ def main() -> None:
                         continue
                     futures[algo, seed] = pool.submit(run_and_record, str(record), settings, algo, env_id, kind, str(path),
                                                       args.grad_steps, seed, args.episodes, str(workdir), env, fit_args,
-                                                      train_args, args.medium_preset)
+                                                      train_args, preset)
                 for seed in args.seeds:
                     row = {"env": env_id, "dataset": kind, "rows": len(data), "seed": seed, "grad_steps": args.grad_steps,
                            "behaviour_return": behaviour, "behaviour_score": normalized_score(env_id, behaviour),

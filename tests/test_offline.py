@@ -439,3 +439,17 @@ def test_medium_preset_stores_the_halt_and_trains_from_the_anchored_clone(pendul
     assert isinstance(agent.replay_buffer, MixedReplayBuffer)
     free = train_in_dream("Test-Offline-Medium-v0", 64, seed=0, progress=False, behaviour_start={"clone_steps": 0})
     assert free.actor.latent_pi[0].weight.requires_grad, "clone_steps=0 turns the recipe's start off"
+
+
+def test_replay_preset_is_the_medium_one_without_the_halt(pendulum, tmp_path):
+    _, path, _ = pendulum
+    dream = fit(path, tmp_path / "replay.safetensors", source_env="Pendulum-v1", config=FitConfig(**TINY_FIT),
+                preset="offline-replay", reset_states=300, progress=False)
+    meta = read_metadata(dream)
+    assert meta["training"] == {"preset": "offline-replay", "algo": "SAC", "steps": 600_000}
+    assert meta["dream"]["halt_threshold"] is None
+    assert meta["dream"]["reset_from"] == "logged" and meta["dream"]["uncertainty_penalty"] == 0.5
+    register_dream("Test-Offline-Replay-v0", dream)
+    assert gym.make("Test-Offline-Replay-v0").unwrapped.core.halt_threshold is None
+    medium, replay = presets.get_preset("offline-medium"), presets.get_preset("offline-replay")
+    assert replay.training == medium.training and replay.max_episode_steps == medium.max_episode_steps == 5

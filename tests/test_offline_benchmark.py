@@ -49,6 +49,7 @@ def bench(monkeypatch, tmp_path):
         return sorted(calls.read_text().splitlines()) if calls.exists() else []
 
     run.failing = failing
+    run.module = module
     run.table = tmp_path / "table.json"
     return run
 
@@ -71,5 +72,21 @@ def test_a_run_cut_short_trains_only_what_it_had_not_finished(bench, capsys):
 def test_other_settings_train_again(bench):
     assert bench("--grad-steps", "50") == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
     assert bench("--grad-steps", "60") == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
-    assert bench("--grad-steps", "60", "--train-args", "--anchor 2") == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
     assert json.loads(bench.table.read_text())["rows"][1]["IQL"]["return"] == 1060.0
+
+
+def test_the_dreams_arguments_retrain_the_dream_alone(bench):
+    algos = ("--algos", "IQL", "dream-SAC")
+    assert bench("--grad-steps", "50", *algos) == ["IQL 0", "IQL 1", "dream-SAC 0", "dream-SAC 1"]
+    assert bench("--grad-steps", "50", *algos, "--train-args", "--anchor 2") == ["dream-SAC 0", "dream-SAC 1"]
+    assert bench("--grad-steps", "50", *algos, "--train-args", "--anchor 2", "--fit-args", "--seed 3") == \
+        ["dream-SAC 0", "dream-SAC 1"]
+    # The dataset here is random data, whose dream always takes the offline preset.
+    assert bench("--grad-steps", "50", *algos, "--train-args", "--anchor 2", "--fit-args", "--seed 3",
+                 "--medium-preset", "offline", "--replay-preset", "offline-medium") == []
+
+
+@pytest.mark.parametrize("kind, preset", [("random", "offline"), ("medium", "offline-medium"),
+                                          ("medium-replay", "offline-replay"), ("medium-expert", "offline-medium")])
+def test_each_kind_of_data_has_its_dreams_preset(bench, kind, preset):
+    assert bench.module.dream_preset(kind, "offline-medium", "offline-replay") == preset
