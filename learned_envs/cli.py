@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     import learned_envs
-    from learned_envs.training import SelectInDream, StopAtReturn, train_in_dream, train_in_real
+    from learned_envs.training import SelectInDream, StopAtReturn, train_in_dream, train_in_real, whole_episode_judge
 
     torch.set_num_threads(args.threads)
     knobs = parse_knobs(args.dream_kwarg, "--dream-kwarg")
@@ -71,7 +71,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         given = {"clone_steps": args.clone_behaviour, "hold_steps": args.hold_actor, "anchor": args.anchor,
                  "anchor_beta": args.anchor_beta}
         start = None if args.clone_behaviour is None else {k: v for k, v in given.items() if v is not None}
-        select = SelectInDream(args.env_id, args.select_every, **knobs, **horizon) if args.select_every else None
+        if args.select_judge is not None and not args.select_every:
+            raise ValueError("--select-judge says how --select-every judges: give --select-every STEPS too")
+        judge = whole_episode_judge(args.env_id) if args.select_judge == "whole" else horizon
+        select = SelectInDream(args.env_id, args.select_every, **{**knobs, **judge}) if args.select_every else None
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
                                behaviour_start=start, callbacks=[select] if select else (),
                                value_penalty=args.value_penalty, **knobs, **horizon)
@@ -81,9 +84,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                   f"{select.episodes} episodes; {len(select.history)} checks, the last {select.history[-1][1]:.1f})")
     elif (knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None
           or args.hold_actor is not None or args.anchor is not None or args.anchor_beta is not None
-          or args.select_every or args.value_penalty is not None):
+          or args.select_every or args.select_judge is not None or args.value_penalty is not None):
         raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps, --clone-behaviour (with --hold-actor, --anchor, "
-                         f"--anchor-beta), --select-every and --value-penalty are for dreams; {args.env_id} is not a registered dream")
+                         f"--anchor-beta), --select-every (with --select-judge) and --value-penalty are for dreams; "
+                         f"{args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
@@ -416,7 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-every", type=_positive_int, metavar="STEPS",
                    help="in a dream: every STEPS steps play 10 deterministic dream episodes, and hand back the last policy "
                    "unless the dream scored an earlier one clearly better (SB3's EvalCallback judged in the dream: no real "
-                   "steps); for whole-episode dreams, not a recipe's short branches")
+                   "steps); with a recipe's short branches, add --select-judge whole")
+    p.add_argument("--select-judge", choices=("training", "whole"),
+                   help="how --select-every judges: in the training dream's own episodes (training, the default), or in "
+                   "whole episodes as the real env plays them: from the logged episode starts, up to the source env's time "
+                   "limit, with no uncertainty penalty and no halt (whole: for a recipe's short branches from logged states)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small networks)")
     p.add_argument("--save-replay-buffer", metavar="FILE.pkl", help="also write an off-policy agent's replay buffer (SB3's "
                    "pickle, which fit, merge and collect read: D4RL's medium-replay datasets are this)")

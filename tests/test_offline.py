@@ -182,7 +182,7 @@ def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, c
     assert "anchor_beta weights the anchor's pull: give an anchor too" in capsys.readouterr().err
     for flags in (["--clone-behaviour", "20"], ["--anchor", "2.5"], ["--anchor-beta", "3"]):
         assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), *flags]) == 2
-        assert "--select-every and --value-penalty are for dreams; Pendulum-v1" in capsys.readouterr().err
+        assert "--select-every (with --select-judge) and --value-penalty are for dreams; Pendulum-v1" in capsys.readouterr().err
 
 
 def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
@@ -453,3 +453,51 @@ def test_replay_preset_is_the_medium_one_without_the_halt(pendulum, tmp_path):
     assert gym.make("Test-Offline-Replay-v0").unwrapped.core.halt_threshold is None
     medium, replay = presets.get_preset("offline-medium"), presets.get_preset("offline-replay")
     assert replay.training == medium.training and replay.max_episode_steps == medium.max_episode_steps == 5
+
+
+def test_select_judge_whole_plays_the_real_envs_episodes(pendulum, tmp_path, monkeypatch, capsys):
+    """``train --select-every N --select-judge whole``: each check plays whole episodes from the logged
+    episode starts, to the source env's time limit, unpenalised and never halted, where the recipe
+    trains in 5-step penalised branches from any logged state with a halt."""
+    import stable_baselines3.common.evaluation as evaluation
+
+    from learned_envs.cli import main
+    from learned_envs.training import whole_episode_judge
+
+    data, path, _ = pendulum
+    dream = fit(path, tmp_path / "medium.safetensors", source_env="Pendulum-v1", config=FitConfig(**TINY_FIT),
+                preset="offline-medium", reset_states=300, progress=False)
+    register_dream("Test-Offline-Judge-v0", dream)
+    assert whole_episode_judge("Test-Offline-Judge-v0") == {
+        "reset_from": "starts", "max_episode_steps": 200, "uncertainty_penalty": 0.0, "halt_threshold": None,
+        "support_halt": None}
+    played = {"lengths": [], "starts": [], "penalties": [], "halted": []}
+    original = evaluation.evaluate_policy
+
+    def recording(model, venv, n_eval_episodes, deterministic):
+        def each_step(local, _):  # called per dream and step, with that dream's index as `i`
+            if local["current_lengths"][local["i"]] == 1:
+                played["starts"].append(local["observations"][local["i"]])
+            played["penalties"].append(local["info"]["penalty"])
+            played["halted"].append(local["info"]["halted"])
+
+        rewards, lengths = original(model, venv, n_eval_episodes=n_eval_episodes, deterministic=deterministic,
+                                    callback=each_step, return_episode_rewards=True)
+        played["lengths"] += lengths
+        return float(np.mean(rewards)), float(np.std(rewards))
+
+    monkeypatch.setattr(evaluation, "evaluate_policy", recording)
+    out = tmp_path / "agent.zip"
+    assert main(["train", "Test-Offline-Judge-v0", "--steps", "64", "--clone-behaviour", "0", "--select-every", "32",
+                 "--select-judge", "whole", "--out", str(out)]) == 0
+    assert "--select-every: kept the policy of step" in capsys.readouterr().out and out.exists()
+    assert played["lengths"] == [200] * 20, "two checks of 10 whole Pendulum episodes"
+    starts = data.episode_starts().astype(np.float32)
+    assert len(played["starts"]) == 20
+    assert all(np.isclose(starts, obs, atol=1e-6).all(axis=1).any() for obs in played["starts"])
+    assert len(played["penalties"]) == 20 * 200 and not any(played["penalties"]) and not any(played["halted"])
+    # The judge's mode is an option of the checks: alone it is refused, as on a real env.
+    assert main(["train", "Test-Offline-Judge-v0", "--steps", "64", "--select-judge", "whole", "--out", str(out)]) == 2
+    assert "give --select-every STEPS too" in capsys.readouterr().err
+    assert main(["train", "Pendulum-v1", "--steps", "8", "--select-judge", "whole", "--out", str(out)]) == 2
+    assert "are for dreams; Pendulum-v1 is not a registered dream" in capsys.readouterr().err
