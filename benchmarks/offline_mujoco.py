@@ -30,12 +30,15 @@ Writes benchmarks/results/offline_mujoco.json and prints a table. With ``--workd
 cut short and started again: each learner's result is recorded in ``DIR/results/`` the moment it
 finishes, and a later run with the same settings reads it back instead of training it again (so a
 table too long for one sitting, d3rlpy's CQL at hours a seed on a CPU, is made over several, on
-the same datasets).
+the same datasets). Each learner prints when it starts and writes its progress to
+``WORKDIR/logs/ENV-KIND-ALGO-seedSEED.log`` (the dream's ``fit`` and ``train`` output, d3rlpy's
+updates every 5,000), each dataset's commands to ``WORKDIR/logs/NAME-KIND.log``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -55,11 +58,17 @@ RESULT = ROOT / "benchmarks" / "results" / "offline_mujoco.json"
 D3RLPY_ALGOS = ("IQL", "CQL", "BC")
 
 
-def cli(*args: str, env: dict[str, str]) -> None:
-    """``learned-envs ARGS`` as a user runs it; its output goes to the benchmark's log on failure."""
-    done = subprocess.run([sys.executable, "-m", "learned_envs.cli", *args], env=env, capture_output=True, text=True)
+def cli(*args: str, env: dict[str, str], log: Path) -> None:
+    """``learned-envs ARGS`` as a user runs it, its output (progress bars included) appended to
+    ``log``, where ``tail -f`` follows an hour-long fit or training; a failure raises with the log's end."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        out.write(f"$ learned-envs {' '.join(args)}\n")
+        out.flush()
+        done = subprocess.run([sys.executable, "-m", "learned_envs.cli", *args], env=env, stdout=out,
+                              stderr=subprocess.STDOUT)
     if done.returncode:
-        raise RuntimeError(f"learned-envs {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"learned-envs {' '.join(args)} failed (log: {log}):\n{log.read_text()[-3000:]}")
 
 
 def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir: Path, env: dict[str, str],
@@ -71,28 +80,29 @@ def build_dataset(env_id: str, kind: str, rows: int, medium_steps: int, workdir:
     out = workdir / f"{name}-{kind}"
     if out.exists():
         return out
+    log = workdir / "logs" / f"{name}-{kind}.log"
     medium, replay = workdir / f"{name}-medium-agent.zip", workdir / f"{name}-medium-replay.pkl"
     if kind in ("medium", "medium-replay") and not medium.exists():
         # D4RL's medium policy: online SAC stopped at about a third of the expert's return.
         low, high = reference_returns(env_id)
         cli("train", env_id, "--algo", "SAC", "--steps", str(medium_steps), "--stop-at-return", f"{low + (high - low) / 3:.1f}",
-            "--out", str(medium), "--save-replay-buffer", str(replay), env=env)
+            "--out", str(medium), "--save-replay-buffer", str(replay), env=env, log=log)
     if kind == "random":
-        cli("collect", env_id, "--steps", str(rows), "--out", str(out), "--seed", "1", env=env)
+        cli("collect", env_id, "--steps", str(rows), "--out", str(out), "--seed", "1", env=env, log=log)
     elif kind == "medium":
         cli("collect", env_id, "--policy", str(medium), "--stochastic", "--steps", str(rows), "--out", str(out), "--seed", "1",
-            env=env)
+            env=env, log=log)
     elif kind == "medium-replay":
-        cli("merge", str(replay), "--out", str(out), env=env)
+        cli("merge", str(replay), "--out", str(out), env=env, log=log)
     elif kind == "expert":
         expert = workdir / f"{name}-expert-agent.zip"
         if not expert.exists():
-            cli("train", env_id, "--algo", "SAC", "--steps", str(expert_steps), "--out", str(expert), env=env)
+            cli("train", env_id, "--algo", "SAC", "--steps", str(expert_steps), "--out", str(expert), env=env, log=log)
         cli("collect", env_id, "--policy", str(expert), "--stochastic", "--steps", str(rows), "--out", str(out), "--seed", "2",
-            env=env)
+            env=env, log=log)
     elif kind == "medium-expert":  # D4RL's: the medium and the expert datasets, concatenated
         parts = [build_dataset(env_id, part, rows, medium_steps, workdir, env, expert_steps) for part in ("medium", "expert")]
-        cli("merge", *map(str, parts), "--out", str(out), env=env)
+        cli("merge", *map(str, parts), "--out", str(out), env=env, log=log)
     else:
         raise ValueError(f"unknown dataset kind {kind!r}")
     return out
@@ -106,7 +116,7 @@ def score(policy, env_id: str, episodes: int, seed: int) -> float:
 
 
 def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, episodes: int, env: dict[str, str],
-              fit_args: Sequence[str] = (), train_args: Sequence[str] = (), preset: str = "offline") -> dict:
+              log: Path, fit_args: Sequence[str] = (), train_args: Sequence[str] = (), preset: str = "offline") -> dict:
     """Fit the dream with ``preset``, train the preset's SAC for ``grad_steps`` updates in it, score it.
 
     ``fit_args`` and ``train_args`` go on the ``fit`` and ``train`` command lines (e.g. a halt stored
@@ -121,10 +131,10 @@ def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, epi
     dream_id = f"Dream-Bench{tag.title().replace('-', '')}-v{seed}"
     start = time.perf_counter()
     cli("fit", str(data), "--source-env", env_id, "--id", dream_id, "--preset", preset, "--seed", str(seed),
-        "--threads", "1", *fit_args, env=env)
+        "--threads", "1", *fit_args, env=env, log=log)
     fit_seconds = time.perf_counter() - start
     agent = Path(env["LEARNED_ENVS_HOME"]) / f"{dream_id}.zip"
-    cli("train", dream_id, "--steps", str(env_steps), "--seed", str(seed), "--out", str(agent), *train_args, env=env)
+    cli("train", dream_id, "--steps", str(env_steps), "--seed", str(seed), "--out", str(agent), *train_args, env=env, log=log)
     seconds = time.perf_counter() - start
     model = SAC.load(agent, device="cpu")
     value = score(lambda obs: model.predict(obs, deterministic=True)[0], env_id, episodes, seed)
@@ -132,8 +142,10 @@ def dream_sac(env_id: str, data: Path, tag: str, grad_steps: int, seed: int, epi
             "preset": preset}
 
 
-def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episodes: int, logdir: Path) -> dict:
-    """d3rlpy's ``algo`` with its MuJoCo reproduction settings, ``grad_steps`` updates on ``data``."""
+def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episodes: int, logdir: Path,
+               log: Path | None = None) -> dict:
+    """d3rlpy's ``algo`` with its MuJoCo reproduction settings, ``grad_steps`` updates on ``data``;
+    a line every 5,000 updates, and d3rlpy's own messages, go to ``log`` if given."""
     import d3rlpy
     import torch
 
@@ -158,8 +170,19 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
     torch.set_num_threads(1)
     model = config.create(device="cpu:0")
     start = time.perf_counter()
-    model.fit(dataset, n_steps=grad_steps, n_steps_per_epoch=grad_steps, show_progress=False, save_interval=10**9,
-              logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(logdir)))
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(log, "a")) if log is not None else None
+        if out is not None:
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(out))
+
+        def progress(_, __, step: int) -> None:
+            if out is not None and step % 5000 == 0:
+                print(f"{algo} seed {seed}: {step:,} / {grad_steps:,} updates, {time.perf_counter() - start:.0f} s",
+                      file=out, flush=True)
+
+        model.fit(dataset, n_steps=grad_steps, n_steps_per_epoch=grad_steps, show_progress=False, save_interval=10**9,
+                  logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(logdir)), callback=progress)
     seconds = time.perf_counter() - start
     value = score(lambda obs: model.predict(obs[None].astype(np.float32))[0], env_id, episodes, seed)
     return {"return": value, "seconds": round(seconds, 1)}
@@ -168,13 +191,22 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
 def run_learner(algo: str, env_id: str, kind: str, path: str, grad_steps: int, seed: int, episodes: int, workdir: str,
                 env: dict[str, str], fit_args: Sequence[str] = (), train_args: Sequence[str] = (),
                 preset: str = "offline") -> dict:
-    """One learner on one dataset and seed (a worker process of the pool); the dream is fitted with ``preset``."""
+    """One learner on one dataset and seed (a worker process of the pool); the dream is fitted with
+    ``preset``. Its progress goes to ``WORKDIR/logs/ENV-KIND-ALGO-seedSEED.log``."""
     from learned_envs.data import load
 
+    log = learner_log(workdir, env_id, kind, algo, seed)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"{time.strftime('%H:%M:%S')} {env_id} {kind} seed {seed} {algo}: started, progress in {log}", flush=True)
     if algo == "dream-SAC":
-        return dream_sac(env_id, Path(path), f"{env_id.split('-v')[0]}-{kind}", grad_steps, seed, episodes, env,
+        return dream_sac(env_id, Path(path), f"{env_id.split('-v')[0]}-{kind}", grad_steps, seed, episodes, env, log,
                          fit_args, train_args, preset)
-    return d3rlpy_run(algo, env_id, load(path), grad_steps, seed, episodes, Path(workdir) / "d3rlpy_logs")
+    return d3rlpy_run(algo, env_id, load(path), grad_steps, seed, episodes, Path(workdir) / "d3rlpy_logs", log)
+
+
+def learner_log(workdir: str, env_id: str, kind: str, algo: str, seed: int) -> Path:
+    """Where one learner's progress is written."""
+    return Path(workdir) / "logs" / f"{env_id}-{kind}-{algo}-seed{seed}.log"
 
 
 def dream_preset(kind: str, medium_preset: str, replay_preset: str) -> str:

@@ -90,3 +90,24 @@ def test_the_dreams_arguments_retrain_the_dream_alone(bench):
                                           ("medium-replay", "offline-replay"), ("medium-expert", "offline-medium")])
 def test_each_kind_of_data_has_its_dreams_preset(bench, kind, preset):
     assert bench.module.dream_preset(kind, "offline-medium", "offline-replay") == preset
+
+
+def test_the_dreams_learner_runs_the_cli_and_logs_its_progress(tmp_path):
+    """The dream learner as the benchmark runs it (``fit`` and ``train`` through the CLI, tiny here),
+    its commands' output in the learner's log; a command that fails raises with that log's end."""
+    spec = importlib.util.spec_from_file_location("offline_mujoco_real", ROOT / "benchmarks" / "offline_mujoco.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = save(collect("Pendulum-v1", 400, seed=4, progress=False), tmp_path / "pendulum.npz")
+    env = {**module.os.environ, "OMP_NUM_THREADS": "1", "LEARNED_ENVS_HOME": str(tmp_path / "home")}
+    tiny = ["--max-updates", "20", "--hidden-size", "16", "--layers", "1", "--ensemble-size", "2", "--elites", "1",
+            "--reset-states", "300"]
+    result = module.run_learner("dream-SAC", "Pendulum-v1", "random", str(data), 8, 0, 2, str(tmp_path), env, tiny, [],
+                                "offline")
+    assert result["env_steps"] == 32 and result["preset"] == "offline" and result["return"] < 0  # Pendulum pays costs
+    log = module.learner_log(str(tmp_path), "Pendulum-v1", "random", "dream-SAC", 0).read_text()
+    assert "$ learned-envs fit" in log and "$ learned-envs train Dream-BenchPendulumRandom-v0" in log
+    assert "wrote SAC agent" in log, log[-2000:]
+    with pytest.raises(RuntimeError, match=r"(?s)learned-envs fit missing\.npz --id X-v0 failed \(log: .*bad\.log\).*"
+                                            r"error: .*missing\.npz"):
+        module.cli("fit", "missing.npz", "--id", "X-v0", env=env, log=tmp_path / "bad.log")
