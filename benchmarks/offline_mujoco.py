@@ -27,10 +27,12 @@ Each policy is scored over real episodes with D4RL's normalised score (its refer
     python benchmarks/offline_mujoco.py --envs HalfCheetah-v5 --datasets random --rows 100000 --grad-steps 20000 --seeds 0
 
 Writes benchmarks/results/offline_mujoco.json and prints a table. With ``--workdir DIR`` a run can be
-cut short and started again: each learner's result is recorded in ``DIR/results/`` the moment it
-finishes, and a later run with the same settings reads it back instead of training it again (so a
-table too long for one sitting, d3rlpy's CQL at hours a seed on a CPU, is made over several, on
-the same datasets). Each learner prints when it starts and writes its progress to
+cut short and started again: each learner's result is recorded in ``DIR/results/`` (or
+``--records DIR``) the moment it finishes, and a later run with the same settings on the same rows
+(their SHA-256) reads it back instead of training it again. So a table too long for one sitting,
+d3rlpy's CQL at hours a seed on a CPU, is made over several; with ``--records
+benchmarks/results/offline_mujoco_records`` the records travel with the code to the next machine,
+where a dataset rebuilt with the same contents (the random ones: ``collect --seed 1``) picks them up. Each learner prints when it starts and writes its progress to
 ``WORKDIR/logs/ENV-KIND-ALGO-seedSEED.log`` (the dream's ``fit`` and ``train`` output, d3rlpy's
 updates every 5,000), each dataset's commands to ``WORKDIR/logs/NAME-KIND.log``.
 """
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -216,13 +219,27 @@ def dream_preset(kind: str, medium_preset: str, replay_preset: str) -> str:
 
 
 def learner_settings(algo: str, preset: str, grad_steps: int, episodes: int, fit_args: Sequence[str],
-                     train_args: Sequence[str]) -> dict:
-    """What a learner's result depends on beside its dataset and seed: a record made with other
-    settings is trained again. The dream's fit and train arguments and its preset concern it alone."""
-    settings = {"grad_steps": grad_steps, "episodes": episodes}
+                     train_args: Sequence[str], dataset: str) -> dict:
+    """What a learner's result depends on beside its seed: a record made with other settings is
+    trained again. ``dataset`` is the data's :func:`dataset_digest`. The dream's fit and train
+    arguments and its preset concern it alone."""
+    settings = {"dataset_sha256": dataset, "grad_steps": grad_steps, "episodes": episodes}
     if algo == "dream-SAC":
         settings.update(fit_args=list(fit_args), train_args=list(train_args), preset=preset)
     return settings
+
+
+def dataset_digest(data) -> str:
+    """SHA-256 of a dataset's transitions, whatever file holds them (a Minari folder's metadata
+    records when it was written): a record is read back only against the same rows, so a dataset
+    rebuilt elsewhere with other contents (a medium agent trains differently from one machine to
+    the next) trains every learner again."""
+    digest = hashlib.sha256()
+    for name in ("observations", "actions", "rewards", "next_observations", "terminations", "truncations"):
+        array = np.ascontiguousarray(getattr(data, name))
+        digest.update(f"{name} {array.dtype} {array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def recorded(record: Path, settings: dict) -> dict | None:
@@ -265,6 +282,9 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["dream-SAC", *D3RLPY_ALGOS])
     parser.add_argument("--workdir", help="where datasets and runs go (default: a new temporary folder); reused if it exists: "
                         "its datasets, and each learner's result recorded there with the same settings, are kept")
+    parser.add_argument("--records", help="where each learner's result is recorded as it finishes and read back by a "
+                        "later run with the same settings on the same rows (default WORKDIR/results; "
+                        "benchmarks/results/offline_mujoco_records keeps them with the code)")
     parser.add_argument("--jobs", type=int, default=1, help="learners trained at once, one process (and core) each")
     parser.add_argument("--out", default=str(RESULT))
     parser.add_argument("--fit-args", default="", help='extra `learned-envs fit` arguments for the dream, one string '
@@ -284,8 +304,8 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="offline_mujoco_"))
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LEARNED_ENVS_HOME": str(workdir / "home")}
-    records = workdir / "results"
-    records.mkdir(exist_ok=True)
+    records = Path(args.records) if args.records else workdir / "results"
+    records.mkdir(parents=True, exist_ok=True)
     rows = []
     for env_id in args.envs:
         for kind in args.datasets:
@@ -293,7 +313,7 @@ def main() -> None:
             path = build_dataset(env_id, kind, args.rows, args.medium_steps, workdir, env, args.expert_steps)
             data = load(path)
             build = time.perf_counter() - start
-            behaviour = behaviour_return(data)
+            behaviour, digest = behaviour_return(data), dataset_digest(data)
             preset = dream_preset(kind, args.medium_preset, args.replay_preset)
             # Every (seed, learner) is independent: --jobs of them at once, one core each. One that
             # a run in this workdir finished with the same settings is read back, not trained again.
@@ -301,7 +321,7 @@ def main() -> None:
             with ProcessPoolExecutor(args.jobs) as pool:
                 for seed, algo in itertools.product(args.seeds, args.algos):
                     record = records / f"{env_id}-{kind}-{algo}-seed{seed}.json"
-                    settings = learner_settings(algo, preset, args.grad_steps, args.episodes, fit_args, train_args)
+                    settings = learner_settings(algo, preset, args.grad_steps, args.episodes, fit_args, train_args, digest)
                     done = recorded(record, settings)
                     if done is not None:
                         futures[algo, seed] = Future()

@@ -51,6 +51,7 @@ def bench(monkeypatch, tmp_path):
     run.failing = failing
     run.module = module
     run.table = tmp_path / "table.json"
+    run.data = data
     return run
 
 
@@ -84,6 +85,18 @@ def test_the_dreams_arguments_retrain_the_dream_alone(bench):
     # The dataset here is random data, whose dream always takes the offline preset.
     assert bench("--grad-steps", "50", *algos, "--train-args", "--anchor 2", "--fit-args", "--seed 3",
                  "--medium-preset", "offline", "--replay-preset", "offline-medium") == []
+
+
+def test_records_kept_where_asked_are_read_back_only_for_the_same_rows(bench, tmp_path):
+    records = tmp_path / "kept"
+    assert bench("--grad-steps", "50", "--records", str(records)) == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
+    assert sorted(path.name for path in records.iterdir()) == [
+        f"HalfCheetah-v5-random-{algo}-seed{seed}.json" for algo in ("BC", "IQL") for seed in (0, 1)]
+    assert not (tmp_path / "work" / "results").exists() or not any((tmp_path / "work" / "results").iterdir())
+    assert bench("--grad-steps", "50", "--records", str(records)) == []
+    # The same file name, other rows (a dataset rebuilt elsewhere with other contents): all train again.
+    save(collect("CartPole-v1", 120, seed=4, progress=False), bench.data)
+    assert bench("--grad-steps", "50", "--records", str(records)) == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
 
 
 @pytest.mark.parametrize("kind, preset", [("random", "offline"), ("medium", "offline-medium"),
