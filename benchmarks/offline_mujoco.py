@@ -32,7 +32,8 @@ cut short and started again: each learner's result is recorded in ``DIR/results/
 (their SHA-256) reads it back instead of training it again. So a table too long for one sitting,
 d3rlpy's CQL at hours a seed on a CPU, is made over several; with ``--records
 benchmarks/results/offline_mujoco_records`` the records travel with the code to the next machine,
-where a dataset rebuilt with the same contents (the random ones: ``collect --seed 1``) picks them up. Each learner prints when it starts and writes its progress to
+where a dataset rebuilt with the same contents (the random ones: ``collect --seed 1``) picks them up.
+Each learner prints when it starts and writes its progress to
 ``WORKDIR/logs/ENV-KIND-ALGO-seedSEED.log`` (the dream's ``fit`` and ``train`` output, d3rlpy's
 updates every 5,000), each dataset's commands to ``WORKDIR/logs/NAME-KIND.log``.
 """
@@ -243,7 +244,7 @@ def dataset_digest(data) -> str:
 
 
 def recorded(record: Path, settings: dict) -> dict | None:
-    """A learner's result that an earlier run in the same ``--workdir`` recorded with the same ``settings``."""
+    """A learner's result that an earlier run recorded in ``record`` with the same ``settings``."""
     if not record.exists():
         return None
     saved = json.loads(record.read_text())
@@ -315,8 +316,8 @@ def main() -> None:
             build = time.perf_counter() - start
             behaviour, digest = behaviour_return(data), dataset_digest(data)
             preset = dream_preset(kind, args.medium_preset, args.replay_preset)
-            # Every (seed, learner) is independent: --jobs of them at once, one core each. One that
-            # a run in this workdir finished with the same settings is read back, not trained again.
+            # Every (seed, learner) is independent: --jobs of them at once, one core each. One that an
+            # earlier run recorded with the same settings on the same rows is read back, not trained again.
             futures: dict[tuple[str, int], Future] = {}
             with ProcessPoolExecutor(args.jobs) as pool:
                 for seed, algo in itertools.product(args.seeds, args.algos):
