@@ -181,12 +181,13 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
             stack.enter_context(contextlib.redirect_stderr(out))
 
         def progress(_, __, step: int) -> None:
-            if out is not None and step % 5000 == 0:
+            if step % 5000 == 0:
                 print(f"{algo} seed {seed}: {step:,} / {grad_steps:,} updates, {time.perf_counter() - start:.0f} s",
                       file=out, flush=True)
 
         model.fit(dataset, n_steps=grad_steps, n_steps_per_epoch=grad_steps, show_progress=False, save_interval=10**9,
-                  logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(logdir)), callback=progress)
+                  logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(logdir)),
+                  callback=progress if out is not None else None)
     seconds = time.perf_counter() - start
     value = score(lambda obs: model.predict(obs[None].astype(np.float32))[0], env_id, episodes, seed)
     return {"return": value, "seconds": round(seconds, 1)}

@@ -54,12 +54,12 @@ _OFFLINE = Preset(
     # MOPO's penalty on the members' predicted std (ours is in data-std units), at the 0.5 MOPO
     # uses for halfcheetah-random: on two unseen random HalfCheetah datasets (collect seeds 123
     # and 7) SAC scored 30.1 and 34.2 normalised at 0.5, where 1.0 had given 25.9 and 33.0
-    # (runs/s22, README); leaving the data's support clips rather than halts, since a 5-step
+    # (runs/s22, docs/offline_mujoco.md); leaving the data's support clips rather than halts, since a 5-step
     # branch already ends near the data. Half the resets from the logged episode starts: branches
     # from uniformly drawn states reach a start about once an episode length, and an agent that
     # never practised getting going from the real reset stalls there; on the three unseen random
     # datasets (collect seeds 7, 123, 2024) SAC scored 35.5 / 36.8 / 30.8 with it, 34.2 / 30.1 / 29.9
-    # without (runs/s26, runs/s27, README).
+    # without (runs/s26, runs/s27, docs/offline_mujoco.md).
     # The support's margin stays at 1, where every figure above was measured (the knob's default is now 2).
     dream_defaults={"reset_from": "logged", "start_share": 0.5, "uncertainty_penalty": 0.5, "out_of_bounds": "clip",
                     "bounds_margin": 1.0},
@@ -89,13 +89,13 @@ _MEDIUM = replace(
                 "AWAC's and IQL's actors)",
     # The halt ends the branches that leave the logged behaviour's states, where medium data's dream
     # is exploited (HalfCheetah medium: -1.3 with the offline preset, 40.2 over 3 seeds with the halt;
-    # runs/s24-s26, README). The anchored, advantage-weighted clone (MOReL's start, TD3+BC's anchor,
+    # runs/s24-s26, docs/offline_mujoco.md). The anchored, advantage-weighted clone (MOReL's start, TD3+BC's anchor,
     # AWAC's weights, divided by the batch's mean since stop 37 so that the anchor alone sets the
     # pull): on the sampled Hopper medium log (dataset 48.5) 57.3 / 88.2 / 91.3 / 92.1 over seeds 0-3
     # (78.9 over seeds 0-2, IQL 76.8 on those; 82.2 over 0-3); unnormalised at anchor 0.5 (stop 36's preset) 85.0 / 87.8 /
     # 46.4 / 30.0 (mean 62.3). On a sampled HalfCheetah medium log (dataset 28.7) 35.9 / 35.9 / 37.2 over
     # seeds 0-2, mean 36.3 (IQL 29.0 / 32.9 / 36.1, mean 32.7). On Hopper medium-replay (stop 38's buffer,
-    # dataset 15.2) it loses to IQL (runs/s35-s38, README). Not for random data: the clone of a
+    # dataset 15.2) it loses to IQL (runs/s35-s38, docs/offline_mujoco.md). Not for random data: the clone of a
     # uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
     dream_defaults={**_OFFLINE.dream_defaults, "halt_threshold": "auto", "halt_quantile": 0.99},
     training=replace(
@@ -116,7 +116,7 @@ _REPLAY = replace(
     # branches short of what the data supports: on stop 38's Hopper buffer (dataset 15.2) SAC
     # scored 22.0 / 23.5 / 9.3 over seeds 0-2 with offline-medium's halt (mean 18.3) and 28.6 /
     # 24.6 / 25.7 without it (mean 26.3), still below d3rlpy's IQL (36.0 / 29.3 / 28.8, mean 31.4;
-    # runs/s38-s39, README).
+    # runs/s38-s39, docs/offline_mujoco.md).
     dream_defaults={key: value for key, value in _MEDIUM.dream_defaults.items() if not key.startswith("halt_")},
 )
 
