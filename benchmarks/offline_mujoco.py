@@ -154,12 +154,6 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
     import torch
 
     d3rlpy.seed(seed)
-    ends = data.terminations | data.truncations
-    ends[-1] = True
-    dataset = d3rlpy.dataset.MDPDataset(
-        observations=data.observations.astype(np.float32), actions=data.actions.astype(np.float32),
-        rewards=data.rewards.astype(np.float32), terminals=data.terminations.astype(np.float32),
-        timeouts=(ends & ~data.terminations).astype(np.float32))
     if algo == "IQL":  # d3rlpy/reproductions/offline/iql.py
         config = d3rlpy.algos.IQLConfig(actor_learning_rate=3e-4, critic_learning_rate=3e-4, batch_size=256,
                                         weight_temp=3.0, max_weight=100.0, expectile=0.7,
@@ -179,6 +173,13 @@ def d3rlpy_run(algo: str, env_id: str, data, grad_steps: int, seed: int, episode
         if out is not None:
             stack.enter_context(contextlib.redirect_stdout(out))
             stack.enter_context(contextlib.redirect_stderr(out))
+        ends = data.terminations | data.truncations
+        ends[-1] = True
+        # Built inside the redirect: d3rlpy reports the signatures it inferred, log lines for ``log``.
+        dataset = d3rlpy.dataset.MDPDataset(
+            observations=data.observations.astype(np.float32), actions=data.actions.astype(np.float32),
+            rewards=data.rewards.astype(np.float32), terminals=data.terminations.astype(np.float32),
+            timeouts=(ends & ~data.terminations).astype(np.float32))
 
         def progress(_, __, step: int) -> None:
             if step % 5000 == 0:
@@ -202,7 +203,10 @@ def run_learner(algo: str, env_id: str, kind: str, path: str, grad_steps: int, s
 
     log = learner_log(workdir, env_id, kind, algo, seed)
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"{time.strftime('%H:%M:%S')} {env_id} {kind} seed {seed} {algo}: started, progress in {log}", flush=True)
+    # One write (print writes the line and its end apart), so that workers starting together do not
+    # interleave their lines.
+    sys.stdout.write(f"{time.strftime('%H:%M:%S')} {env_id} {kind} seed {seed} {algo}: started, progress in {log}\n")
+    sys.stdout.flush()
     if algo == "dream-SAC":
         return dream_sac(env_id, Path(path), f"{env_id.split('-v')[0]}-{kind}", grad_steps, seed, episodes, env, log,
                          fit_args, train_args, preset)
