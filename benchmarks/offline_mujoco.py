@@ -26,11 +26,11 @@ Each policy is scored over real episodes with D4RL's normalised score (its refer
 
     python benchmarks/offline_mujoco.py --envs HalfCheetah-v5 --datasets random --rows 100000 --grad-steps 20000 --seeds 0
 
-Writes benchmarks/results/offline_mujoco.json and prints a table. With ``--workdir DIR`` a run can be
-cut short and started again: each learner's result is recorded in ``DIR/results/`` (or
-``--records DIR``) the moment it finishes, and a later run with the same settings on the same rows
-(their SHA-256) reads it back instead of training it again. So a table too long for one sitting,
-d3rlpy's CQL at hours a seed on a CPU, is made over several; with ``--records
+Writes benchmarks/results/offline_mujoco.json, prints a table and draws it (``--plot``, a PNG).
+With ``--workdir DIR`` a run can be cut short and started again: each learner's result is recorded
+in ``DIR/results/`` (or ``--records DIR``) the moment it finishes, and a later run with the same
+settings on the same rows (their SHA-256) reads it back instead of training it again. So a table
+too long for one sitting, d3rlpy's CQL at hours a seed on a CPU, is made over several; with ``--records
 benchmarks/results/offline_mujoco_records`` the records travel with the code to the next machine,
 where a dataset rebuilt with the same contents (the random ones: ``collect --seed 1``) picks them up.
 Each learner prints when it starts and writes its progress to
@@ -293,6 +293,8 @@ def main() -> None:
                         "benchmarks/results/offline_mujoco_records keeps them with the code)")
     parser.add_argument("--jobs", type=int, default=1, help="learners trained at once, one process (and core) each")
     parser.add_argument("--out", default=str(RESULT))
+    parser.add_argument("--plot", help="PNG of the scores: per env and dataset, each learner's mean as a bar, each "
+                        "seed as a dot, the behaviour policy as a line (default: --out with .png)")
     parser.add_argument("--fit-args", default="", help='extra `learned-envs fit` arguments for the dream, one string '
                         '(e.g. "--dream-default halt_threshold=auto --dream-default halt_quantile=0.99")')
     parser.add_argument("--medium-preset", default="offline-medium",
@@ -351,6 +353,8 @@ def main() -> None:
                     Path(args.out).write_text(json.dumps({"command": "python benchmarks/offline_mujoco.py " + " ".join(sys.argv[1:]),
                                                           "rows": rows}, indent=2))
     print(table(rows, args.algos))
+    if rows:
+        print(f"plot: {plot(rows, args.algos, Path(args.plot) if args.plot else Path(args.out).with_suffix('.png'))}")
 
 
 def table(rows: list[dict], algos: list[str]) -> str:
@@ -367,6 +371,20 @@ def table(rows: list[dict], algos: list[str]) -> str:
         lines.append(f"| {key[0]} | {key[1]} | {rs[0]['rows']:,} | {rs[0]['grad_steps']:,} | {len(rs)} | "
                      f"{rs[0]['behaviour_score']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot(rows: list[dict], algos: list[str], path: Path) -> Path:
+    """The table as a picture (:func:`learned_envs.evaluation.plots.plot_score_groups`)."""
+    from learned_envs.evaluation.plots import plot_score_groups
+
+    groups = []
+    for key in dict.fromkeys((r["env"], r["dataset"]) for r in rows):
+        rs = [r for r in rows if (r["env"], r["dataset"]) == key]
+        groups.append({"label": f"{key[0]} {key[1]}, {rs[0]['rows']:,} rows, {len(rs)} seed{'s' * (len(rs) > 1)}",
+                       "scores": {algo: [r[algo]["score"] for r in rs] for algo in algos},
+                       "baseline": rs[0]["behaviour_score"]})
+    return plot_score_groups(path, groups, f"trained offline, {rows[0]['grad_steps']:,} gradient steps each; "
+                                           "scored over real episodes")
 
 
 if __name__ == "__main__":

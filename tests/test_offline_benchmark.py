@@ -124,3 +124,25 @@ def test_the_dreams_learner_runs_the_cli_and_logs_its_progress(tmp_path):
     with pytest.raises(RuntimeError, match=r"(?s)learned-envs fit missing\.npz --id X-v0 failed \(log: .*bad\.log\).*"
                                             r"error: .*missing\.npz"):
         module.cli("fit", "missing.npz", "--id", "X-v0", env=env, log=tmp_path / "bad.log")
+
+
+def test_the_table_is_drawn_beside_it_or_where_asked(bench, tmp_path, monkeypatch):
+    import imageio.v3 as iio
+
+    from learned_envs.evaluation import plots
+    from learned_envs.evaluation.scores import normalized_score
+
+    bench("--grad-steps", "50")
+    image = iio.imread(bench.table.with_suffix(".png"))
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+    # One panel per env and dataset, each learner's scores over the seeds in it.
+    bench("--grad-steps", "50", "--datasets", "random", "medium", "--plot", str(tmp_path / "two.png"))
+    two = iio.imread(tmp_path / "two.png")
+    assert two.shape[0] == image.shape[0] and two.shape[1] > image.shape[1] + 100
+    drawn = []
+    monkeypatch.setattr(plots, "plot_score_groups", lambda path, groups, title: drawn.append(groups) or path)
+    bench("--grad-steps", "50", "--datasets", "random", "medium")
+    (groups,) = drawn
+    assert [g["label"] for g in groups] == ["HalfCheetah-v5 random, 120 rows, 2 seeds", "HalfCheetah-v5 medium, 120 rows, 2 seeds"]
+    normalised = [normalized_score("HalfCheetah-v5", 1000.0 * seed + 50) for seed in (0, 1)]
+    assert groups[1]["scores"] == {"IQL": normalised, "BC": normalised}

@@ -208,3 +208,35 @@ def plot_transfer(path: Path, rows: list[dict[str, Any]], title: str, reward_thr
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     ax.grid(True, axis="y", alpha=0.25)
     return _save(fig, path)
+
+
+def plot_score_groups(path: Path, groups: Sequence[dict[str, Any]], title: str, ylabel: str = "D4RL normalised score") -> Path:
+    """One panel per group (an env and dataset): each learner's mean score as a bar, each seed's as a
+    dot, the group's ``baseline`` (the behaviour policy's score) as a dashed line.
+
+    ``groups``: ``[{"label": str, "scores": {learner: [score per seed]}, "baseline": float | None}]``.
+    """
+    plt = _pyplot()
+    widest = max(len(g["scores"]) for g in groups)
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(4.0, 0.9 * widest + 1.5) * len(groups), 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, group in zip(axes[0], groups):
+        learners = list(group["scores"])
+        x = np.arange(len(learners))
+        means = [float(np.mean(group["scores"][name])) for name in learners]
+        ax.bar(x, means, 0.6, color=[colors[i % len(colors)] for i in x], alpha=0.8)
+        for i, name in enumerate(learners):
+            seeds = group["scores"][name]
+            ax.plot(np.full(len(seeds), x[i]), seeds, "o", color="white", mec="black", ms=4, zorder=3,
+                    label="one seed" if i == 0 else None)
+            ax.annotate(f"{means[i]:.1f}", (x[i], max(means[i], max(seeds))), textcoords="offset points", xytext=(0, 4),
+                        ha="center", fontsize=8)
+        if group.get("baseline") is not None:
+            ax.axhline(group["baseline"], color=BAD, ls="--", lw=1.2, label=f"behaviour policy ({group['baseline']:.1f})")
+        ax.set_xticks(x, learners, fontsize=8, rotation=15)
+        ax.set_title(group["label"], fontsize=9)
+        ax.grid(True, axis="y", alpha=0.25)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
