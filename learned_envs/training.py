@@ -179,7 +179,9 @@ class SelectInDream(BaseCallback):
         self._since_best.append((self.num_timesteps, mean, copy.deepcopy(self.model.policy.state_dict())))
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
+        # The step that ends the budget is checked at training end instead: SB3 calls this before the
+        # last rollout's updates, so a check here would keep a policy older than the run's own.
+        if self.num_timesteps >= self._next and self.num_timesteps < self.model._total_timesteps:
             self._next += self.every
             self._check()
         return True

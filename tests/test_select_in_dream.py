@@ -4,6 +4,7 @@ earlier one clearly better, judged on the same dream episodes at every check, wi
 from __future__ import annotations
 
 import pytest
+import torch
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from learned_envs.sb3 import make_vec_env
@@ -64,3 +65,20 @@ def test_it_refuses_empty_checks_and_odd_tolerances(small_dream_id):
         SelectInDream(small_dream_id, every=100, episodes=0)
     with pytest.raises(ValueError, match="tolerance is a fraction"):
         SelectInDream(small_dream_id, every=100, tolerance=1.5)
+
+
+def test_a_run_that_keeps_its_last_check_hands_back_the_run_s_own_agent(small_dream_id, monkeypatch):
+    """The last check is taken after the last updates: where the dream scores each check higher,
+    the agent handed back is the one the same run gives without checks, to the bit."""
+    import stable_baselines3.common.evaluation as evaluation
+
+    returns = iter(range(100))
+    monkeypatch.setattr(evaluation, "evaluate_policy", lambda *args, **kwargs: (float(next(returns)), 0.0))
+    select = SelectInDream(small_dream_id, every=256, episodes=2)
+    # DQN updates after each rollout's steps at a constant rate (PPO's linear schedule makes its
+    # last update a no-op): a check taken before the last updates would keep an older network.
+    checked = train_in_dream(small_dream_id, 1024, "DQN", seed=0, progress=False, callbacks=[select])
+    plain = train_in_dream(small_dream_id, 1024, "DQN", seed=0, progress=False)
+    assert select.chosen == (1024, 3.0)
+    ours, theirs = checked.policy.state_dict(), plain.policy.state_dict()
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
