@@ -357,12 +357,19 @@ def main() -> None:
         print(f"plot: {plot(rows, args.algos, Path(args.plot) if args.plot else Path(args.out).with_suffix('.png'))}")
 
 
+def by_dataset(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The rows (one per env, dataset and seed) grouped by ``(env, dataset)``, in first-seen order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["env"], row["dataset"]), []).append(row)
+    return groups
+
+
 def table(rows: list[dict], algos: list[str]) -> str:
     """Mean D4RL score over seeds per env and dataset, each learner beside the behaviour policy."""
     head = "| env | dataset | rows | grad steps | seeds | behaviour | " + " | ".join(algos) + " |"
     lines = [head, "|" + "---|" * (6 + len(algos))]
-    for key in dict.fromkeys((r["env"], r["dataset"]) for r in rows):
-        rs = [r for r in rows if (r["env"], r["dataset"]) == key]
+    for key, rs in by_dataset(rows).items():
         cells = []
         for algo in algos:
             scores = [r[algo]["score"] for r in rs]
@@ -377,12 +384,10 @@ def plot(rows: list[dict], algos: list[str], path: Path) -> Path:
     """The table as a picture (:func:`learned_envs.evaluation.plots.plot_score_groups`)."""
     from learned_envs.evaluation.plots import plot_score_groups
 
-    groups = []
-    for key in dict.fromkeys((r["env"], r["dataset"]) for r in rows):
-        rs = [r for r in rows if (r["env"], r["dataset"]) == key]
-        groups.append({"label": f"{key[0]} {key[1]}, {rs[0]['rows']:,} rows, {len(rs)} seed{'s' * (len(rs) > 1)}",
-                       "scores": {algo: [r[algo]["score"] for r in rs] for algo in algos},
-                       "baseline": rs[0]["behaviour_score"]})
+    groups = [{"label": f"{env_id} {kind}, {rs[0]['rows']:,} rows, {len(rs)} seed{'s' * (len(rs) > 1)}",
+               "scores": {algo: [r[algo]["score"] for r in rs] for algo in algos},
+               "baseline": rs[0]["behaviour_score"]}
+              for (env_id, kind), rs in by_dataset(rows).items()]
     return plot_score_groups(path, groups, f"trained offline, {rows[0]['grad_steps']:,} gradient steps each; "
                                            "scored over real episodes")
 
