@@ -32,7 +32,8 @@ in ``DIR/results/`` (or ``--records DIR``) the moment it finishes, and a later r
 settings on the same rows (their SHA-256) reads it back instead of training it again. So a table
 too long for one sitting, d3rlpy's CQL at hours a seed on a CPU, is made over several; with ``--records
 benchmarks/results/offline_mujoco_records`` the records travel with the code to the next machine,
-where a dataset rebuilt with the same contents (the random ones: ``collect --seed 1``) picks them up.
+where a dataset rebuilt with the same contents picks them up (the random ones: ``collect --seed 1``;
+the SAC-made ones repeat on the same kind of CPU, not across kinds).
 Each learner prints when it starts and writes its progress to
 ``WORKDIR/logs/ENV-KIND-ALGO-seedSEED.log`` (the dream's ``fit`` and ``train`` output, d3rlpy's
 updates every 5,000), each dataset's commands to ``WORKDIR/logs/NAME-KIND.log``.
