@@ -236,7 +236,8 @@ def plot_score_groups(path: Path, groups: Sequence[dict[str, Any]], title: str, 
         ax.set_xticks(x, learners, fontsize=8, rotation=15)
         ax.set_title(group["label"], fontsize=9)
         ax.grid(True, axis="y", alpha=0.25)
-        ax.legend(fontsize=7, loc="upper right")
+        # Below the panel: inside it, the legend hid the tallest bar's label.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
