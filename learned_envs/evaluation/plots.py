@@ -7,13 +7,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# Observation dimension names of a few classic-control envs, for axis labels.
+# Observation dimension names of a few envs (Hopper: v5's default, without the x position), for axis labels.
 OBS_NAMES: dict[str, list[str]] = {
     "CartPole": ["cart position", "cart velocity", "pole angle", "pole angular velocity"],
     "MountainCar": ["position", "velocity"],
     "MountainCarContinuous": ["position", "velocity"],
     "Pendulum": ["cos(theta)", "sin(theta)", "angular velocity"],
     "Acrobot": ["cos(theta1)", "sin(theta1)", "cos(theta2)", "sin(theta2)", "theta1 velocity", "theta2 velocity"],
+    "Hopper": ["torso height", "torso angle", "thigh angle", "leg angle", "foot angle", "torso x velocity",
+               "torso z velocity", "torso angular velocity", "thigh angular velocity", "leg angular velocity",
+               "foot angular velocity"],
 }
 
 REAL, MODEL, DREAM, BAD = "#222222", "#1f77b4", "#ff7f0e", "#d62728"
