@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"the dream's mean {s['dream_mean_steps']:.0f} steps, its samples a median {s['dream_sample_steps_median']:.0f} "
               f"(of {horizon}); disagreement on the real path: mean {s['real_path_disagreement_mean']:.3f}, above the "
               f"halt level {s['halt_level']:.3f} on {100 * s['real_path_share_above_halt']:.1f}% of steps")
-    result = {"command": "python benchmarks/closed_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"command": "python benchmarks/closed_loop.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "checkpoint": args.checkpoint, "env_id": env_id, "seeds": seeds,
               "agents": {label: run["summary"] for label, run in runs.items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
