@@ -8,7 +8,8 @@ agent and each of ``--episodes`` real resets (seeds ``--seed``, ``--seed`` + 1, 
 - the real episode, the agent's deterministic action each step;
 - the dream's closed loop from the same first observation, the agent's deterministic action on
   each dream observation: the ensemble mean (temperature 0), and ``--samples`` dreams at the
-  checkpoint's temperature with a random member each step (as the agent was trained); each until
+  checkpoint's temperature with a random member each step (as the agent was trained; ``--propagation
+  fixed``: one member an episode); each until
   the learned end rule fires or ``--horizon`` steps, with no halt and no penalty (observations
   clipped to the data's box), so the model's own verdict on the policy shows;
 - the members' disagreement one step ahead of each real state under the agent's real action,
@@ -112,12 +113,12 @@ def one_episode(agent: Any, env_id: str, seed: int, horizon: int, mean_core: Dre
 
 
 def run_agent(checkpoint: str, agent_path: str, env_id: str, seeds: list[int], samples: int, horizon: int,
-              halt_quantile: float) -> dict[str, Any]:
+              halt_quantile: float, propagation: str = "random") -> dict[str, Any]:
     """:func:`one_episode` for each reset seed; the first episode's arrays (for the plot) and a summary
     over all of them (means over episodes; the sampled dreams' lengths as their median)."""
     agent = load_sb3_agent(agent_path)
     mean_core = DreamCore(checkpoint, num_envs=1, temperature=0.0, **UNGUARDED)
-    sample_core = DreamCore(checkpoint, num_envs=samples, propagation="random", **UNGUARDED)
+    sample_core = DreamCore(checkpoint, num_envs=samples, propagation=propagation, **UNGUARDED)
     probe = DreamCore(checkpoint, num_envs=1, temperature=0.0, out_of_bounds="clip", uncertainty_penalty=0.0,
                       halt_threshold="auto", halt_quantile=halt_quantile, uncertainty_info=True)
     episodes = [one_episode(agent, env_id, seed, horizon, mean_core, sample_core, probe) for seed in seeds]
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--samples", type=int, default=8, help="sampled dreams per agent")
     parser.add_argument("--horizon", type=int, default=None, help="most dream steps (default: the real episode's time limit)")
     parser.add_argument("--halt-quantile", type=float, default=0.99)
+    parser.add_argument("--propagation", choices=["random", "fixed"], default="random",
+                        help="the sampled dreams' members: a fresh one each step (as the presets train) or one an episode")
     parser.add_argument("--dims", type=int, nargs="+", default=[0], help="observation dimensions to draw")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/closed_loop.json"))
     parser.add_argument("--plot", type=Path, default=None, help="PNG (default: --out with .png)")
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     agents = dict(pair.split("=", 1) if "=" in pair else (Path(pair).stem, pair) for pair in args.agents)
     horizon = args.horizon or gym.spec(env_id).max_episode_steps or 1000
     seeds = list(range(args.seed, args.seed + args.episodes))
-    runs = {label: run_agent(args.checkpoint, path, env_id, seeds, args.samples, horizon, args.halt_quantile)
+    runs = {label: run_agent(args.checkpoint, path, env_id, seeds, args.samples, horizon, args.halt_quantile, args.propagation)
             for label, path in agents.items()}
     for label, run in runs.items():
         s = run["summary"]
