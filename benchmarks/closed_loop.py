@@ -112,7 +112,7 @@ def one_episode(agent: Any, env_id: str, seed: int, horizon: int, mean_core: Dre
     }
 
 
-def run_agent(checkpoint: str, agent_path: str, env_id: str, seeds: list[int], samples: int, horizon: int,
+def run_agent(checkpoint: Any, agent_path: str, env_id: str, seeds: list[int], samples: int, horizon: int,
               halt_quantile: float, propagation: str = "random") -> dict[str, Any]:
     """:func:`one_episode` for each reset seed; the first episode's arrays (for the plot) and a summary
     over all of them (means over episodes; the sampled dreams' lengths as their median)."""
@@ -199,14 +199,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from learned_envs.checkpoint import load_checkpoint
     from learned_envs.evaluation.plots import obs_names
 
-    metadata = load_checkpoint(args.checkpoint).metadata
-    env_id = args.env or metadata.get("source_env_id")
+    checkpoint = load_checkpoint(args.checkpoint)  # once: each agent's three cores share it
+    env_id = args.env or checkpoint.metadata.get("source_env_id")
     if env_id is None:
         parser.error(f"{args.checkpoint} records no source env: name the real one with --env")
     agents = dict(pair.split("=", 1) if "=" in pair else (Path(pair).stem, pair) for pair in args.agents)
     horizon = args.horizon or gym.spec(env_id).max_episode_steps or 1000
     seeds = list(range(args.seed, args.seed + args.episodes))
-    runs = {label: run_agent(args.checkpoint, path, env_id, seeds, args.samples, horizon, args.halt_quantile, args.propagation)
+    runs = {label: run_agent(checkpoint, path, env_id, seeds, args.samples, horizon, args.halt_quantile, args.propagation)
             for label, path in agents.items()}
     for label, run in runs.items():
         s = run["summary"]
