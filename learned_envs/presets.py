@@ -97,7 +97,8 @@ _MEDIUM = replace(
     # seeds 0-2, mean 36.3 (IQL 29.0 / 32.9 / 36.1, mean 32.7). On Hopper medium-replay (stop 38's buffer,
     # dataset 15.2) it loses to IQL (runs/s35-s38, docs/offline_mujoco.md), and on the benchmark's own sampled
     # Hopper medium log (dataset 30.6, stop 43) it fails: 12.3 / 19.3 / 15.3 against IQL's 84.4 / 92.6 / 82.4, its
-    # agents sinking where the dream says they hop on (benchmarks/closed_loop.py). Not for random data: the clone of a
+    # agents sinking where the dream says they hop on (benchmarks/closed_loop.py); there the clone alone scores 34-45,
+    # and the advantage weights, not the anchor's strength, pull the agent below it (stop 44). Not for random data: the clone of a
     # uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
     dream_defaults={**_OFFLINE.dream_defaults, "halt_threshold": "auto", "halt_quantile": 0.99},
     training=replace(

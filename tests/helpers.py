@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import struct
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -16,6 +18,19 @@ from learned_envs.checkpoint import _metadata_digest
 from learned_envs.data.collecting import collect
 from learned_envs.data.spaces import env_spaces, space_to_json  # noqa: F401  (env_spaces: used by test modules)
 from learned_envs.models import EnsembleConfig
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
+
+
+def load_benchmark(name: str, module_name: str | None = None) -> ModuleType:
+    """The script ``benchmarks/{name}.py`` as a module (the folder is not a package), named
+    ``module_name`` (default ``name``), executed once."""
+    spec = importlib.util.spec_from_file_location(module_name or name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # A fit that only has to run, not to be good: a second or so.
 TINY_FIT = dict(model=EnsembleConfig(hidden_size=16, num_layers=1, ensemble_size=2), num_elites=1, max_updates=30,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,17 +12,14 @@ import numpy as np
 import pytest
 
 from learned_envs.dreams.core import DreamCore
+from tests.helpers import PNG_SIGNATURE, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def closed_loop():
-    spec = importlib.util.spec_from_file_location("closed_loop", ROOT / "benchmarks" / "closed_loop.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("closed_loop")
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from learned_envs.evaluation import evaluate, transfer
 from learned_envs.evaluation.metrics import rank, spearman
 from learned_envs.evaluation.transfer import sweep_settings
 from learned_envs.training import evaluate_in_real, train_in_dream
+from tests.helpers import PNG_SIGNATURE
 
 HORIZON = 20
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 
 from learned_envs.data import save
 from learned_envs.data.collecting import collect
+from tests.helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,9 +109,7 @@ def test_each_kind_of_data_has_its_dreams_preset(bench, kind, preset):
 def test_the_dreams_learner_runs_the_cli_and_logs_its_progress(tmp_path):
     """The dream learner as the benchmark runs it (``fit`` and ``train`` through the CLI, tiny here),
     its commands' output in the learner's log; a command that fails raises with that log's end."""
-    spec = importlib.util.spec_from_file_location("offline_mujoco_real", ROOT / "benchmarks" / "offline_mujoco.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("offline_mujoco", "offline_mujoco_real")
     data = save(collect("Pendulum-v1", 400, seed=4, progress=False), tmp_path / "pendulum.npz")
     env = {**module.os.environ, "OMP_NUM_THREADS": "1", "LEARNED_ENVS_HOME": str(tmp_path / "home")}
     tiny = ["--max-updates", "20", "--hidden-size", "16", "--layers", "1", "--ensemble-size", "2", "--elites", "1",
