@@ -69,6 +69,13 @@ def judge_in_dream(model: BaseAlgorithm, episodes: int, seed: int, **knobs: Any)
     return float(np.mean(returns))
 
 
+def plot_title(result: dict[str, Any]) -> str:
+    """The run a curve shows: its dream, seed and behaviour start."""
+    start = result["behaviour_start"]
+    held = "" if not start else f", anchor {start.get('anchor', 0):g}, beta {start.get('anchor_beta', 0):g}"
+    return f"SAC in {Path(result['dream']).stem}, seed {result['seed']}{held}"
+
+
 def plot_curve(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     """Real score (or return) of each checkpoint against its steps, the judge dream's verdict on a second axis."""
     import matplotlib
@@ -139,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                            callbacks=[saver])
     final = args.workdir / "final.zip"
     model.save(final)
-    checkpoints = list(saver.saved)
-    if not checkpoints or checkpoints[-1][0] != model.num_timesteps:
-        checkpoints.append((model.num_timesteps, final))
+    # The policy train hands back is the one after learn() returns: SB3's off-policy agents take
+    # their gradient steps after the callback, so a checkpoint saved at the same step count is older.
+    checkpoints = [(steps, path) for steps, path in saver.saved if steps != model.num_timesteps]
+    checkpoints.append((model.num_timesteps, final))
 
     judge_knobs = {} if args.judge_temperature is None else {"temperature": args.judge_temperature}
     if args.judge:
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(result, indent=1))
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_curve(rows, f"SAC in {Path(args.dream).stem}, seed {args.seed}", args.plot)
+        plot_curve(rows, plot_title(result), args.plot)
     return 0
 
 
