@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
@@ -38,9 +37,10 @@ from learned_envs.checkpoint import read_metadata
 from learned_envs.data.collecting import load_sb3_agent
 from learned_envs.evaluation.metrics import spearman
 from learned_envs.evaluation.scores import normalized_score
+from learned_envs.presets import stored_training
 from learned_envs.registry import register_dream
 from learned_envs.sb3 import make_vec_env
-from learned_envs.training import score_in_real, train_in_dream, whole_episode_judge
+from learned_envs.training import evaluate_in_real, train_in_dream, whole_episode_judge
 
 TRAIN_ID, JUDGE_ID = "Dream-TrainingCurve-v0", "Dream-TrainingCurveJudge-v0"
 
@@ -64,9 +64,9 @@ class SaveEvery(BaseCallback):
 def judge_in_dream(model: BaseAlgorithm, episodes: int, seed: int, **knobs: Any) -> float:
     """Mean return of ``episodes`` deterministic whole episodes of ``model`` in the judge dream."""
     venv = make_vec_env(JUDGE_ID, n_envs=episodes, seed=seed, **{**whole_episode_judge(JUDGE_ID), **knobs})
-    returns, _ = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True)
+    mean, _ = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=True)
     venv.close()
-    return float(np.mean(returns))
+    return float(mean)
 
 
 def plot_title(result: dict[str, Any]) -> str:
@@ -128,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     register_dream(TRAIN_ID, args.dream)
-    env_id = args.env or read_metadata(args.dream).get("source_env_id")
+    metadata = read_metadata(args.dream)
+    env_id = args.env or metadata.get("source_env_id")
     if not env_id:
         p.error(f"{args.dream} records no source env: give --env")
-    stored = read_metadata(args.dream).get("training")
+    stored = stored_training(metadata)
     if stored is None:
         p.error(f"{args.dream} stores no training recipe: fit it with --preset")
-    from learned_envs.presets import get_preset
-
-    recipe = get_preset(stored["preset"]).training
+    recipe, _ = stored
+    # Unlike `train`, a flag here overrides only its own knob of the recipe's start, so one knob can be varied alone.
     given = {"clone_steps": args.clone_behaviour, "hold_steps": args.hold_actor, "anchor": args.anchor,
              "anchor_beta": args.anchor_beta}
     start = {**(recipe.behaviour_start or {}), **{k: v for k, v in given.items() if v is not None}} or None
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for steps, path in checkpoints:
         agent = load_sb3_agent(path)
-        mean, std = score_in_real(lambda obs: agent.predict(obs, deterministic=True)[0], env_id, args.episodes, args.eval_seed)
+        mean, std = evaluate_in_real(agent, env_id, args.episodes, args.eval_seed)
         row = {"steps": steps, "checkpoint": str(path), "real_return": mean, "real_std": std,
                "score": normalized_score(env_id, mean)}
         if args.judge:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = f"score {row['score']:.1f}" if row["score"] is not None else f"return {mean:.1f} +- {std:.1f}"
         print(f"{steps:>10,} steps: real {shown}" + (f"; judge dream {row['dream_return']:.1f}" if args.judge else ""),
               flush=True)
-    result: dict[str, Any] = {"command": shlex.join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+    result: dict[str, Any] = {"command": "python benchmarks/training_curve.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                               "dream": args.dream, "env_id": env_id, "seed": args.seed, "behaviour_start": start,
                               "episodes": args.episodes, "rows": rows}
     if args.judge:

@@ -13,7 +13,7 @@ from learned_envs.data import save
 from learned_envs.data.collecting import collect, load_sb3_agent
 from learned_envs.evaluation.metrics import spearman
 from learned_envs.fitting import FitConfig, fit
-from learned_envs.training import score_in_real
+from learned_envs.training import evaluate_in_real
 from tests.helpers import PNG_SIGNATURE, TINY_FIT, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_cli_saves_scores_and_judges_each_checkpoint(curve, medium_dream, tmp_pa
     assert all(Path(row["checkpoint"]).is_file() for row in result["rows"])
     # Pendulum has no D4RL reference: returns, not scores; each the checkpoint's own real episode.
     first = load_sb3_agent(result["rows"][0]["checkpoint"])
-    real, _ = score_in_real(lambda obs: first.predict(obs, deterministic=True)[0], "Pendulum-v1", 1, 0)
+    real, _ = evaluate_in_real(first, "Pendulum-v1", 1, 0)
     assert result["rows"][0]["real_return"] == pytest.approx(real) and result["rows"][0]["score"] is None
     # The judge's verdict is the checkpoint's whole episodes in the judge dream, its mean path (temperature 0).
     curve.register_dream(curve.JUDGE_ID, dream)
