@@ -85,8 +85,7 @@ _MEDIUM = replace(
     name="offline-medium",
     description="offline model-based RL on logs of a competent controller (D4RL's medium data): the offline preset, "
                 "a halt where the members disagree more than on 99% of the training rows, and SAC started as a clone "
-                "of the logged actions and held to those its critic rates above its own (advantage-weighted, as "
-                "AWAC's and IQL's actors)",
+                "of the logged actions and held near them (TD3+BC's anchor)",
     # The halt ends the branches that leave the logged behaviour's states, where medium data's dream
     # is exploited (HalfCheetah medium: -1.3 with the offline preset, 40.2 over 3 seeds with the halt;
     # runs/s24-s26, docs/offline_mujoco.md). The anchored, advantage-weighted clone (MOReL's start, TD3+BC's anchor,
@@ -98,12 +97,15 @@ _MEDIUM = replace(
     # dataset 15.2) it loses to IQL (runs/s35-s38, docs/offline_mujoco.md), and on the benchmark's own sampled
     # Hopper medium log (dataset 30.6, stop 43) it fails: 12.3 / 19.3 / 15.3 against IQL's 84.4 / 92.6 / 82.4, its
     # agents sinking where the dream says they hop on (benchmarks/closed_loop.py); there the clone alone scores 34-45,
-    # and the advantage weights, not the anchor's strength, pull the agent below it (stop 44). Not for random data: the clone of a
+    # and the advantage weights, not the anchor's strength, pull the agent below it (stop 44). Since stop 45 the
+    # pull is every logged row's alike (anchor_beta 0): on the benchmark's logs, seeds 0 / 1, HalfCheetah medium
+    # 35.3 / 35.6 without the weights against 35.6 / 35.9 with them, Hopper medium HOPPER_B0 against 12.3 / 19.3
+    # (docs/offline_mujoco.md, stop 45); the stop-37 log's 78.9 was measured with them. Not for random data: the clone of a
     # uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
     dream_defaults={**_OFFLINE.dream_defaults, "halt_threshold": "auto", "halt_quantile": 0.99},
     training=replace(
         _OFFLINE.training,
-        behaviour_start={"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 1.0, "anchor_beta": 3.0},
+        behaviour_start={"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 1.0, "anchor_beta": 0.0},
     ),
 )
 
@@ -111,7 +113,8 @@ _REPLAY = replace(
     _MEDIUM,
     name="offline-replay",
     description="offline model-based RL on a learning agent's whole replay buffer (D4RL's medium-replay data): "
-                "offline-medium's anchored, advantage-weighted start, without the halt",
+                "offline-medium's anchored start, its pull weighted by the critic's advantages (AWAC's and IQL's "
+                "actors), without the halt",
     # Such a buffer runs from the agent's first random steps to its last competent ones, so the
     # members agree over a wide region, and the dream rolls the behaviour's own policies out close
     # to the real env (Hopper medium-replay, 1,000-step rollouts from the logged starts: dream
@@ -121,6 +124,12 @@ _REPLAY = replace(
     # 24.6 / 25.7 without it (mean 26.3), still below d3rlpy's IQL (36.0 / 29.3 / 28.8, mean 31.4;
     # runs/s38-s39, docs/offline_mujoco.md).
     dream_defaults={key: value for key, value in _MEDIUM.dream_defaults.items() if not key.startswith("halt_")},
+    # Its rows were measured with the advantage weights, which offline-medium dropped at stop 45; they stay
+    # here until the replay row is measured without them.
+    training=replace(
+        _MEDIUM.training,
+        behaviour_start={**_MEDIUM.training.behaviour_start, "anchor_beta": 3.0},
+    ),
 )
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in (_OFFLINE, _MEDIUM, _REPLAY)}

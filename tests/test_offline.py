@@ -429,7 +429,7 @@ def test_medium_preset_stores_the_halt_and_trains_from_the_anchored_clone(pendul
     assert meta["dream"]["halt_threshold"] == "auto" and meta["dream"]["halt_quantile"] == 0.99
     assert meta["dream"]["reset_from"] == "logged" and meta["dream"]["start_share"] == 0.5
     stored = presets.get_preset("offline-medium").training.behaviour_start
-    assert stored == {"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 1.0, "anchor_beta": 3.0}
+    assert stored == {"clone_steps": 20_000, "hold_steps": 50_000, "anchor": 1.0, "anchor_beta": 0.0}
     # The recipe's own start, made short enough for a test: the actor is cloned, then held.
     short = dataclasses.replace(presets.PRESETS["offline-medium"].training, behaviour_start={**stored, "clone_steps": 50})
     monkeypatch.setitem(presets.PRESETS, "offline-medium", dataclasses.replace(presets.PRESETS["offline-medium"], training=short))
@@ -452,7 +452,10 @@ def test_replay_preset_is_the_medium_one_without_the_halt(pendulum, tmp_path):
     register_dream("Test-Offline-Replay-v0", dream)
     assert gym.make("Test-Offline-Replay-v0").unwrapped.core.halt_threshold is None
     medium, replay = presets.get_preset("offline-medium"), presets.get_preset("offline-replay")
-    assert replay.training == medium.training and replay.max_episode_steps == medium.max_episode_steps == 5
+    assert replay.max_episode_steps == medium.max_episode_steps == 5
+    # The same SAC and start, but the replay row keeps the advantage weights it was measured with.
+    assert replay.training.behaviour_start == {**medium.training.behaviour_start, "anchor_beta": 3.0}
+    assert dataclasses.replace(replay.training, behaviour_start=medium.training.behaviour_start) == medium.training
 
 
 def test_select_judge_whole_plays_the_real_envs_episodes(pendulum, tmp_path, monkeypatch, capsys):
