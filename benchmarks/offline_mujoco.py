@@ -229,11 +229,24 @@ def learner_settings(algo: str, preset: str, grad_steps: int, episodes: int, fit
                      train_args: Sequence[str], dataset: str) -> dict:
     """What a learner's result depends on beside its seed: a record made with other settings is
     trained again. ``dataset`` is the data's :func:`dataset_digest`. The dream's fit and train
-    arguments and its preset concern it alone."""
+    arguments and its preset concern it alone; the preset by what it stores, not only by name, so
+    that a preset whose recipe has changed trains again."""
     settings = {"dataset_sha256": dataset, "grad_steps": grad_steps, "episodes": episodes}
     if algo == "dream-SAC":
-        settings.update(fit_args=list(fit_args), train_args=list(train_args), preset=preset)
+        settings.update(fit_args=list(fit_args), train_args=list(train_args), preset=preset, recipe=preset_recipe(preset))
     return settings
+
+
+def preset_recipe(name: str) -> dict:
+    """What the preset ``name`` stores (its fit defaults and training recipe, not its description), as
+    the plain JSON a record holds."""
+    import dataclasses
+
+    from learned_envs.presets import get_preset
+
+    stored = dataclasses.asdict(get_preset(name))
+    del stored["name"], stored["description"]
+    return json.loads(json.dumps(stored))
 
 
 def dataset_digest(data) -> str:

@@ -88,6 +88,22 @@ def test_the_dreams_arguments_retrain_the_dream_alone(bench):
                  "--medium-preset", "offline", "--replay-preset", "offline-medium") == []
 
 
+def test_a_preset_whose_recipe_changed_retrains_the_dream(bench, monkeypatch):
+    import dataclasses
+
+    from learned_envs import presets
+
+    algos = ("--algos", "IQL", "dream-SAC")
+    assert bench("--grad-steps", "50", *algos) == ["IQL 0", "IQL 1", "dream-SAC 0", "dream-SAC 1"]
+    offline = presets.PRESETS["offline"]
+    changed = dataclasses.replace(offline, training=dataclasses.replace(offline.training, steps=offline.training.steps + 1))
+    monkeypatch.setitem(presets.PRESETS, "offline", changed)
+    assert bench("--grad-steps", "50", *algos) == ["dream-SAC 0", "dream-SAC 1"]
+    # Its description alone is not what it stores.
+    monkeypatch.setitem(presets.PRESETS, "offline", dataclasses.replace(changed, description="reworded"))
+    assert bench("--grad-steps", "50", *algos) == []
+
+
 def test_records_kept_where_asked_are_read_back_only_for_the_same_rows(bench, tmp_path):
     records = tmp_path / "kept"
     assert bench("--grad-steps", "50", "--records", str(records)) == ["BC 0", "BC 1", "IQL 0", "IQL 1"]
