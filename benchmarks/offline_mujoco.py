@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -240,8 +241,6 @@ def learner_settings(algo: str, preset: str, grad_steps: int, episodes: int, fit
 def preset_recipe(name: str) -> dict:
     """What the preset ``name`` stores (its fit defaults and training recipe, not its description), as
     the plain JSON a record holds."""
-    import dataclasses
-
     from learned_envs.presets import get_preset
 
     stored = dataclasses.asdict(get_preset(name))
