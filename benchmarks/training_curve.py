@@ -4,7 +4,8 @@
 last policy disappoints, the question is when it went wrong: was the start (a preset's clone of the
 logged behaviour) already poor, did the agent fall off it at release, or climb and fall back? This
 trains SB3's agent in a dream fitted with a preset (its stored recipe, with the behaviour start's
-knobs overridable by the same flags ``train`` takes), saves the policy every ``--every`` dream
+knobs, the dreams' knobs and their time limit overridable by the same flags ``train`` takes:
+``--anchor``, ``--dream-kwarg``, ``--max-episode-steps``, ...), saves the policy every ``--every`` dream
 steps, then scores each checkpoint over ``--episodes`` deterministic real episodes (D4RL's
 normalised score where the source env has reference returns). With ``--judge DREAM``, each
 checkpoint is also judged in that dream as ``train --select-judge whole`` judges (episodes from the
@@ -34,6 +35,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from learned_envs.checkpoint import read_metadata
+from learned_envs.cli import parse_knobs
 from learned_envs.data.collecting import load_sb3_agent
 from learned_envs.evaluation.metrics import spearman
 from learned_envs.evaluation.scores import normalized_score
@@ -113,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold-actor", type=int, metavar="STEPS", help="as train's (default: the recipe's)")
     p.add_argument("--anchor", type=float, metavar="ALPHA", help="as train's (default: the recipe's)")
     p.add_argument("--anchor-beta", type=float, metavar="BETA", help="as train's (default: the recipe's)")
+    p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE", help="as train's: a dream knob for training")
+    p.add_argument("--max-episode-steps", type=int, help="as train's: the training dreams' time limit (default: the dream's)")
     p.add_argument("--episodes", type=int, default=10, help="real episodes a checkpoint (reset seeds --eval-seed, +1, ...)")
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--judge", metavar="DREAM", help="also judge each checkpoint in this dream checkpoint, whole episodes")
@@ -142,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     start = {**(recipe.behaviour_start or {}), **{k: v for k, v in given.items() if v is not None}} or None
     args.workdir.mkdir(parents=True, exist_ok=True)
     saver = SaveEvery(args.workdir, args.every)
+    knobs = parse_knobs(args.dream_kwarg, "--dream-kwarg")
+    if args.max_episode_steps is not None:
+        knobs["max_episode_steps"] = args.max_episode_steps
     model = train_in_dream(TRAIN_ID, args.steps, seed=args.seed, logged_data=args.data, behaviour_start=start,
-                           callbacks=[saver])
+                           callbacks=[saver], **knobs)
     final = args.workdir / "final.zip"
     model.save(final)
     # The policy train hands back is the one after learn() returns: SB3's off-policy agents take
@@ -168,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     result: dict[str, Any] = {"command": "python benchmarks/training_curve.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                               "dream": args.dream, "env_id": env_id, "seed": args.seed, "behaviour_start": start,
+                              "dream_kwargs": knobs,
                               "episodes": args.episodes, "rows": rows}
     if args.judge:
         rho, _ = spearman([r["real_return"] for r in rows], [r["dream_return"] for r in rows])

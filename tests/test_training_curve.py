@@ -61,3 +61,24 @@ def test_cli_saves_scores_and_judges_each_checkpoint(curve, medium_dream, tmp_pa
     assert result["rank_correlation"] == rho
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
     assert "judge dream" in done.stdout
+
+
+def test_dream_knobs_and_time_limit_reach_the_training_dreams(curve, medium_dream, tmp_path, monkeypatch):
+    data, dream = medium_dream
+    seen = {}
+    train = curve.train_in_dream
+
+    def recording(*args, **kwargs):
+        model = train(*args, **kwargs)
+        core = model.get_env().unwrapped.core
+        seen["kwargs"], seen["limit"], seen["share"] = kwargs, core.max_episode_steps, core.settings.start_share
+        return model
+
+    monkeypatch.setattr(curve, "train_in_dream", recording)
+    out = tmp_path / "curve.json"
+    curve.main([str(dream), "--data", str(data), "--steps", "64", "--every", "32", "--clone-behaviour", "5",
+                "--hold-actor", "0", "--max-episode-steps", "7", "--dream-kwarg", "start_share=1.0", "--episodes", "1",
+                "--workdir", str(tmp_path / "ck"), "--out", str(out)])
+    assert seen["kwargs"]["max_episode_steps"] == 7 and seen["kwargs"]["start_share"] == 1.0
+    assert seen["limit"] == 7 and seen["share"] == 1.0
+    assert json.loads(out.read_text())["dream_kwargs"] == {"start_share": 1.0, "max_episode_steps": 7}
