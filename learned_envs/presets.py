@@ -98,10 +98,11 @@ _MEDIUM = replace(
     # Hopper medium log (dataset 30.6, stop 43) it fails: 12.3 / 19.3 / 15.3 against IQL's 84.4 / 92.6 / 82.4, its
     # agents sinking where the dream says they hop on (benchmarks/closed_loop.py); there the clone alone scores 34-45,
     # and the advantage weights, not the anchor's strength, pull the agent below it (stop 44). Since stop 45 the
-    # pull is every logged row's alike (anchor_beta 0): on the benchmark's logs, seeds 0 / 1, HalfCheetah medium
-    # 35.3 / 35.6 without the weights against 35.6 / 35.9 with them, Hopper medium 37.2 / 36.7 / 33.3 against 12.3 / 19.3 / 15.3
-    # (docs/offline_mujoco.md, stop 45); the stop-37 log's 78.9 was measured with them. Not for random data: the clone of a
-    # uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data, runs/s36).
+    # pull is every logged row's alike (anchor_beta 0): on the benchmark's logs, seeds 0 / 1 / 2, HalfCheetah medium
+    # 35.3 / 35.6 / 35.6 without the weights against 35.6 / 35.9 / 35.7 with them, Hopper medium 37.2 / 36.7 / 33.3
+    # against 12.3 / 19.3 / 15.3 (docs/offline_mujoco.md, stops 45-46); the stop-37 log's 78.9 was measured with them.
+    # Not for random data: the clone of a uniform policy scored 14.7 where the offline preset scored 32.2 (seed-7 data,
+    # runs/s36).
     dream_defaults={**_OFFLINE.dream_defaults, "halt_threshold": "auto", "halt_quantile": 0.99},
     training=replace(
         _OFFLINE.training,
