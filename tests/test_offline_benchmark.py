@@ -3,6 +3,7 @@ a learner recorded with the same settings is read back instead of trained again.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from learned_envs import presets
 from learned_envs.data import save
 from learned_envs.data.collecting import collect
 from tests.helpers import load_benchmark
@@ -89,10 +91,6 @@ def test_the_dreams_arguments_retrain_the_dream_alone(bench):
 
 
 def test_a_preset_whose_recipe_changed_retrains_the_dream(bench, monkeypatch):
-    import dataclasses
-
-    from learned_envs import presets
-
     algos = ("--algos", "IQL", "dream-SAC")
     assert bench("--grad-steps", "50", *algos) == ["IQL 0", "IQL 1", "dream-SAC 0", "dream-SAC 1"]
     offline = presets.PRESETS["offline"]
