@@ -77,16 +77,17 @@ def cmd_train(args: argparse.Namespace) -> None:
         select = SelectInDream(args.env_id, args.select_every, **{**knobs, **judge}) if args.select_every else None
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
                                behaviour_start=start, callbacks=[select] if select else (),
-                               value_penalty=args.value_penalty, **knobs, **horizon)
+                               value_penalty=args.value_penalty, gamma=args.gamma, **knobs, **horizon)
         if select is not None:
             steps, mean = select.chosen
             print(f"--select-every: kept the policy of step {steps:,} (mean dream return {mean:.1f} over "
                   f"{select.episodes} episodes; {len(select.history)} checks, the last {select.history[-1][1]:.1f})")
     elif (knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None
           or args.hold_actor is not None or args.anchor is not None or args.anchor_beta is not None
-          or args.select_every or args.select_judge is not None or args.value_penalty is not None):
+          or args.select_every or args.select_judge is not None or args.value_penalty is not None
+          or args.gamma is not None):
         raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps, --clone-behaviour (with --hold-actor, --anchor, "
-                         f"--anchor-beta), --select-every (with --select-judge) and --value-penalty are for dreams; "
+                         f"--anchor-beta), --select-every (with --select-judge), --value-penalty and --gamma are for dreams; "
                          f"{args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
@@ -417,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value-penalty", type=_non_negative_float, metavar="BETA",
                    help="SAC, TD3, DDPG in a dream: charge each dream transition BETA x the spread of its Bellman target "
                    "r + gamma Q(s', a') over the model's members (MOBILE's penalty; it asks the model at every update)")
+    p.add_argument("--gamma", type=float, metavar="GAMMA",
+                   help="in a dream: the agent's discount factor, in (0, 1] (default: the dream's stored recipe, else the zoo's)")
     p.add_argument("--select-every", type=_positive_int, metavar="STEPS",
                    help="in a dream: every STEPS steps play 10 deterministic dream episodes, and hand back the last policy "
                    "unless the dream scored an earlier one clearly better (SB3's EvalCallback judged in the dream: no real "

@@ -222,6 +222,7 @@ def train_in_dream(
     behaviour_start: dict[str, Any] | None = None,
     callbacks: Sequence[BaseCallback] = (),
     value_penalty: float | None = None,
+    gamma: float | None = None,
     **dream_kwargs: Any,
 ):
     """Train an SB3 ``algo`` for ``steps`` environment steps, only inside ``dream_id``.
@@ -241,6 +242,7 @@ def train_in_dream(
     ``value_penalty`` (SAC, TD3, DDPG) charges each dream row that multiple of the spread of its
     Bellman target over the model's members (MOBILE's penalty,
     :class:`~learned_envs.replay.BellmanPenaltyBuffer`), asked of a dream with these ``dream_kwargs``.
+    ``gamma`` (in ``(0, 1]``) replaces the recipe's or the zoo's discount factor.
     """
     from learned_envs.checkpoint import read_metadata
     from learned_envs.presets import stored_training
@@ -267,6 +269,10 @@ def train_in_dream(
         params = hyperparameters(algo, source_env)
     if steps is None:
         raise ValueError(f"{dream_id} stores no training recipe (fit it with --preset to store one): give the number of steps")
+    if gamma is not None:
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma (the discount factor) should be in (0, 1], not {gamma}")
+        params["gamma"] = float(gamma)
     if value_penalty is not None:
         callbacks.insert(0, _bellman_penalty(params, algo, dream_id, metadata, value_penalty, seed, logged_data,
                                               dream_kwargs))

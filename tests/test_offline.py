@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from stable_baselines3 import SAC
 
 from learned_envs import presets
 from learned_envs.checkpoint import load_checkpoint, read_metadata
@@ -160,6 +161,16 @@ def test_train_uses_the_stored_recipe_and_the_recorded_data(pendulum, monkeypatc
         train_in_dream("Test-Offline-Train-v0", None, "PPO", progress=False)
 
 
+def test_gamma_replaces_the_recipes_discount(pendulum):
+    _, _, dream = pendulum
+    register_dream("Test-Offline-Gamma-v0", dream)
+    assert train_in_dream("Test-Offline-Gamma-v0", 32, seed=0, progress=False).gamma == 0.99
+    agent = train_in_dream("Test-Offline-Gamma-v0", 32, seed=0, progress=False, gamma=0.999)
+    assert agent.gamma == 0.999 and isinstance(agent.replay_buffer, MixedReplayBuffer)
+    with pytest.raises(ValueError, match=r"gamma .* in \(0, 1\], not 1.5"):
+        train_in_dream("Test-Offline-Gamma-v0", 32, seed=0, progress=False, gamma=1.5)
+
+
 def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, capsys):
     _, _, dream = pendulum
     register_dream("Test-Offline-Clone-v0", dream)
@@ -180,9 +191,11 @@ def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, c
     assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--clone-behaviour", "20",
                  "--anchor-beta", "3"]) == 2
     assert "anchor_beta weights the anchor's pull: give an anchor too" in capsys.readouterr().err
-    for flags in (["--clone-behaviour", "20"], ["--anchor", "2.5"], ["--anchor-beta", "3"]):
+    for flags in (["--clone-behaviour", "20"], ["--anchor", "2.5"], ["--anchor-beta", "3"], ["--gamma", "0.999"]):
         assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), *flags]) == 2
-        assert "--select-every (with --select-judge) and --value-penalty are for dreams; Pendulum-v1" in capsys.readouterr().err
+        assert "--value-penalty and --gamma are for dreams; Pendulum-v1" in capsys.readouterr().err
+    assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--gamma", "0.995"]) == 0
+    assert SAC.load(out).gamma == 0.995
 
 
 def test_train_takes_another_horizon_for_one_run(pendulum, tmp_path, capsys):
