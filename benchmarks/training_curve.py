@@ -5,7 +5,7 @@ last policy disappoints, the question is when it went wrong: was the start (a pr
 logged behaviour) already poor, did the agent fall off it at release, or climb and fall back? This
 trains SB3's agent in a dream fitted with a preset (its stored recipe, with the behaviour start's
 knobs, the dreams' knobs and their time limit overridable by the same flags ``train`` takes:
-``--anchor``, ``--gamma``, ``--dream-kwarg``, ``--max-episode-steps``, ...), saves the policy every ``--every`` dream
+``--anchor``, ``--actor-every``, ``--gamma``, ``--n-step``, ``--dream-kwarg``, ``--max-episode-steps``, ...), saves the policy every ``--every`` dream
 steps, then scores each checkpoint over ``--episodes`` deterministic real episodes (D4RL's
 normalised score where the source env has reference returns). With ``--judge DREAM``, each
 checkpoint is also judged in that dream as ``train --select-judge whole`` judges (episodes from the
@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold-actor", type=int, metavar="STEPS", help="as train's (default: the recipe's)")
     p.add_argument("--anchor", type=float, metavar="ALPHA", help="as train's (default: the recipe's)")
     p.add_argument("--anchor-beta", type=float, metavar="BETA", help="as train's (default: the recipe's)")
+    p.add_argument("--actor-every", type=int, metavar="K", help="as train's: after the hold, the actor learns on one vector "
+                   "step in K (default 1)")
     p.add_argument("--gamma", type=float, help="as train's: the agent's discount factor (default: the recipe's)")
+    p.add_argument("--n-step", type=int, help="as train's: the critic's targets this many dream steps ahead (default 1)")
     p.add_argument("--dream-kwarg", action="append", metavar="KNOB=VALUE", help="as train's: a dream knob for training")
     p.add_argument("--max-episode-steps", type=int, help="as train's: the training dreams' time limit (default: the dream's)")
     p.add_argument("--episodes", type=int, default=10, help="real episodes a checkpoint (reset seeds --eval-seed, +1, ...)")
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe, _ = stored
     # Unlike `train`, a flag here overrides only its own knob of the recipe's start, so one knob can be varied alone.
     given = {"clone_steps": args.clone_behaviour, "hold_steps": args.hold_actor, "anchor": args.anchor,
-             "anchor_beta": args.anchor_beta}
+             "anchor_beta": args.anchor_beta, "actor_every": args.actor_every}
     start = {**(recipe.behaviour_start or {}), **{k: v for k, v in given.items() if v is not None}} or None
     args.workdir.mkdir(parents=True, exist_ok=True)
     saver = SaveEvery(args.workdir, args.every)
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_episode_steps is not None:
         knobs["max_episode_steps"] = args.max_episode_steps
     model = train_in_dream(TRAIN_ID, args.steps, seed=args.seed, logged_data=args.data, behaviour_start=start,
-                           callbacks=[saver], gamma=args.gamma, **knobs)
+                           callbacks=[saver], gamma=args.gamma, n_step=args.n_step, **knobs)
     final = args.workdir / "final.zip"
     model.save(final)
     # The policy train hands back is the one after learn() returns: SB3's off-policy agents take
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     result: dict[str, Any] = {"command": "python benchmarks/training_curve.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                               "dream": args.dream, "env_id": env_id, "seed": args.seed, "behaviour_start": start,
-                              "dream_kwargs": knobs, "gamma": args.gamma,
+                              "dream_kwargs": knobs, "gamma": args.gamma, "n_step": args.n_step,
                               "episodes": args.episodes, "rows": rows}
     if args.judge:
         rho, _ = spearman([r["real_return"] for r in rows], [r["dream_return"] for r in rows])

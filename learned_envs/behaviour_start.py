@@ -60,6 +60,9 @@ class BehaviourStart(BaseCallback):
             ``anchor_beta`` only shares it out among the rows (unnormalised, the pull also grew as
             the critic came to rate the logged actions higher, which on Hopper medium left the
             seeds' last policies far apart; see the README's stop-37 note).
+        actor_every: after the hold, the actor learns (SAC's steps and the anchor's) on one vector step
+            in ``actor_every``, the critic on every one: TD3's delayed policy updates, so that the critic
+            tracks the actor it values (1, the default: every step).
         seed: seed of the generator drawing the clone's minibatches.
         progress: show a progress bar over the clone's steps.
 
@@ -68,13 +71,13 @@ class BehaviourStart(BaseCallback):
 
     def __init__(self, logged: Transitions, clone_steps: int = 20_000, hold_steps: int = 50_000, batch_size: int = 256,
                  learning_rate: float = 1e-3, min_std: float = 0.1, anchor: float = 0.0, anchor_beta: float = 0.0,
-                 seed: int = 0, progress: bool = True):
+                 actor_every: int = 1, seed: int = 0, progress: bool = True):
         super().__init__()
         if (clone_steps < 1 or hold_steps < 0 or batch_size < 1 or not learning_rate > 0 or not min_std > 0
-                or not anchor >= 0 or not anchor_beta >= 0):
+                or not anchor >= 0 or not anchor_beta >= 0 or actor_every < 1):
             raise ValueError(f"BehaviourStart needs clone_steps >= 1, hold_steps >= 0, batch_size >= 1, positive learning_rate "
-                             f"and min_std, anchor >= 0 and anchor_beta >= 0; got {clone_steps}, {hold_steps}, {batch_size}, "
-                             f"{learning_rate}, {min_std}, {anchor}, {anchor_beta}")
+                             f"and min_std, anchor >= 0, anchor_beta >= 0 and actor_every >= 1; got {clone_steps}, {hold_steps}, "
+                             f"{batch_size}, {learning_rate}, {min_std}, {anchor}, {anchor_beta}, {actor_every}")
         if anchor_beta > 0 and anchor == 0:
             raise ValueError("anchor_beta weights the anchor's pull: give an anchor too")
         if not isinstance(logged.action_space, spaces.Box):
@@ -83,7 +86,7 @@ class BehaviourStart(BaseCallback):
             raise ValueError("logged holds no transitions to clone")
         self.logged, self.clone_steps, self.hold_steps = logged, clone_steps, hold_steps
         self.batch_size, self.learning_rate, self.min_std, self.anchor = batch_size, learning_rate, min_std, anchor
-        self.anchor_beta = anchor_beta
+        self.anchor_beta, self.actor_every = anchor_beta, int(actor_every)
         self.row_weights: tuple[float, float] | None = None  # the last anchor step's mean and largest row weight, undivided
         self.rng, self.progress = np.random.default_rng(seed), progress
         self.clone_loss: tuple[float, float] | None = None
@@ -186,8 +189,9 @@ class BehaviourStart(BaseCallback):
         self.held = held
 
     def _on_step(self) -> bool:
-        if self.held and self.num_timesteps >= self.hold_steps:
-            self._hold(False)
+        # SB3 calls this after each vector step, before the updates that follow it.
+        if self.num_timesteps >= self.hold_steps and (self.held or self.actor_every > 1):
+            self._hold(self.n_calls % self.actor_every != 0)
         if self.anchor > 0 and not self.held and self.num_timesteps >= self.model.learning_starts:
             self._anchor_step()
         return True

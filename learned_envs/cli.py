@@ -65,11 +65,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ValueError("--stop-at-return is for training in a real env (it plays real episodes to check)")
     if dream:
         horizon = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
-        if args.clone_behaviour is None and (args.hold_actor is not None or args.anchor is not None or args.anchor_beta is not None):
-            raise ValueError("--hold-actor, --anchor and --anchor-beta shape a behaviour start: give --clone-behaviour UPDATES too")
+        if args.clone_behaviour is None and (args.hold_actor is not None or args.anchor is not None or args.anchor_beta is not None
+                                             or args.actor_every is not None):
+            raise ValueError("--hold-actor, --anchor, --anchor-beta and --actor-every shape a behaviour start: give "
+                             "--clone-behaviour UPDATES too")
         # Options left unset fall to BehaviourStart's own defaults, which the help text quotes.
         given = {"clone_steps": args.clone_behaviour, "hold_steps": args.hold_actor, "anchor": args.anchor,
-                 "anchor_beta": args.anchor_beta}
+                 "anchor_beta": args.anchor_beta, "actor_every": args.actor_every}
         start = None if args.clone_behaviour is None else {k: v for k, v in given.items() if v is not None}
         if args.select_judge is not None and not args.select_every:
             raise ValueError("--select-judge says how --select-every judges: give --select-every STEPS too")
@@ -77,18 +79,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         select = SelectInDream(args.env_id, args.select_every, **{**knobs, **judge}) if args.select_every else None
         model = train_in_dream(args.env_id, args.steps, args.algo, seed=args.seed, logged_data=args.logged_data,
                                behaviour_start=start, callbacks=[select] if select else (),
-                               value_penalty=args.value_penalty, gamma=args.gamma, **knobs, **horizon)
+                               value_penalty=args.value_penalty, gamma=args.gamma, n_step=args.n_step, **knobs, **horizon)
         if select is not None:
             steps, mean = select.chosen
             print(f"--select-every: kept the policy of step {steps:,} (mean dream return {mean:.1f} over "
                   f"{select.episodes} episodes; {len(select.history)} checks, the last {select.history[-1][1]:.1f})")
     elif (knobs or args.logged_data or args.max_episode_steps is not None or args.clone_behaviour is not None
           or args.hold_actor is not None or args.anchor is not None or args.anchor_beta is not None
-          or args.select_every or args.select_judge is not None or args.value_penalty is not None
-          or args.gamma is not None):
+          or args.actor_every is not None or args.select_every or args.select_judge is not None or args.value_penalty is not None
+          or args.gamma is not None or args.n_step is not None):
         raise ValueError(f"--dream-kwarg, --logged-data, --max-episode-steps, --clone-behaviour (with --hold-actor, --anchor, "
-                         f"--anchor-beta), --select-every (with --select-judge), --value-penalty and --gamma are for dreams; "
-                         f"{args.env_id} is not a registered dream")
+                         f"--anchor-beta, --actor-every), --select-every (with --select-judge), --value-penalty, --gamma and "
+                         f"--n-step are for dreams; {args.env_id} is not a registered dream")
     elif args.steps is None:
         raise ValueError(f"--steps is required to train in the real env {args.env_id}")
     else:
@@ -415,11 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --anchor: weight each logged row's pull by exp(BETA x its advantage under the agent's critic), "
                    "at most 100, as AWAC and IQL's actor do, divided by the batch's mean weight so that ALPHA alone sets "
                    "the pull's size (IQL's 3.0 on hopper; default 0: every row alike)")
+    p.add_argument("--actor-every", type=_positive_int, metavar="K",
+                   help="with --clone-behaviour: after the hold, the actor learns on one vector step in K and the critic on "
+                   "every one (TD3's delayed policy updates; default 1)")
     p.add_argument("--value-penalty", type=_non_negative_float, metavar="BETA",
                    help="SAC, TD3, DDPG in a dream: charge each dream transition BETA x the spread of its Bellman target "
                    "r + gamma Q(s', a') over the model's members (MOBILE's penalty; it asks the model at every update)")
     p.add_argument("--gamma", type=float, metavar="GAMMA",
                    help="in a dream: the agent's discount factor, in (0, 1] (default: the dream's stored recipe, else the zoo's)")
+    p.add_argument("--n-step", type=_positive_int, metavar="N",
+                   help="SAC, TD3, DDPG, DQN in a dream: bootstrap the critic's targets N dream steps ahead (n-step returns; "
+                   "default 1)")
     p.add_argument("--select-every", type=_positive_int, metavar="STEPS",
                    help="in a dream: every STEPS steps play 10 deterministic dream episodes, and hand back the last policy "
                    "unless the dream scored an earlier one clearly better (SB3's EvalCallback judged in the dream: no real "

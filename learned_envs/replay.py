@@ -9,7 +9,11 @@ the logged data, which anchors the critic where the model is least trusted. SB3'
         replay_buffer_kwargs={"logged": transitions, "logged_fraction": 0.05})
 
 Everything the agent collects (in the dream) goes into the ordinary ring buffer; each sampled
-batch replaces ``round(logged_fraction * batch_size)`` of its rows by logged transitions.
+batch replaces ``round(logged_fraction * batch_size)`` of its rows by logged transitions. With
+``n_steps > 1`` the agent's rows carry SB3's n-step returns (its :class:`NStepReplayBuffer`:
+the discounted sum of up to ``n_steps`` rewards, bootstrapped ``gamma ** k`` ahead), so that a
+long-horizon critic (``gamma`` 0.999 over 1,000-step episodes) learns a fall's cost ``n_steps``
+times faster; the logged rows stay single steps (a logged row's successor is not the agent's action).
 
 :class:`BellmanPenaltyBuffer` adds MOBILE's pessimism to the same mix: each dream row pays the
 spread of its Bellman target over the world model's members (it needs the agent's critics, bound
@@ -27,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
@@ -35,13 +39,16 @@ from learned_envs.data.sb3_buffer import scale_box_actions
 from learned_envs.data.transitions import Transitions
 
 
-class MixedReplayBuffer(ReplayBuffer):
-    """SB3's :class:`ReplayBuffer`, each sample a mix of the agent's transitions and logged ones.
+class MixedReplayBuffer(NStepReplayBuffer):
+    """SB3's replay buffer, each sample a mix of the agent's transitions and logged ones.
 
     Args (beyond SB3's):
         logged: the real transitions (spaces must match the agent's); ``None`` only with ``logged_fraction=0``.
         logged_fraction: share of each batch drawn from ``logged``, in ``[0, 1]``.
         seed: seed of the generator choosing the logged rows.
+        n_steps, gamma: the agent's rows as n-step returns at discount ``gamma`` (SB3's
+            :class:`NStepReplayBuffer`; give the agent's own gamma); 1 (the default): single steps,
+            sampled exactly as SB3's plain :class:`ReplayBuffer` samples them.
 
     A logged transition's ``done`` is its ``terminated`` flag: a truncation is bootstrapped, as
     SB3 does for the agent's own timeouts.
@@ -50,9 +57,13 @@ class MixedReplayBuffer(ReplayBuffer):
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
                  device: torch.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
                  handle_timeout_termination: bool = True, *, logged: Transitions | None, logged_fraction: float = 0.05,
-                 seed: int = 0):
+                 seed: int = 0, n_steps: int = 1, gamma: float = 0.99):
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"n_steps must be a whole number >= 1, got {n_steps!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma (the discount factor) should be in (0, 1], not {gamma}")
         super().__init__(buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
-                         handle_timeout_termination)
+                         handle_timeout_termination, n_steps=int(n_steps), gamma=float(gamma))
         if not 0.0 <= logged_fraction <= 1.0:
             raise ValueError(f"logged_fraction must be in [0, 1], got {logged_fraction}")
         self.logged_fraction = float(logged_fraction)
@@ -79,8 +90,15 @@ class MixedReplayBuffer(ReplayBuffer):
         self.logged_rewards = np.asarray(logged.rewards, dtype=np.float32).reshape(n)
         self.logged_dones = np.asarray(logged.terminations, dtype=np.float32).reshape(n)
 
+    def _get_samples(self, batch_inds: np.ndarray, env: Any = None) -> ReplayBufferSamples:
+        # One step: SB3's plain sampling, so that single-step runs draw what they drew before n-step returns.
+        if self.n_steps == 1:
+            return ReplayBuffer._get_samples(self, batch_inds, env)
+        return super()._get_samples(batch_inds, env)
+
     def sample(self, batch_size: int, env: Any = None) -> ReplayBufferSamples:
-        """``batch_size`` rows: ``round(logged_fraction * batch_size)`` logged, the rest the agent's."""
+        """``batch_size`` rows: ``round(logged_fraction * batch_size)`` logged, the rest the agent's
+        (``discounts`` ``[B, 1]``, the bootstrap's discount of each row, where ``n_steps > 1``)."""
         n_logged = int(round(self.logged_fraction * batch_size))
         own = self.agent_rows(super().sample(batch_size - n_logged, env=env)) if n_logged < batch_size else None
         if n_logged == 0:
@@ -93,10 +111,15 @@ class MixedReplayBuffer(ReplayBuffer):
             self.logged_dones[rows].reshape(-1, 1),
             self._normalize_reward(self.logged_rewards[rows].reshape(-1, 1), env),
         )
-        logged_batch = ReplayBufferSamples(*(self.to_torch(part) for part in logged))
+        # A logged row is one real step: its bootstrap is one discount ahead.
+        discounts = self.to_torch(np.full((n_logged, 1), self.gamma, dtype=np.float32)) if self.n_steps > 1 else None
+        logged_batch = ReplayBufferSamples(*(self.to_torch(part) for part in logged), discounts=discounts)
         if own is None:
             return logged_batch
-        return ReplayBufferSamples(*(torch.cat([a, b]) for a, b in zip(own[:5], logged_batch[:5])))
+        mixed = ReplayBufferSamples(*(torch.cat([a, b]) for a, b in zip(own[:5], logged_batch[:5])))
+        if discounts is None:
+            return mixed
+        return mixed._replace(discounts=torch.cat([own.discounts, discounts]))
 
     def agent_rows(self, rows: ReplayBufferSamples) -> ReplayBufferSamples:
         """The agent's own (dream) rows of a batch, as the batch will hold them: a hook for subclasses."""

@@ -223,6 +223,7 @@ def train_in_dream(
     callbacks: Sequence[BaseCallback] = (),
     value_penalty: float | None = None,
     gamma: float | None = None,
+    n_step: int | None = None,
     **dream_kwargs: Any,
 ):
     """Train an SB3 ``algo`` for ``steps`` environment steps, only inside ``dream_id``.
@@ -242,7 +243,9 @@ def train_in_dream(
     ``value_penalty`` (SAC, TD3, DDPG) charges each dream row that multiple of the spread of its
     Bellman target over the model's members (MOBILE's penalty,
     :class:`~learned_envs.replay.BellmanPenaltyBuffer`), asked of a dream with these ``dream_kwargs``.
-    ``gamma`` (in ``(0, 1]``) replaces the recipe's or the zoo's discount factor.
+    ``gamma`` (in ``(0, 1]``) replaces the recipe's or the zoo's discount factor. ``n_step`` (an
+    off-policy agent) bootstraps its critic's targets that many dream steps ahead (SB3's n-step
+    returns; a recipe's logged rows stay single steps, :class:`~learned_envs.replay.MixedReplayBuffer`).
     """
     from learned_envs.checkpoint import read_metadata
     from learned_envs.presets import stored_training
@@ -273,6 +276,8 @@ def train_in_dream(
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma (the discount factor) should be in (0, 1], not {gamma}")
         params["gamma"] = float(gamma)
+    if n_step is not None:
+        _n_step_returns(params, algo, n_step, value_penalty)
     if value_penalty is not None:
         callbacks.insert(0, _bellman_penalty(params, algo, dream_id, metadata, value_penalty, seed, logged_data,
                                               dream_kwargs))
@@ -287,6 +292,22 @@ def train_in_dream(
         callbacks.append(BehaviourStart(logged, **{"seed": seed, "progress": progress, **behaviour_start}))
     return _learn(algo, params, lambda n: make_vec_env(dream_id, n_envs=n, seed=seed, **dream_kwargs),
                   steps, seed, f"{algo} in {dream_id}" if progress else None, extra=callbacks)
+
+
+def _n_step_returns(params: dict[str, Any], algo: str, n_step: int, value_penalty: float | None) -> None:
+    """Switch ``params`` (SB3 arguments, edited in place) to ``n_step``-step critic targets, through a recipe's
+    mixed buffer where it has one (SB3 ignores its own ``n_steps`` beside a custom buffer class)."""
+    if isinstance(n_step, bool) or not isinstance(n_step, int) or n_step < 1:
+        raise ValueError(f"n_step should be a whole number >= 1, not {n_step!r}")
+    if algo not in OFF_POLICY:
+        raise ValueError(f"n-step returns are for off-policy agents ({', '.join(OFF_POLICY)}), not {algo}")
+    if value_penalty is not None and n_step > 1:
+        raise ValueError("the value penalty charges one-step Bellman targets: n_step > 1 cannot go with it")
+    if "replay_buffer_class" in params:
+        params["replay_buffer_kwargs"] = {**params.get("replay_buffer_kwargs", {}), "n_steps": n_step,
+                                          "gamma": params.get("gamma", 0.99)}
+    else:
+        params["n_steps"] = n_step
 
 
 def _bellman_penalty(params: dict[str, Any], algo: str, dream_id: str, metadata: dict[str, Any], value_penalty: float,

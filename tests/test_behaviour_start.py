@@ -57,6 +57,17 @@ def test_sac_actor_clones_the_behaviour_is_held_then_trains():
     assert not start.held
 
 
+def test_released_actor_learns_on_one_vector_step_in_actor_every():
+    start = BehaviourStart(pendulum_log(), clone_steps=100, hold_steps=300, actor_every=3, seed=0, progress=False)
+    snapshots = ActorSnapshots(at=tuple(range(290, 331)))
+    SAC("MlpPolicy", "Pendulum-v1", learning_starts=100, seed=0, device="cpu").learn(330, callback=[start, snapshots])
+    # A snapshot at step t is taken after the updates that followed step t - 1.
+    moved = {t for t in range(290, 330) if not same(snapshots.taken[t], snapshots.taken[t + 1])}
+    assert moved == {t for t in range(300, 330) if t % 3 == 0}
+    with pytest.raises(ValueError, match="actor_every >= 1"):
+        BehaviourStart(pendulum_log(), actor_every=0)
+
+
 def test_sac_clone_acts_like_the_behaviour_and_keeps_a_floor_of_spread():
     log = pendulum_log()
     # A fixed entropy coefficient: no entropy target to meet, so the floor alone sets the spread.

@@ -148,6 +148,63 @@ def test_mixed_buffer_puts_the_logged_share_in_every_batch(pendulum):
         MixedReplayBuffer(10, env.observation_space, env.action_space, logged=data, logged_fraction=1.5)
 
 
+def test_mixed_buffer_gives_n_step_returns_for_the_agents_rows_only(pendulum):
+    data, _, _ = pendulum
+    env = gym.make("Pendulum-v1")
+    buffer = MixedReplayBuffer(1000, env.observation_space, env.action_space, device="cpu", logged=data,
+                               logged_fraction=0.25, seed=0, n_steps=3, gamma=0.5)
+    # One 10-step episode, its rewards 100, 200, ..., 1000 and its last row a termination: a row's
+    # n-step return is r_t + r_t+1 / 2 + r_t+2 / 4, cut at the episode's end.
+    for t in range(10):
+        obs = np.full((1, 3), t, np.float32)
+        buffer.add(obs, obs + 1, np.zeros((1, 1), np.float32), np.array([100.0 * (t + 1)]), np.array([t == 9]), [{}])
+    batch = buffer.sample(64)
+    step = batch.observations.numpy()[:, 0]
+    rewards, discounts, dones = (x.numpy().ravel() for x in (batch.rewards, batch.discounts, batch.dones))
+    own = rewards >= 100.0  # logged Pendulum rewards are <= 0
+    assert own.sum() == 48
+    for t, reward, discount, done, nxt in zip(step[own], rewards[own], discounts[own], dones[own],
+                                              batch.next_observations.numpy()[own, 0]):
+        ahead = min(3, 10 - int(t))
+        assert reward == pytest.approx(sum(100.0 * (t + 1 + k) * 0.5**k for k in range(ahead)))
+        assert discount == 0.5**ahead and nxt == t + ahead and done == (t + ahead == 10)
+    # The logged rows are single real steps, bootstrapped one discount ahead.
+    np.testing.assert_array_equal(discounts[~own], 0.5)
+    for obs, nxt in zip(batch.observations.numpy()[~own], batch.next_observations.numpy()[~own]):
+        row = int(np.flatnonzero(np.isclose(data.observations, obs).all(axis=1))[0])
+        np.testing.assert_allclose(nxt, data.next_observations[row], rtol=1e-6)
+    # One step (the default) is SB3's plain sampling: no discounts, the buffer's own gamma applies.
+    one_step = MixedReplayBuffer(10, env.observation_space, env.action_space, logged=data)
+    one_step.add(np.zeros((1, 3), np.float32), np.ones((1, 3), np.float32), np.zeros((1, 1), np.float32), np.array([7.0]),
+                 np.array([False]), [{}])
+    assert one_step.sample(40).discounts is None
+    with pytest.raises(ValueError, match="n_steps must be a whole number >= 1, got 0"):
+        MixedReplayBuffer(10, env.observation_space, env.action_space, logged=data, n_steps=0)
+
+
+def test_n_step_returns_reach_the_recipes_buffer_at_the_agents_gamma(pendulum, tmp_path, capsys):
+    _, _, dream = pendulum
+    register_dream("Test-Offline-NStep-v0", dream)
+    agent = train_in_dream("Test-Offline-NStep-v0", 64, seed=0, progress=False, gamma=0.999, n_step=5)
+    buffer = agent.replay_buffer
+    assert isinstance(buffer, MixedReplayBuffer) and (buffer.n_steps, buffer.gamma, agent.gamma) == (5, 0.999, 0.999)
+    assert agent.n_steps == 1, "SB3's own n_steps would be ignored beside a custom buffer (with a warning)"
+    assert train_in_dream("Test-Offline-NStep-v0", 32, seed=0, progress=False).replay_buffer.n_steps == 1
+    with pytest.raises(ValueError, match="n-step returns are for off-policy agents .*, not PPO"):
+        train_in_dream("Test-Offline-NStep-v0", 64, "PPO", progress=False, n_step=3)
+    with pytest.raises(ValueError, match="one-step Bellman targets: n_step > 1"):
+        train_in_dream("Test-Offline-NStep-v0", 32, progress=False, n_step=3, value_penalty=1.0)
+    from learned_envs.cli import main
+
+    out = tmp_path / "a.zip"
+    assert main(["train", "Test-Offline-NStep-v0", "--steps", "32", "--out", str(out), "--n-step", "4"]) == 0
+    assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), "--n-step", "4"]) == 2
+    assert "--gamma and --n-step are for dreams; Pendulum-v1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "Test-Offline-NStep-v0", "--steps", "32", "--out", str(out), "--n-step", "0"])
+    assert "--n-step: invalid positive whole number value: '0'" in capsys.readouterr().err
+
+
 def test_train_uses_the_stored_recipe_and_the_recorded_data(pendulum, monkeypatch):
     _, _, dream = pendulum
     register_dream("Test-Offline-Train-v0", dream)
@@ -185,15 +242,17 @@ def test_train_starts_from_the_cloned_behaviour_on_request(pendulum, tmp_path, c
 
     out = tmp_path / "a.zip"
     assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--clone-behaviour", "20",
-                 "--hold-actor", "16", "--anchor", "2.5"]) == 0 and out.exists()
-    assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--anchor", "2.5"]) == 2
-    assert "give --clone-behaviour UPDATES too" in capsys.readouterr().err
+                 "--hold-actor", "16", "--anchor", "2.5", "--actor-every", "2"]) == 0 and out.exists()
+    for flags in (["--anchor", "2.5"], ["--actor-every", "2"]):
+        assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), *flags]) == 2
+        assert "give --clone-behaviour UPDATES too" in capsys.readouterr().err
     assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--clone-behaviour", "20",
                  "--anchor-beta", "3"]) == 2
     assert "anchor_beta weights the anchor's pull: give an anchor too" in capsys.readouterr().err
-    for flags in (["--clone-behaviour", "20"], ["--anchor", "2.5"], ["--anchor-beta", "3"], ["--gamma", "0.999"]):
+    for flags in (["--clone-behaviour", "20"], ["--anchor", "2.5"], ["--anchor-beta", "3"], ["--actor-every", "2"],
+                  ["--gamma", "0.999"]):
         assert main(["train", "Pendulum-v1", "--steps", "8", "--out", str(out), *flags]) == 2
-        assert "--value-penalty and --gamma are for dreams; Pendulum-v1" in capsys.readouterr().err
+        assert "--value-penalty, --gamma and --n-step are for dreams; Pendulum-v1" in capsys.readouterr().err
     assert main(["train", "Test-Offline-Clone-v0", "--steps", "32", "--out", str(out), "--gamma", "0.995"]) == 0
     assert SAC.load(out).gamma == 0.995
 
