@@ -303,6 +303,8 @@ def _n_step_returns(params: dict[str, Any], algo: str, n_step: int, value_penalt
         raise ValueError(f"n-step returns are for off-policy agents ({', '.join(OFF_POLICY)}), not {algo}")
     if value_penalty is not None and n_step > 1:
         raise ValueError("the value penalty charges one-step Bellman targets: n_step > 1 cannot go with it")
+    if n_step == 1:  # SB3's default: nothing to switch (and the value penalty's buffer takes no n_steps)
+        return
     if "replay_buffer_class" in params:
         params["replay_buffer_kwargs"] = {**params.get("replay_buffer_kwargs", {}), "n_steps": n_step,
                                           "gamma": params.get("gamma", 0.99)}
