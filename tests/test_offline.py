@@ -465,6 +465,15 @@ def test_bellman_penalty_charges_the_members_spread_of_targets(pendulum, pendulu
                              value_penalty=1.0, target_floor=None, logged=None, logged_fraction=0.0)
 
 
+def test_one_step_targets_go_with_the_value_penalty(pendulum_members):
+    from learned_envs.replay import BellmanPenaltyBuffer
+
+    _, dream = pendulum_members
+    register_dream("Test-Offline-ValueOneStep-v0", dream)
+    agent = train_in_dream("Test-Offline-ValueOneStep-v0", 64, seed=0, progress=False, value_penalty=0.5, n_step=1)
+    assert isinstance(agent.replay_buffer, BellmanPenaltyBuffer) and agent.replay_buffer.value_penalty == 0.5
+
+
 def test_train_pays_a_value_penalty_on_request(pendulum_members, tmp_path, capsys):
     from learned_envs.cli import main
     from learned_envs.replay import BellmanPenaltyBuffer
